@@ -1,0 +1,31 @@
+# authserver: `make run` serves with defaults, `make test` runs the whole suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.PHONY: run test venv lint bench clean
+
+$(VENV)/.installed: setup.cfg requirements.lock
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(BIN)/authserver db upgrade
+	$(BIN)/authserver seed --url http://$(HOST):$(PORT)
+	$(BIN)/authserver serve --host $(HOST) --port $(PORT)
+
+test: venv
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check authserver keyvault tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,73 @@
+"""authserver: an OAuth 2.0 / OpenID Connect provider with an API-key vault and TOTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+
+from flask import Flask, g, request
+
+from . import errors, extensions, logs
+from .clock import Clock, SystemClock
+from .metrics import LATENCY, REQUESTS
+from .services import build_services
+from .settings import Settings
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Flask:
+    settings = settings or Settings.from_env(os.environ)
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.from_mapping(settings.flask_config())
+    logs.configure(settings.log_level)
+    extensions.init_app(app)
+    app.extensions["authserver"] = build_services(settings, clock or SystemClock())
+
+    from . import accounts, health, models  # noqa: F401  (models: every table on the metadata)
+
+    for blueprint in (health.bp, accounts.bp):
+        app.register_blueprint(blueprint)
+    errors.init_app(app)
+    _install_request_hooks(app, settings)
+    return app
+
+
+def _install_request_hooks(app: Flask, settings: Settings) -> None:
+    @app.before_request
+    def _start():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        g.started = time.perf_counter()
+        # One identity per request, even when tests reuse an app context across requests.
+        g.pop("_identity", None)
+        g.pop("_identity_error", None)
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        _security_headers(response, settings)
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        if "started" in g:
+            LATENCY.labels(endpoint).observe(time.perf_counter() - g.started)
+        return response
+
+
+def _security_headers(response, settings: Settings) -> None:
+    headers = response.headers
+    headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    )
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if settings.is_https:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if request.path.startswith(("/api/", "/login", "/oauth/", "/account", "/admin")):
+        headers.setdefault("Cache-Control", "no-store")

@@ -1,0 +1,256 @@
+"""Users, passwords and SSO sessions."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..audit.service import AuditLog
+from ..clock import Clock
+from ..crypto import PasswordHasher, random_token, token_hash
+from ..extensions import db
+from ..identity import Identity
+from .models import SsoSession, User
+
+SESSION_COOKIE = "authserver_session"
+# Touching last_seen_at on every request would turn every read into a write.
+LAST_SEEN_RESOLUTION = timedelta(seconds=60)
+
+
+class AccountError(Exception):
+    """Base for account failures; the message is safe to show."""
+
+
+class UsernameTaken(AccountError):
+    pass
+
+
+class InvalidUserInput(AccountError):
+    pass
+
+
+class InvalidCredentials(AccountError):
+    """Unknown user, wrong password or disabled account: deliberately indistinguishable."""
+
+
+def normalise_username(username: str) -> str:
+    return username.strip().casefold()
+
+
+def validate_username(username: str) -> str:
+    username = username.strip()
+    if not 1 <= len(username) <= 150:
+        raise InvalidUserInput("A username has 1 to 150 characters.")
+    if any(c.isspace() or not c.isprintable() for c in username) or ":" in username:
+        raise InvalidUserInput("A username may not contain spaces, colons or control characters.")
+    if username.lower().startswith("pkid-"):
+        raise InvalidUserInput('A username may not start with "pkid-" (that prefix is for API keys).')
+    return username
+
+
+class AccountService:
+    def __init__(self, passwords: PasswordHasher, audit: AuditLog, clock: Clock):
+        self.passwords = passwords
+        self.audit = audit
+        self.clock = clock
+
+    def create_user(
+        self,
+        username: str,
+        *,
+        email: str = "",
+        name: str = "",
+        password: str | None = None,
+        is_admin: bool = False,
+        groups: Sequence[str] = (),
+        actor: str = "system",
+    ) -> User:
+        username = validate_username(username)
+        if password is not None and not 8 <= len(password) <= 1024:
+            raise InvalidUserInput("A password has 8 to 1024 characters.")
+        if len(email) > 320 or (email and "@" not in email):
+            raise InvalidUserInput("The email address is not valid.")
+        now = self.clock.now()
+        user = User(
+            sub=secrets.token_hex(16),
+            username=username,
+            username_key=normalise_username(username),
+            email=email,
+            email_verified=False,
+            name=name or username,
+            groups=list(groups),
+            attributes={},
+            is_admin=is_admin,
+            is_disabled=False,
+            password_hash=self.passwords.hash(password) if password else None,
+            created_at=now,
+            updated_at=now,
+        )
+        db.session.add(user)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            db.session.rollback()
+            raise UsernameTaken(f'The username "{username}" is taken.') from None
+        self.audit.record("user.create", actor=actor, target=f"user:{username}", details={"admin": is_admin})
+        db.session.commit()
+        return user
+
+    def find(self, username: str) -> User | None:
+        return db.session.scalar(select(User).where(User.username_key == normalise_username(username)))
+
+    def get(self, user_id: int) -> User | None:
+        return db.session.get(User, user_id)
+
+    def check_password(self, username: str, password: str) -> User:
+        """The user whose password this is, or InvalidCredentials.
+
+        An unknown user is checked against a dummy hash so that both failures
+        take the same path and the same time.
+        """
+        user = self.find(username) if username else None
+        ok = self.passwords.verify(user.password_hash if user else None, password)
+        if not ok or user is None or user.is_disabled:
+            raise InvalidCredentials("The username or password is not correct.")
+        if self.passwords.needs_rehash(user.password_hash):
+            user.password_hash = self.passwords.hash(password)
+            user.updated_at = self.clock.now()
+            db.session.commit()
+        return user
+
+    def set_password(self, user: User, password: str, *, actor: str) -> None:
+        if not 8 <= len(password) <= 1024:
+            raise InvalidUserInput("A password has 8 to 1024 characters.")
+        user.password_hash = self.passwords.hash(password)
+        user.updated_at = self.clock.now()
+        self.audit.record("user.password_set", actor=actor, target=f"user:{user.username}")
+        db.session.commit()
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    record: SsoSession
+    cookie_value: str  # handed to the browser once; only its hash is stored
+
+
+class SessionService:
+    """Server-side SSO sessions with idle and absolute timeouts."""
+
+    def __init__(self, clock: Clock, idle_seconds: int, absolute_seconds: int):
+        self.clock = clock
+        self.idle = timedelta(seconds=idle_seconds)
+        self.absolute = timedelta(seconds=absolute_seconds)
+
+    def open(
+        self,
+        user: User,
+        *,
+        auth_method: str,
+        amr: Sequence[str],
+        acr: str = "",
+        ip: str = "",
+        user_agent: str = "",
+        key_id: str | None = None,
+        scopes: Sequence[str] | None = None,
+        auth_time: datetime | None = None,
+    ) -> OpenedSession:
+        now = self.clock.now()
+        cookie_value = random_token(32)
+        record = SsoSession(
+            id=secrets.token_urlsafe(24),
+            token_hash=token_hash(cookie_value),
+            user_id=user.id,
+            auth_method=auth_method,
+            amr=list(amr),
+            acr=acr,
+            key_id=key_id,
+            scopes=list(scopes) if scopes is not None else None,
+            auth_time=auth_time or now,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + self.absolute,
+            ip=ip[:64],
+            user_agent=user_agent[:300],
+        )
+        db.session.add(record)
+        db.session.commit()
+        return OpenedSession(record, cookie_value)
+
+    def resolve(self, cookie_value: str) -> SsoSession | None:
+        """The live session behind a cookie, or None (expired, idle, revoked, unknown)."""
+        if not cookie_value or len(cookie_value) > 128:
+            return None
+        record = db.session.scalar(select(SsoSession).where(SsoSession.token_hash == token_hash(cookie_value)))
+        if record is None or not self.is_live(record):
+            return None
+        now = self.clock.now()
+        if now - record.last_seen_at >= LAST_SEEN_RESOLUTION:
+            db.session.execute(update(SsoSession).where(SsoSession.id == record.id).values(last_seen_at=now))
+            db.session.commit()
+        return record
+
+    def is_live(self, record: SsoSession) -> bool:
+        now = self.clock.now()
+        return (
+            record.revoked_at is None
+            and now < record.expires_at
+            and now - record.last_seen_at < self.idle
+            and not record.user.is_disabled
+        )
+
+    def revoke(self, record: SsoSession) -> None:
+        db.session.execute(
+            update(SsoSession)
+            .where(SsoSession.id == record.id, SsoSession.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+        )
+        db.session.commit()
+
+    def revoke_all(self, user: User, *, except_id: str | None = None) -> int:
+        stmt = update(SsoSession).where(SsoSession.user_id == user.id, SsoSession.revoked_at.is_(None))
+        if except_id:
+            stmt = stmt.where(SsoSession.id != except_id)
+        result = db.session.execute(stmt.values(revoked_at=self.clock.now()))
+        db.session.commit()
+        return result.rowcount
+
+    def active_for(self, user: User) -> list[SsoSession]:
+        rows = db.session.scalars(
+            select(SsoSession).where(SsoSession.user_id == user.id, SsoSession.revoked_at.is_(None))
+        )
+        return [r for r in rows if self.is_live(r)]
+
+
+class SessionCookieStrategy:
+    """The SSO cookie, for browsers and first-party apps."""
+
+    name = "session"
+
+    def __init__(self, sessions: SessionService):
+        self.sessions = sessions
+
+    def authenticate(self, req) -> Identity | None:
+        cookie = req.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
+        record = self.sessions.resolve(cookie)
+        if record is None:
+            return None  # a stale cookie is not an error: the caller is simply logged out
+        return identity_from_session(record)
+
+
+def identity_from_session(record: SsoSession) -> Identity:
+    return Identity(
+        user=record.user,
+        auth_method=record.auth_method,
+        via="session",
+        scopes=frozenset(record.scopes) if record.scopes is not None else None,
+        amr=tuple(record.amr or ()),
+        session=record,
+        key_id=record.key_id,
+    )

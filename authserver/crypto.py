@@ -1,0 +1,113 @@
+"""Password hashing, keyed hashes and sealing under the master key.
+
+Hash what only needs checking (passwords with argon2id; high-entropy secrets
+with a keyed HMAC), encrypt what must be read back (AES-256-GCM).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+
+class PasswordHasher:
+    """argon2id; unknown users are checked against a dummy hash so both paths cost the same."""
+
+    def __init__(self, time_cost: int, memory_kib: int, parallelism: int):
+        self._hasher = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_kib,
+            parallelism=parallelism,
+            type=argon2.Type.ID,
+        )
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored or self._dummy, password) and stored is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored: str) -> bool:
+        return self._hasher.check_needs_rehash(stored)
+
+
+def keyed_hash(pepper: bytes, value: str) -> str:
+    """HMAC-SHA-256 under the server pepper, hex. For high-entropy secrets only."""
+    return hmac.new(pepper, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def token_hash(value: str) -> str:
+    """SHA-256 of a random token; enough for values with 256 bits of entropy."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def same(a: str | bytes, b: str | bytes) -> bool:
+    """Constant-time equality, so a comparison leaks no prefix length by its timing."""
+    if isinstance(a, str):
+        a = a.encode("utf-8")
+    if isinstance(b, str):
+        b = b.encode("utf-8")
+    return hmac.compare_digest(a, b)
+
+
+def random_token(nbytes: int = 32) -> str:
+    return secrets.token_urlsafe(nbytes)
+
+
+class SealError(Exception):
+    """A sealed value could not be opened: wrong key, wrong context or tampering."""
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(b"authserver-master-key-id" + key).hexdigest()[:12]
+
+
+class SecretSealer:
+    """AES-256-GCM under the master key; `v1.<key id>.<nonce+ciphertext>`.
+
+    The key id travels with the ciphertext so an older master key can still
+    open values until `master-key rotate` has re-sealed them all. The
+    associated data binds a sealed value to its row (e.g. the user id), so a
+    ciphertext copied to another row does not open.
+    """
+
+    def __init__(self, master_keys: Sequence[bytes]):
+        if not master_keys:
+            raise ValueError("at least one master key is needed")
+        self._keys = {key_id(k): AESGCM(k) for k in master_keys}
+        self.current_key_id = key_id(master_keys[0])
+
+    def seal(self, plaintext: bytes, context: bytes) -> str:
+        nonce = secrets.token_bytes(12)
+        ciphertext = self._keys[self.current_key_id].encrypt(nonce, plaintext, context)
+        blob = base64.urlsafe_b64encode(nonce + ciphertext).decode().rstrip("=")
+        return f"v1.{self.current_key_id}.{blob}"
+
+    def unseal(self, sealed: str, context: bytes) -> bytes:
+        try:
+            version, kid, blob = sealed.split(".", 2)
+            raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
+        except (ValueError, AttributeError):
+            raise SealError("malformed sealed value") from None
+        aead = self._keys.get(kid)
+        if version != "v1" or aead is None or len(raw) < 13:
+            raise SealError(f"no master key {kid!r} to open this value")
+        try:
+            return aead.decrypt(raw[:12], raw[12:], context)
+        except InvalidTag:
+            raise SealError("sealed value does not open under its key") from None
+
+    def sealed_with_current(self, sealed: str) -> bool:
+        return sealed.split(".", 2)[1:2] == [self.current_key_id]

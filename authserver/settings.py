@@ -1,0 +1,242 @@
+"""Configuration: `config/defaults.env`, overridden by `AUTHSERVER_*` variables.
+
+Parsed and validated once, at start-up. Nothing below the factory reads
+`os.environ`. A bad value raises `SettingsError` with one line naming the
+variable and what is expected; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+PREFIX = "AUTHSERVER_"
+DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.env"
+
+# OWASP's minimum for argon2id: m=19 MiB, t=2, p=1.
+OWASP_ARGON2_MEMORY_KIB = 19 * 1024
+OWASP_ARGON2_TIME_COST = 2
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or malformed; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    instance_path: Path
+    issuer: str
+    database_url: str
+    secret_key: str
+    master_keys: tuple[bytes, ...]  # the first one seals; the others only unseal
+    pepper: bytes
+    redis_url: str | None = None
+    totp_required: str = "none"
+    pkce_required: str = "public"
+    workers: int = 2
+    session_idle_seconds: int = 8 * 3600
+    session_absolute_seconds: int = 7 * 24 * 3600
+    argon2_time_cost: int = OWASP_ARGON2_TIME_COST
+    argon2_memory_kib: int = OWASP_ARGON2_MEMORY_KIB
+    argon2_parallelism: int = 1
+    log_level: str = "INFO"
+    max_body_bytes: int = 1024 * 1024
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def flask_config(self) -> dict:
+        return {
+            "SECRET_KEY": self.secret_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "SQLALCHEMY_ENGINE_OPTIONS": engine_options(self.database_url),
+            "MAX_CONTENT_LENGTH": self.max_body_bytes,
+            "SESSION_COOKIE_NAME": "authserver_form",
+            "SESSION_COOKIE_HTTPONLY": True,
+            "SESSION_COOKIE_SAMESITE": "Lax",
+            "SESSION_COOKIE_SECURE": self.is_https,
+            "WTF_CSRF_CHECK_DEFAULT": False,
+            "WTF_CSRF_TIME_LIMIT": None,
+            "WTF_CSRF_SSL_STRICT": False,
+            "JSON_SORT_KEYS": False,
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+        values = read_defaults(DEFAULTS_FILE)
+        values.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = values.get(PREFIX + name, "")
+            return value if value != "" else default
+
+        env = choice(get("ENV", "development"), "ENV", ("development", "production", "test"))
+        instance_path = Path(get("INSTANCE_PATH", "instance")).resolve()
+        generate = env != "production"
+        if generate:
+            instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+        issuer = get("ISSUER", "http://127.0.0.1:5000")
+        parts = urlsplit(issuer)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise SettingsError(
+                f'AUTHSERVER_ISSUER must be an http(s) URL with no query or fragment (got "{issuer}")'
+            )
+
+        database_url = get("DATABASE_URL") or f"sqlite:///{instance_path / 'authserver.db'}"
+        database_url = check_database_url(database_url)
+
+        secret_key = get("SECRET_KEY") or instance_secret(instance_path, "secret_key", generate, "SECRET_KEY")
+        if len(secret_key) < 32:
+            raise SettingsError("AUTHSERVER_SECRET_KEY must be at least 32 characters")
+
+        master_raw = get("MASTER_KEY") or instance_secret(instance_path, "master_key", generate, "MASTER_KEY")
+        master_keys = tuple(
+            decode_key(part.strip(), "MASTER_KEY") for part in master_raw.split(",") if part.strip()
+        )
+        if not master_keys:
+            raise SettingsError("AUTHSERVER_MASTER_KEY must hold at least one key")
+
+        pepper_raw = get("PEPPER") or instance_secret(instance_path, "pepper", generate, "PEPPER")
+        pepper = decode_key(pepper_raw, "PEPPER")
+
+        redis_url = get("REDIS_URL")
+        if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(f'AUTHSERVER_REDIS_URL must be a redis:// URL (got "{redis_url}")')
+
+        known = {f.name.upper() for f in dataclasses.fields(cls)}
+        extra = {
+            k[len(PREFIX):]: v
+            for k, v in values.items()
+            if k.startswith(PREFIX) and k[len(PREFIX):] not in known
+        }
+        return cls(
+            env=env,
+            instance_path=instance_path,
+            issuer=issuer,
+            database_url=database_url,
+            secret_key=secret_key,
+            master_keys=master_keys,
+            pepper=pepper,
+            redis_url=redis_url,
+            totp_required=choice(get("TOTP_REQUIRED", "none"), "TOTP_REQUIRED", ("none", "admins", "all")),
+            pkce_required=choice(get("PKCE_REQUIRED", "public"), "PKCE_REQUIRED", ("public", "all")),
+            workers=integer(get("WORKERS", "2"), "WORKERS", 1, 64),
+            session_idle_seconds=integer(get("SESSION_IDLE_SECONDS", str(8 * 3600)), "SESSION_IDLE_SECONDS", 60, 10**8),
+            session_absolute_seconds=integer(
+                get("SESSION_ABSOLUTE_SECONDS", str(7 * 24 * 3600)), "SESSION_ABSOLUTE_SECONDS", 60, 10**9
+            ),
+            argon2_time_cost=integer(get("ARGON2_TIME_COST", "2"), "ARGON2_TIME_COST", OWASP_ARGON2_TIME_COST, 100),
+            argon2_memory_kib=integer(
+                get("ARGON2_MEMORY_KIB", str(OWASP_ARGON2_MEMORY_KIB)),
+                "ARGON2_MEMORY_KIB",
+                OWASP_ARGON2_MEMORY_KIB,
+                4 * 1024 * 1024,
+            ),
+            argon2_parallelism=integer(get("ARGON2_PARALLELISM", "1"), "ARGON2_PARALLELISM", 1, 64),
+            log_level=choice(get("LOG_LEVEL", "INFO").upper(), "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            extra=extra,
+        )
+
+
+def read_defaults(path: Path) -> dict[str, str]:
+    """`KEY=value` lines; `#` starts a comment line. Missing file: no defaults."""
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SettingsError(f'{PREFIX}{name} must be one of {", ".join(allowed)} (got "{value}")')
+    return value
+
+
+def integer(value: str, name: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f'{PREFIX}{name} must be a whole number (got "{value}")') from None
+    if not low <= number <= high:
+        raise SettingsError(f"{PREFIX}{name} must be between {low} and {high} (got {number})")
+    return number
+
+
+def check_database_url(url: str) -> str:
+    expected = "AUTHSERVER_DATABASE_URL must be a sqlite:/// or postgresql:// URL"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise SettingsError(f'{expected} (got "{url}")') from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise SettingsError(f'{expected} (got "{url}")')
+    if backend == "postgresql" and parsed.drivername in ("postgresql", "postgres"):
+        # psycopg 3 is the only PostgreSQL driver we ship.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 15, "check_same_thread": False}}
+    # pre_ping lets the pool notice a restarted database and reconnect by itself.
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+
+
+def decode_key(text: str, name: str) -> bytes:
+    """A 32-byte key, base64url (padding optional)."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError):
+        raw = b""
+    if len(raw) != 32:
+        raise SettingsError(f"{PREFIX}{name} must be 32 bytes, base64url-encoded (43 characters)")
+    return raw
+
+
+def new_key_text() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def instance_secret(instance_path: Path, filename: str, generate: bool, name: str) -> str:
+    """Read a secret from the instance folder, creating it (owner-only) if allowed."""
+    path = instance_path / filename
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    if not generate:
+        raise SettingsError(f"{PREFIX}{name} must be set when AUTHSERVER_ENV=production")
+    value = secrets.token_urlsafe(48) if filename == "secret_key" else new_key_text()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process of the same start-up won the race
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    return value

@@ -1,0 +1,28 @@
+"""Small helpers shared by the HTML and JSON views."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import current_app, request
+
+
+def services():
+    """The wired-up services of the running app (see services.build_services)."""
+    return current_app.extensions["authserver"]
+
+
+def client_ip() -> str:
+    return request.remote_addr or ""
+
+
+def safe_next(target: str | None, default: str = "/account") -> str:
+    """Only this server's own paths: no scheme, no host, no `//` or backslash tricks."""
+    if not target or len(target) > 2000:
+        return default
+    if "\\" in target or any(ord(c) < 0x20 for c in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return default
+    return target

@@ -1,0 +1,5 @@
+"""Entry point for any WSGI server: `gunicorn wsgi:app`."""
+
+from authserver import create_app
+
+app = create_app()
