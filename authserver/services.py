@@ -8,6 +8,7 @@ from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
 from .identity import IdentityResolver
 from .settings import Settings
+from .throttle import Throttle
 
 
 class Services:
@@ -21,6 +22,7 @@ class Services:
         )
         self.sealer = SecretSealer(settings.master_keys)
         self.audit = AuditLog(clock)
+        self.throttle = Throttle(settings.redis_url)
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])

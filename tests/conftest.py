@@ -158,3 +158,21 @@ def live_server(app):
 
 def basic_auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_command() -> list[str]:
+    """The `authserver` console script, run from this checkout's source."""
+    import sys
+
+    return [sys.executable, "-m", "authserver"]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process that imports this checkout's code."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
