@@ -51,7 +51,6 @@ class Throttle:
             item = self.rules[bucket.name]
             if not self.limiter.test(item, bucket.name, bucket.key):
                 stats = self.limiter.get_window_stats(item, bucket.name, bucket.key)
-
                 raise TooManyAttempts(int(stats.reset_time - time.time()) + 1)
 
     def fail(self, *buckets: Bucket) -> None:
