@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from .accounts.login import LoginService
 from .accounts.service import AccountService, SessionCookieStrategy, SessionService
 from .audit.service import AuditLog
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
 from .identity import IdentityResolver
+from .sealing import SealedValues
 from .settings import Settings
 from .throttle import Throttle
+from .totp.service import TotpService
 
 
 class Services:
@@ -26,6 +31,14 @@ class Services:
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])
+        self.totp = TotpService(
+            self.sealer, settings.pepper, self.throttle, self.audit, clock,
+            issuer_label=urlsplit(settings.issuer).hostname or "authserver", required=settings.totp_required,
+        )
+        self.logins = LoginService(self.accounts, self.totp, self.throttle, self.audit, clock)
+        # Every value sealed under the master key, for `master-key rotate`; capabilities add theirs.
+        self.sealed = SealedValues()
+        self.sealed.register("totp_secrets", self.totp.reseal_all)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:

@@ -27,3 +27,31 @@ def make_user(services, username: str | None = None, *, password: str | None = D
 def login(client, username: str, password: str = DEFAULT_PASSWORD):
     """JSON login through the test client; the session cookie stays in the client."""
     return client.post("/api/session/login", json={"username": username, "password": password})
+
+
+class Authenticator:
+    """The user's authenticator app: codes from the enrolled secret at the test clock's time.
+
+    Computed with pyotp directly, independently of the server's own TOTP code.
+    """
+
+    def __init__(self, secret: str, clock):
+        import pyotp
+
+        self.totp = pyotp.TOTP(secret)
+        self.clock = clock
+
+    def code(self, steps: int = 0) -> str:
+        return self.totp.at(self.clock.now().timestamp() + 30 * steps)
+
+
+def enrol_totp(services, user):
+    """Enrol and confirm TOTP for `user`; answers (authenticator, recovery codes).
+
+    Confirmation spends the current time step, so the clock moves to the next one.
+    """
+    enrolment = services.totp.begin_enrolment(user, actor="test")
+    device = Authenticator(enrolment.secret, services.clock)
+    codes = services.totp.confirm_enrolment(user, device.code(), actor="test", address="192.0.2.1")
+    services.clock.advance(seconds=30)
+    return device, codes

@@ -59,3 +59,24 @@ class SsoSession(db.Model):
     user_agent: Mapped[str] = mapped_column(String(300), default="")
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class PendingLogin(db.Model):
+    """A password that checked out, waiting for its second factor (or for TOTP set-up).
+
+    The browser holds a random handle in a cookie; only its hash is stored.
+    It lives five minutes and is spent, atomically, by the step that completes the login.
+    """
+
+    __tablename__ = "pending_logins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # "totp": enter a code; "enrol": policy requires TOTP and the user has none yet.
+    purpose: Mapped[str] = mapped_column(String(16))
+    next_url: Mapped[str] = mapped_column(String(2000), default="/account")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+    user: Mapped[User] = relationship(lazy="joined")

@@ -7,8 +7,18 @@ from flask import Blueprint, jsonify, redirect, render_template, request
 from .. import jsonapi
 from ..errors import ApiError
 from ..identity import AuthenticationFailed, current_identity, require_identity
+from ..throttle import TooManyAttempts
+from ..totp.service import SecondFactorError
 from ..web import client_ip, safe_next, services
 from .forms import LoginForm, PostOnlyForm
+from .login import (
+    PENDING_LOGIN_COOKIE,
+    PENDING_LOGIN_LIFETIME,
+    EnrolmentRequired,
+    LoginResult,
+    SecondFactorRequired,
+    password_only,
+)
 from .service import SESSION_COOKIE, InvalidCredentials, OpenedSession, identity_from_session
 
 bp = Blueprint("accounts", __name__)
@@ -49,6 +59,33 @@ def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> Ope
     return opened
 
 
+def open_login_session(result: LoginResult) -> OpenedSession:
+    return open_session(result.user, auth_method=result.auth_method, amr=list(result.amr), acr=result.acr)
+
+
+def set_pending_login_cookie(response, handle: str):
+    response.set_cookie(
+        PENDING_LOGIN_COOKIE,
+        handle,
+        max_age=int(PENDING_LOGIN_LIFETIME.total_seconds()),
+        httponly=True,
+        secure=services().settings.is_https,
+        samesite="Lax",
+        path="/login",
+    )
+    return response
+
+
+def clear_pending_login_cookie(response):
+    response.delete_cookie(PENDING_LOGIN_COOKIE, path="/login", httponly=True, samesite="Lax",
+                           secure=services().settings.is_https)
+    return response
+
+
+def too_many_attempts(exc: TooManyAttempts) -> ApiError:
+    return ApiError(429, "too_many_requests", str(exc), {"Retry-After": str(exc.retry_after)})
+
+
 def identity_or_none():
     try:
         return current_identity()
@@ -67,22 +104,35 @@ def login():
     next_url = safe_next(request.values.get("next"))
     error = None
     status = 200
+    headers = {}
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                user = services().accounts.check_password(form.username.data, form.password.data)
+                user = services().logins.check_password(form.username.data, form.password.data, client_ip())
             except InvalidCredentials as exc:
-                services().audit.record("login.failed", actor=f"user:{form.username.data[:150]}", outcome="failure", commit=True)
                 error, status = str(exc), 401
+            except TooManyAttempts as exc:
+                error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
             else:
-                opened = open_session(user, auth_method="password", amr=["pwd"], acr="1")
-                return set_session_cookie(redirect(next_url), opened)
+                return after_password(user, next_url)
         else:
             error, status = "Enter your username and password, then try again.", 400
             if form.csrf_token.errors:
                 error = "The form expired; please try again."
     form.next.data = next_url
-    return render_template("login.html", form=form, error=error), status
+    return render_template("login.html", form=form, error=error), status, headers
+
+
+def after_password(user, next_url: str):
+    """The password was right: log in, or hand over to the second-factor step (server-side, 5 minutes)."""
+    logins = services().logins
+    step = logins.next_step(user)
+    if step is None:
+        opened = open_login_session(password_only(user))
+        return set_session_cookie(redirect(next_url), opened)
+    handle = logins.begin_pending(user, step, next_url)
+    target = "/login/totp" if step == "totp" else "/login/totp/setup"
+    return set_pending_login_cookie(redirect(target), handle)
 
 
 @bp.post("/logout")
@@ -109,14 +159,30 @@ def api_login():
     body = jsonapi.json_object()
     username = jsonapi.string(body, "username", max_length=200)
     password = jsonapi.string(body, "password", max_length=1024)
-    try:
-        user = services().accounts.check_password(username, password)
-    except InvalidCredentials as exc:
-        services().audit.record("login.failed", actor=f"user:{username[:150]}", outcome="failure", commit=True)
-        raise ApiError(401, "invalid_credentials", str(exc)) from None
-    opened = open_session(user, auth_method="password", amr=["pwd"], acr="1")
+    result = json_password_login(body, username, password)
+    opened = open_login_session(result)
     identity = identity_from_session(opened.record)
     return set_session_cookie(api_response({"session_id": opened.record.id, **identity.as_json()}), opened)
+
+
+def json_password_login(body: dict, username: str, password: str) -> LoginResult:
+    """Password (and TOTP code or recovery code when the account has TOTP) to a LoginResult, or ApiError."""
+    totp_code = jsonapi.string(body, "totp_code", required=False, max_length=64)
+    recovery_code = jsonapi.string(body, "recovery_code", required=False, max_length=64)
+    try:
+        return services().logins.password_login(
+            username, password, client_ip(), totp_code=totp_code, recovery_code=recovery_code
+        )
+    except InvalidCredentials as exc:
+        raise ApiError(401, "invalid_credentials", str(exc)) from None
+    except TooManyAttempts as exc:
+        raise too_many_attempts(exc) from None
+    except SecondFactorRequired as exc:
+        raise ApiError(401, "totp_required", str(exc)) from None
+    except EnrolmentRequired as exc:
+        raise ApiError(403, "totp_enrolment_required", str(exc)) from None
+    except SecondFactorError as exc:
+        raise ApiError(401, exc.error, exc.description) from None
 
 
 @bp.post("/api/session/logout")

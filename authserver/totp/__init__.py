@@ -1,0 +1,1 @@
+"""TOTP second factor: enrolment, verification, recovery codes (blueprint in `views`)."""
