@@ -113,6 +113,109 @@ def user_create(username, email, name, password, admin, groups, as_json):
     emit(as_json, payload, text)
 
 
+@cli.group()
+def totp():
+    """Manage users' second factor."""
+
+
+@totp.command("reset")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def totp_reset(username, as_json):
+    """Remove a user's TOTP secret and recovery codes (they set it up again at the next login)."""
+    user = services().accounts.find(username)
+    if user is None:
+        fail(f'there is no user "{username}"')
+    had_totp = services().totp.reset(user, actor="cli")
+    text = f"reset two-factor authentication of {user.username}" if had_totp else f"{user.username} had no TOTP set up"
+    emit(as_json, {"username": user.username, "reset": True, "had_totp": had_totp}, text)
+
+
+@cli.group("master-key")
+def master_key():
+    """The master key that seals TOTP secrets and signing keys."""
+
+
+@master_key.command("rotate")
+@click.option("--new-key", default=None, help="The new key (32 bytes, base64url). Omit to generate one.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def master_key_rotate(new_key, as_json):
+    """Re-seal every sealed value under a new master key, in one transaction.
+
+    When the key lives in the instance folder (development) the file is
+    updated. When it comes from AUTHSERVER_MASTER_KEY, a generated key is
+    printed once: set it as AUTHSERVER_MASTER_KEY on every server (during the
+    change, "new,old" lets servers open values under both) and restart; the old
+    key can then be removed.
+    """
+    from .sealing import RotationFailed, rotate_master_key
+    from .settings import decode_key, new_key_text
+
+    settings = services().settings
+    generated = new_key is None
+    key_text = new_key_text() if generated else new_key.strip()
+    try:
+        key = decode_key(key_text, "MASTER_KEY")
+    except SettingsError:
+        fail("--new-key must be 32 bytes, base64url-encoded (43 characters)", 2)
+    key_file = settings.instance_path / "master_key"
+    from_file = _master_keys_in_file(key_file, settings.master_keys)
+    if from_file:
+        before = key_file.read_text(encoding="utf-8")
+        # New first (it seals), old ones kept: if the re-seal fails, every value still opens.
+        _write_secret_file(key_file, ",".join([key_text, *[k.strip() for k in before.split(",") if k.strip()]]))
+    try:
+        rotation = rotate_master_key(services().sealed, settings.master_keys, key)
+    except RotationFailed as exc:
+        if from_file:
+            _write_secret_file(key_file, before.strip())
+        fail(f"nothing was changed: a sealed value does not open: {exc}")
+    if from_file:
+        _write_secret_file(key_file, key_text)
+    payload = {
+        "key_id": rotation.key_id,
+        "resealed": rotation.resealed,
+        "retired_key_ids": rotation.retired_key_ids,
+        "stored_in": str(key_file) if from_file else None,
+    }
+    counts = ", ".join(f"{n} {name}" for name, n in rotation.resealed.items())
+    text = f"re-sealed {counts} under master key {rotation.key_id}"
+    if from_file:
+        retired = ", ".join(rotation.retired_key_ids)
+        text += f"\nthe new key is in {key_file}; old key(s) {retired} retired; restart running servers"
+    else:
+        if generated:
+            payload["master_key"] = key_text
+            text += f"\nnew master key (shown once): {key_text}"
+        text += "\nset AUTHSERVER_MASTER_KEY to the new key on every server and restart; then the old key is retired"
+    emit(as_json, payload, text)
+
+
+def _master_keys_in_file(path, master_keys) -> bool:
+    """Whether the running master keys came from the instance file (not from the environment)."""
+    from .settings import decode_key
+
+    if os.environ.get("AUTHSERVER_MASTER_KEY") or not path.exists():
+        return False
+    try:
+        keys = tuple(decode_key(k.strip(), "MASTER_KEY") for k in path.read_text(encoding="utf-8").split(",") if k.strip())
+    except SettingsError:
+        return False
+    return keys == tuple(master_keys)
+
+
+def _write_secret_file(path, value: str) -> None:
+    """Replace an owner-only secret file atomically."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    os.replace(temporary, path)
+
+
 @cli.command()
 @click.option("--url", default=None, help="The base URL the server will be reached at (for the printout).")
 @with_appcontext
