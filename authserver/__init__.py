@@ -47,6 +47,7 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         # One identity per request, even when tests reuse an app context across requests.
         g.pop("_identity", None)
         g.pop("_identity_error", None)
+        g.pop("csrf_token", None)  # Flask-WTF's per-request cache of the form token
 
     @app.after_request
     def _finish(response):
