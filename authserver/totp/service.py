@@ -315,7 +315,7 @@ class TotpService:
     # -- internals ---------------------------------------------------------
 
     def _throttled(self, user: User, address: str, purpose: str, attempt: Callable[[], T]) -> T:
-        buckets = (Bucket("totp:account", f"user:{user.id}"), Bucket("totp:address", address or "-"))
+        buckets = (Bucket("totp:account", f"user:{user.sub}"), Bucket("totp:address", address or "-"))
         try:
             self.throttle.check(*buckets)
         except TooManyAttempts:

@@ -9,7 +9,13 @@ from authserver.accounts.login import PENDING_LOGIN_COOKIE
 from authserver.accounts.service import SESSION_COOKIE
 from authserver.audit.models import AuditEvent
 from authserver.crypto import token_hash
-from tests.factories import DEFAULT_PASSWORD, Authenticator, enrol_totp, login, make_user
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    Authenticator,
+    enrol_totp,
+    login,
+    make_user,
+)
 
 
 def csrf_token(html: str) -> str:
