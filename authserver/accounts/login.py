@@ -42,6 +42,9 @@ class LoginResult:
     auth_method: str  # password, password+totp (key logins: api_key)
     amr: tuple[str, ...]
     acr: str
+    # A key login's session is bounded by the key: its id and scopes.
+    key_id: str | None = None
+    scopes: tuple[str, ...] | None = None
 
 
 def password_only(user: User) -> LoginResult:

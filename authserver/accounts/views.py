@@ -60,7 +60,8 @@ def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> Ope
 
 
 def open_login_session(result: LoginResult) -> OpenedSession:
-    return open_session(result.user, auth_method=result.auth_method, amr=list(result.amr), acr=result.acr)
+    return open_session(result.user, auth_method=result.auth_method, amr=list(result.amr), acr=result.acr,
+                        key_id=result.key_id, scopes=result.scopes)
 
 
 def set_pending_login_cookie(response, handle: str):

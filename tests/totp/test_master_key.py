@@ -5,6 +5,7 @@ import secrets
 import subprocess
 
 import pytest
+from flask_migrate import upgrade
 from sqlalchemy import text
 
 from authserver import create_app
@@ -88,12 +89,13 @@ def run_cli(env, *args):
 
 @pytest.fixture
 def instance(tmp_path):
+    """A development instance (SQLite, generated secrets) with user alice; only the command under test is a process."""
     env = subprocess_env(AUTHSERVER_INSTANCE_PATH=str(tmp_path), AUTHSERVER_ENV="development",
-                         AUTHSERVER_ARGON2_TIME_COST="2", AUTHSERVER_LOG_LEVEL="WARNING")
-    assert run_cli(env, "db", "upgrade").returncode == 0
-    created = run_cli(env, "user", "create", "alice", "--email", "a@photos.example", "--password", DEFAULT_PASSWORD,
-                      "--json")
-    assert created.returncode == 0, created.stderr
+                         AUTHSERVER_LOG_LEVEL="WARNING")
+    app, _ = app_for(env)
+    with app.app_context():
+        upgrade()
+        make_user(app.extensions["authserver"], "alice")
     return tmp_path, env
 
 
@@ -158,8 +160,8 @@ def test_cli_rotation_prints_a_generated_key_once_when_the_key_comes_from_the_en
     assert not totp_login_works(env, device.totp.secret, AUTHSERVER_MASTER_KEY=old_key)
 
 
-def test_cli_rotation_refuses_a_malformed_key(instance):
-    _, env = instance
+def test_cli_rotation_refuses_a_malformed_key(tmp_path):
+    env = subprocess_env(AUTHSERVER_INSTANCE_PATH=str(tmp_path), AUTHSERVER_ENV="development")
     result = run_cli(env, "master-key", "rotate", "--new-key", "too-short")
     assert result.returncode == 2
     assert "--new-key must be 32 bytes" in result.stderr
