@@ -29,7 +29,7 @@ from .service import (
     TotpRequiredByPolicy,
 )
 
-bp = Blueprint("totp", __name__, template_folder="templates")
+bp = Blueprint("totp", __name__)
 
 # How each second-factor failure reads over the JSON API (login has its own: 401).
 API_STATUS = {
