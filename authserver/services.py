@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from keyvault.service import KeyService
+from keyvault.strategies import ApiKeyStrategy
+
 from .accounts.service import AccountService, SessionCookieStrategy, SessionService
 from .audit.service import AuditLog
 from .clock import Clock
@@ -26,6 +29,9 @@ class Services:
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])
+        self.keys = KeyService(settings.pepper, clock, self.audit, self.throttle, settings.key_scopes)
+        # First in the chain: an explicit key header is never overridden by an ambient cookie.
+        self.identity.add(ApiKeyStrategy(self.keys), first=True)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:

@@ -9,7 +9,12 @@ from ..errors import ApiError
 from ..identity import AuthenticationFailed, current_identity, require_identity
 from ..web import client_ip, safe_next, services
 from .forms import LoginForm, PostOnlyForm
-from .service import SESSION_COOKIE, InvalidCredentials, OpenedSession, identity_from_session
+from .service import (
+    SESSION_COOKIE,
+    InvalidCredentials,
+    OpenedSession,
+    identity_from_session,
+)
 
 bp = Blueprint("accounts", __name__)
 
@@ -109,12 +114,25 @@ def api_login():
     body = jsonapi.json_object()
     username = jsonapi.string(body, "username", max_length=200)
     password = jsonapi.string(body, "password", max_length=1024)
+    if services().keys.is_key_login(username):
+        return key_login(username, password)
     try:
         user = services().accounts.check_password(username, password)
     except InvalidCredentials as exc:
         services().audit.record("login.failed", actor=f"user:{username[:150]}", outcome="failure", commit=True)
         raise ApiError(401, "invalid_credentials", str(exc)) from None
     opened = open_session(user, auth_method="password", amr=["pwd"], acr="1")
+    identity = identity_from_session(opened.record)
+    return set_session_cookie(api_response({"session_id": opened.record.id, **identity.as_json()}), opened)
+
+
+def key_login(key_id: str, secret: str):
+    """An API key as username/password: a session as its owner, limited to its scopes, never asked for TOTP."""
+    keys = services().keys
+    verified = keys.authenticate(key_id, secret, ip=client_ip())
+    opened = open_session(verified.user, auth_method="api_key", amr=[], key_id=verified.key_id,
+                          scopes=sorted(verified.scopes))
+    keys.bind_session(opened.record, verified.key)
     identity = identity_from_session(opened.record)
     return set_session_cookie(api_response({"session_id": opened.record.id, **identity.as_json()}), opened)
 
