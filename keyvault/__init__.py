@@ -15,5 +15,6 @@ bp = Blueprint(
     static_url_path="/static/keyvault",
     cli_group="key",
 )
+bp.cli.help = "Mint, rotate, revoke and list API keys."
 
 from . import api, cli, views  # noqa: F401  (attach routes and commands to bp)
