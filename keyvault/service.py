@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, bindparam, or_, select, update
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from authserver.accounts.models import SsoSession, User
 from authserver.audit.models import AuditEvent
@@ -119,16 +121,44 @@ class MintedKey:
 
 @dataclass(frozen=True)
 class VerifiedKey:
-    key: ApiKey
+    """A key that passed every check: its row (owner columns prefixed `owner_`) and effective scopes."""
+
+    record: Row
     scopes: frozenset[str]
 
     @property
-    def user(self) -> User:
-        return self.key.user
-
-    @property
     def key_id(self) -> str:
-        return self.key.key_id
+        return self.record.key_id
+
+    @functools.cached_property
+    def user(self) -> User:
+        """The owner as a persistent User, built from the row already read (no second query)."""
+        return _owner_from(self.record)
+
+
+# Verification reads the key and its owner with one prebuilt Core statement: the ORM's
+# per-row bookkeeping would cost more than the indexed read itself (see docs/benchmarks.md).
+_KEYS = ApiKey.__table__
+_USERS = User.__table__
+_OWNER = "owner_"
+_VERIFY = (
+    select(_KEYS, *(column.label(_OWNER + column.key) for column in _USERS.columns))
+    .join_from(_KEYS, _USERS, _USERS.c.id == _KEYS.c.user_id)
+    .where(_KEYS.c.key_id == bindparam("key_id"))
+)
+
+
+def _owner_from(record: Row) -> User:
+    session = db.session()
+    known = session.identity_map.get(identity_key(User, record.owner_id))
+    if known is not None:
+        return known
+    values = record._mapping
+    user = User(**{column.key: values[_OWNER + column.key] for column in _USERS.columns})
+    # As if loaded by a query: persistent and clean, so nothing is written back.
+    make_transient_to_detached(user)
+    session.add(user)
+    return user
 
 
 @functools.lru_cache(maxsize=4096)
@@ -198,10 +228,9 @@ class KeyService:
         """The scopes `user`'s keys may carry: the catalogue, `admin` only for admins."""
         return tuple(s for s in self.catalogue if s != ADMIN_SCOPE or user.is_admin)
 
-    def effective_scopes(self, key: ApiKey) -> frozenset[str]:
+    def effective_scopes(self, scopes: Sequence[str], owner_is_admin: bool) -> frozenset[str]:
         """The key's scopes that its owner still holds (a demoted admin's keys lose `admin`)."""
-        allowed = self.scopes_for(key.user)
-        return frozenset(s for s in key.scopes or () if s in allowed)
+        return frozenset(s for s in scopes or () if s in self.catalogue and (s != ADMIN_SCOPE or owner_is_admin))
 
     # --- verification (the hot path) ------------------------------------------
 
@@ -217,7 +246,7 @@ class KeyService:
             keyformat.check_pair(key_id, secret)
         except keyformat.MalformedKey:
             raise KeyMalformed() from None
-        key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+        key = db.session.execute(_VERIFY, {"key_id": key_id}).first()
         digest = keyed_hash(self.pepper, secret)
         if key is None:
             raise KeyUnknown()
@@ -228,14 +257,14 @@ class KeyService:
             raise KeyRevoked()
         if key.expires_at is not None and now >= key.expires_at:
             raise KeyExpired()
-        if key.user.is_disabled:
+        if key.owner_is_disabled:
             raise KeyOwnerDisabled()
         if key.allowed_cidrs and not address_allowed(ip, key.allowed_cidrs):
             raise KeyAddressDenied()
-        return VerifiedKey(key, self.effective_scopes(key))
+        return VerifiedKey(key, self.effective_scopes(key.scopes, key.owner_is_admin))
 
     @staticmethod
-    def _secret_matches(key: ApiKey, digest: str, now: datetime) -> bool:
+    def _secret_matches(key: Row, digest: str, now: datetime) -> bool:
         # compare_digest: the time taken does not depend on how much of the HMAC matched.
         current = same(digest, key.secret_hmac)
         previous = (
@@ -260,7 +289,7 @@ class KeyService:
             self.throttle.fail(bucket)
             self._record_failure(key_id, exc)
             raise
-        self._note_use(verified.key, ip)
+        self._note_use(verified.record, ip)
         return verified
 
     def authenticate_token(self, token: str, *, ip: str) -> VerifiedKey:
@@ -279,13 +308,13 @@ class KeyService:
             verified = self.verify(key_id, secret, ip=ip)
         except InvalidKey:
             return None
-        key = verified.key
+        key = verified.record
         answer = {
             "active": True,
             "scope": " ".join(s for s in key.scopes if s in verified.scopes),
             "client_id": None,
-            "username": key.user.username,
-            "sub": key.user.sub,
+            "username": key.owner_username,
+            "sub": key.owner_sub,
             "token_type": "api_key",
             "iat": int((key.rotated_at or key.created_at).timestamp()),
             "key_id": key.key_id,
@@ -294,7 +323,7 @@ class KeyService:
             answer["exp"] = int(key.expires_at.timestamp())
         return answer
 
-    def _note_use(self, key: ApiKey, ip: str) -> None:
+    def _note_use(self, key: Row, ip: str) -> None:
         now = self.clock.now()
         if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
             return
@@ -440,10 +469,11 @@ class KeyService:
         db.session.refresh(key)
         return True
 
-    def bind_session(self, session: SsoSession, key: ApiKey) -> None:
+    def bind_session(self, session: SsoSession, verified: VerifiedKey) -> None:
         """A session opened by logging in with a key ends no later than the key (revoke() ends it too)."""
-        if key.expires_at is not None and key.expires_at < session.expires_at:
-            session.expires_at = key.expires_at
+        expires_at = verified.record.expires_at
+        if expires_at is not None and expires_at < session.expires_at:
+            session.expires_at = expires_at
             db.session.commit()
 
     # --- the same, as an authenticated caller (API and web pages) -------------------

@@ -132,7 +132,7 @@ def key_login(key_id: str, secret: str):
     verified = keys.authenticate(key_id, secret, ip=client_ip())
     opened = open_session(verified.user, auth_method="api_key", amr=[], key_id=verified.key_id,
                           scopes=sorted(verified.scopes))
-    keys.bind_session(opened.record, verified.key)
+    keys.bind_session(opened.record, verified)
     identity = identity_from_session(opened.record)
     return set_session_cookie(api_response({"session_id": opened.record.id, **identity.as_json()}), opened)
 
