@@ -66,12 +66,19 @@ def iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+LIST_LIMIT = 1000
+
+
 @bp.get("/api/keys")
 @require_identity()
 def list_keys():
     every_user = request.args.get("all") in ("1", "true")
-    keys = services().keys.list_as(current_identity(), request.args.get("user"), every_user=every_user)
-    return {"keys": [key_json(k) for k in keys]}
+    limit = request.args.get("limit", str(LIST_LIMIT))
+    if not limit.isdigit() or not 1 <= int(limit) <= LIST_LIMIT:
+        raise ApiError(400, "invalid_request", f"limit is a whole number from 1 to {LIST_LIMIT}.")
+    keys = services().keys.list_as(current_identity(), request.args.get("user"), every_user=every_user,
+                                   limit=int(limit) + 1)
+    return {"keys": [key_json(k) for k in keys[:int(limit)]], "truncated": len(keys) > int(limit)}
 
 
 @bp.post("/api/keys")

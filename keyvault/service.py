@@ -154,8 +154,10 @@ def _owner_from(record: Row) -> User:
     if known is not None:
         return known
     values = record._mapping
-    user = User(**{column.key: values[_OWNER + column.key] for column in _USERS.columns})
-    # As if loaded by a query: persistent and clean, so nothing is written back.
+    # What the ORM's own loader does with a row: a new instance without __init__ (no change
+    # events), its columns straight into __dict__, then attached as persistent and clean.
+    user = User.__mapper__.class_manager.new_instance()
+    user.__dict__.update({column.key: values[_OWNER + column.key] for column in _USERS.columns})
     make_transient_to_detached(user)
     session.add(user)
     return user
@@ -349,11 +351,13 @@ class KeyService:
             return None
         return db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
 
-    def list_keys(self, owner: User | None = None) -> list[ApiKey]:
-        """Keys of one owner, or every key (newest first)."""
+    def list_keys(self, owner: User | None = None, *, limit: int | None = None) -> list[ApiKey]:
+        """Keys of one owner, or every key, newest first; at most `limit`."""
         stmt = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
         if owner is not None:
             stmt = stmt.where(ApiKey.user_id == owner.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         return list(db.session.scalars(stmt))
 
     def history(self, key_id: str, limit: int = 200) -> list[AuditEvent]:
@@ -517,12 +521,13 @@ class KeyService:
         self.revoke(key, actor=identity.actor, admin_action=key.user_id != identity.user.id)
         return key
 
-    def list_as(self, identity: Identity, username: str | None = None, *, every_user: bool = False) -> list[ApiKey]:
+    def list_as(self, identity: Identity, username: str | None = None, *, every_user: bool = False,
+                limit: int | None = None) -> list[ApiKey]:
         if every_user:
             if not (can_manage_keys(identity) and acts_as_admin(identity)):
                 raise KeyForbidden("Only administrators list every user's keys.")
-            return self.list_keys()
-        return self.list_keys(self.owner_for(identity, username))
+            return self.list_keys(limit=limit)
+        return self.list_keys(self.owner_for(identity, username), limit=limit)
 
     # --- input checks ---------------------------------------------------------
 

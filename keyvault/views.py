@@ -16,6 +16,8 @@ from .api import key_json
 from .forms import MintKeyForm, RotateKeyForm
 from .service import KeyForbidden, acts_as_admin, can_manage_keys
 
+# The newest keys shown on a page; admins narrow the list by owner.
+PAGE_LIMIT = 500
 CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
 
 
@@ -42,10 +44,10 @@ def render_keys(identity, *, admin: bool, mint_form=None, minted=None, status=20
     keys = services().keys
     filter_user = request.args.get("user", "").strip()[:150] if admin else ""
     if admin:
-        rows = keys.list_as(identity, filter_user or None, every_user=not filter_user)
+        rows = keys.list_as(identity, filter_user or None, every_user=not filter_user, limit=PAGE_LIMIT + 1)
         catalogue = keys.catalogue
     else:
-        rows = keys.list_as(identity)
+        rows = keys.list_as(identity, limit=PAGE_LIMIT + 1)
         catalogue = keys.scopes_for(identity.user)
     mint_form = mint_form or MintKeyForm(formdata=None)
     mint_form.scopes.choices = [(s, s) for s in catalogue]
@@ -57,7 +59,8 @@ def render_keys(identity, *, admin: bool, mint_form=None, minted=None, status=20
         "keyvault/keys.html",
         identity=identity,
         admin=admin,
-        keys=[key_json(k) for k in rows],
+        keys=[key_json(k) for k in rows[:PAGE_LIMIT]],
+        truncated=len(rows) > PAGE_LIMIT,
         filter_user=filter_user,
         mint_form=mint_form,
         rotate_form=RotateKeyForm(formdata=None),

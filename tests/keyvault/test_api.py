@@ -165,3 +165,15 @@ def test_unknown_and_malformed_key_ids_are_404(client, services):
     assert client.get("/api/keys/pkid-20260101-AAAAAAAAAAAAAAAAAAAAA").status_code == 404
     assert client.delete("/api/keys/nonsense").status_code == 404
     assert client.post("/api/keys/" + "x" * 300 + "/rotate", json={}).status_code == 404
+
+
+def test_listing_is_bounded(client, services):
+    alice = make_user(services, "alice")
+    for n in range(3):
+        make_key(services, alice, name=f"k{n}")
+    login(client, "alice")
+    page = client.get("/api/keys?limit=2").json
+    assert len(page["keys"]) == 2 and page["truncated"] is True
+    assert client.get("/api/keys?limit=3").json["truncated"] is False
+    for bad in ("0", "-1", "x", "1001"):
+        assert client.get(f"/api/keys?limit={bad}").status_code == 400

@@ -241,3 +241,20 @@ def test_introspection_of_bad_tokens_is_none(services):
     # A range-limited key is only active when the client's address is known and allowed.
     assert services.keys.introspect(f"{key_id}:{secret}") is None
     assert services.keys.introspect(f"{key_id}:{secret}", ip="192.0.2.4")["active"] is True
+
+
+def test_owner_comes_from_the_same_read_and_is_a_clean_persistent_user(services, db):
+    alice = make_user(services, "alice", groups=["photographers"])
+    expected = {c.key: getattr(alice, c.key) for c in alice.__table__.columns}
+    key_id, secret = make_key(services, alice)
+    db.session.remove()
+    with counted_statements(db) as statements:
+        owner = services.keys.verify(key_id, secret, ip=None).user
+        assert {c.key: getattr(owner, c.key) for c in owner.__table__.columns} == expected
+        assert owner in db.session and not db.session.dirty
+        db.session.commit()
+    assert len(statements) == 1  # the one SELECT; nothing written back
+    owner.name = "Alice Liddell"
+    db.session.commit()
+    db.session.remove()
+    assert services.accounts.find("alice").name == "Alice Liddell"
