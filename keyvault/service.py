@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,8 +32,6 @@ from .models import ApiKey
 
 if TYPE_CHECKING:
     from authserver.identity import Identity
-
-log = logging.getLogger("authserver.keyvault")
 
 ADMIN_SCOPE = "admin"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -287,7 +284,6 @@ class KeyService:
         try:
             verified = self.verify(key_id, secret, ip=ip)
         except InvalidKey as exc:
-            db.session.rollback()
             self.throttle.fail(bucket)
             self._record_failure(key_id, exc)
             raise
