@@ -1,5 +1,7 @@
 """Every model, imported so the metadata (and Alembic's autogenerate) sees them all."""
 
+from keyvault.models import ApiKey  # noqa: F401
+
 from .accounts.models import PendingLogin, SsoSession, User  # noqa: F401
 from .audit.models import AuditEvent  # noqa: F401
 from .totp.models import RecoveryCode, TotpCredential  # noqa: F401

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from keyvault.service import KeyService
+from keyvault.strategies import ApiKeyStrategy
+
 from .accounts.login import LoginService
 from .accounts.service import AccountService, SessionCookieStrategy, SessionService
 from .audit.service import AuditLog
@@ -31,6 +34,9 @@ class Services:
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])
+        self.keys = KeyService(settings.pepper, clock, self.audit, self.throttle, settings.key_scopes)
+        # First in the chain: an explicit key header is never overridden by an ambient cookie.
+        self.identity.add(ApiKeyStrategy(self.keys), first=True)
         self.totp = TotpService(
             self.sealer, settings.pepper, self.throttle, self.audit, clock,
             issuer_label=urlsplit(settings.issuer).hostname or "authserver", required=settings.totp_required,

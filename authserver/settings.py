@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.en
 # OWASP's minimum for argon2id: m=19 MiB, t=2, p=1.
 OWASP_ARGON2_MEMORY_KIB = 19 * 1024
 OWASP_ARGON2_TIME_COST = 2
+
+DEFAULT_KEY_SCOPES = ("profile", "photos:read", "photos:write", "admin")
+# RFC 6749 section 3.3 scope-token: printable ASCII except space, `"` and backslash.
+_SCOPE_TOKEN = re.compile(r'^[\x21\x23-\x5B\x5D-\x7E]{1,64}$')
 
 
 class SettingsError(Exception):
@@ -51,6 +56,8 @@ class Settings:
     argon2_parallelism: int = 1
     log_level: str = "INFO"
     max_body_bytes: int = 1024 * 1024
+    # Scopes an API key may carry; `admin` only ever for administrators.
+    key_scopes: tuple[str, ...] = DEFAULT_KEY_SCOPES
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -61,7 +68,7 @@ class Settings:
     def is_https(self) -> bool:
         return self.issuer.startswith("https://")
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def flask_config(self) -> dict:
@@ -81,7 +88,7 @@ class Settings:
         }
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
         values = read_defaults(DEFAULTS_FILE)
         values.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
 
@@ -154,6 +161,7 @@ class Settings:
             ),
             argon2_parallelism=integer(get("ARGON2_PARALLELISM", "1"), "ARGON2_PARALLELISM", 1, 64),
             log_level=choice(get("LOG_LEVEL", "INFO").upper(), "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            key_scopes=scope_list(get("KEY_SCOPES", " ".join(DEFAULT_KEY_SCOPES)), "KEY_SCOPES"),
             extra=extra,
         )
 
@@ -186,6 +194,19 @@ def integer(value: str, name: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise SettingsError(f"{PREFIX}{name} must be between {low} and {high} (got {number})")
     return number
+
+
+def scope_list(value: str, name: str) -> tuple[str, ...]:
+    """Space-separated scope tokens, deduplicated in order; at least one."""
+    scopes = tuple(dict.fromkeys(value.split()))
+    if not scopes:
+        raise SettingsError(f"{PREFIX}{name} must list at least one scope")
+    for scope in scopes:
+        if not _SCOPE_TOKEN.match(scope):
+            raise SettingsError(
+                f'{PREFIX}{name} must be space-separated scope names of printable characters (got "{scope}")'
+            )
+    return scopes
 
 
 def check_database_url(url: str) -> str:

@@ -55,3 +55,19 @@ def enrol_totp(services, user):
     codes = services.totp.confirm_enrolment(user, device.code(), actor="test", address="192.0.2.1")
     services.clock.advance(seconds=30)
     return device, codes
+
+
+def make_key(services, user, *, name: str = "uploader", scopes=None, expires_in_days: int | None = None,
+             cidrs=(), actor: str = "test"):
+    """A real key for `user`; returns (key_id, secret), the secret as the owner sees it once."""
+    from datetime import timedelta
+
+    minted = services.keys.mint(
+        user,
+        name=name,
+        scopes=scopes,
+        expires_in=timedelta(days=expires_in_days) if expires_in_days else None,
+        cidrs=cidrs,
+        actor=actor,
+    )
+    return minted.key_id, minted.secret

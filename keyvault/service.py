@@ -1,0 +1,553 @@
+"""KeyService: mint, rotate, revoke and verify API keys.
+
+Verification is one indexed read (the key and its owner, by `key_id`) plus one
+HMAC; nothing is cached between requests, so a revocation is seen by every
+worker on its next request. The hot path only writes `last_used_*`, and at
+most once a minute per key.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Row, bindparam, or_, select, update
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
+
+from authserver.accounts.models import SsoSession, User
+from authserver.audit.models import AuditEvent
+from authserver.audit.service import AuditLog
+from authserver.clock import Clock
+from authserver.crypto import keyed_hash, same
+from authserver.extensions import db
+from authserver.throttle import Bucket, Throttle, TooManyAttempts
+
+from . import keyformat
+from .models import ApiKey
+
+if TYPE_CHECKING:
+    from authserver.identity import Identity
+
+ADMIN_SCOPE = "admin"
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+MAX_EXPIRY_DAYS = 3650
+MAX_CIDRS = 32
+MAX_NAME_LENGTH = 100
+
+
+class KeyVaultError(Exception):
+    """Base for key-vault failures; the message is safe to show."""
+
+
+class InvalidKey(KeyVaultError):
+    """A presented key is not accepted. Callers answer one generic message; `reason` is for the audit log."""
+
+    reason = "invalid"
+
+    def __init__(self, message: str = "The API key is not valid."):
+        super().__init__(message)
+
+
+class KeyMalformed(InvalidKey):
+    reason = "malformed"
+
+
+class KeyUnknown(InvalidKey):
+    reason = "unknown"
+
+
+class KeySecretMismatch(InvalidKey):
+    reason = "wrong_secret"
+
+
+class KeyRevoked(InvalidKey):
+    reason = "revoked"
+
+
+class KeyExpired(InvalidKey):
+    reason = "expired"
+
+
+class KeyAddressDenied(InvalidKey):
+    reason = "address_not_allowed"
+
+
+class KeyOwnerDisabled(InvalidKey):
+    reason = "owner_disabled"
+
+
+class KeyLoginThrottled(KeyVaultError):
+    def __init__(self, retry_after: int):
+        super().__init__(f"Too many failed API-key attempts from this address; try again in {retry_after} seconds.")
+        self.retry_after = retry_after
+
+
+class KeyNotFound(KeyVaultError):
+    """No such key, or not one the caller may see (deliberately the same)."""
+
+
+class KeyForbidden(KeyVaultError):
+    pass
+
+
+class InvalidKeyRequest(KeyVaultError):
+    pass
+
+
+class KeyConflict(KeyVaultError):
+    pass
+
+
+@dataclass(frozen=True)
+class MintedKey:
+    """A new secret, handed to its owner this once and never stored."""
+
+    key: ApiKey
+    secret: str
+
+    @property
+    def key_id(self) -> str:
+        return self.key.key_id
+
+
+@dataclass(frozen=True)
+class VerifiedKey:
+    """A key that passed every check: its row (owner columns prefixed `owner_`) and effective scopes."""
+
+    record: Row
+    scopes: frozenset[str]
+
+    @property
+    def key_id(self) -> str:
+        return self.record.key_id
+
+    @functools.cached_property
+    def user(self) -> User:
+        """The owner as a persistent User, built from the row already read (no second query)."""
+        return _owner_from(self.record)
+
+
+# Verification reads the key and its owner with one prebuilt Core statement: the ORM's
+# per-row bookkeeping would cost more than the indexed read itself (see docs/benchmarks.md).
+_KEYS = ApiKey.__table__
+_USERS = User.__table__
+_OWNER = "owner_"
+_VERIFY = (
+    select(_KEYS, *(column.label(_OWNER + column.key) for column in _USERS.columns))
+    .join_from(_KEYS, _USERS, _USERS.c.id == _KEYS.c.user_id)
+    .where(_KEYS.c.key_id == bindparam("key_id"))
+)
+
+
+def _owner_from(record: Row) -> User:
+    session = db.session()
+    known = session.identity_map.get(identity_key(User, record.owner_id))
+    if known is not None:
+        return known
+    values = record._mapping
+    # What the ORM's own loader does with a row: a new instance without __init__ (no change
+    # events), its columns straight into __dict__, then attached as persistent and clean.
+    user = User.__mapper__.class_manager.new_instance()
+    user.__dict__.update({column.key: values[_OWNER + column.key] for column in _USERS.columns})
+    make_transient_to_detached(user)
+    session.add(user)
+    return user
+
+
+@functools.lru_cache(maxsize=4096)
+def _networks(cidrs: tuple[str, ...]) -> tuple:
+    # Parsing only: the result depends on the stored strings alone, so caching it outlives nothing.
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def address_allowed(ip: str | None, cidrs: Sequence[str]) -> bool:
+    """Is `ip` inside one of the networks? IPv4-mapped IPv6 addresses count as IPv4."""
+    if not ip:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in _networks(tuple(cidrs)))
+
+
+def parse_cidrs(texts: Iterable[str]) -> list[str]:
+    """Normalised CIDR strings (host bits cleared), or InvalidKeyRequest naming the bad one."""
+    networks: list[str] = []
+    for text in texts:
+        text = text.strip()
+        if not text:
+            continue
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise InvalidKeyRequest(
+                f'"{text[:60]}" is not an address range; write e.g. 192.0.2.0/24, 2001:db8::/32 or 198.51.100.7.'
+            ) from None
+        if str(network) not in networks:
+            networks.append(str(network))
+    if len(networks) > MAX_CIDRS:
+        raise InvalidKeyRequest(f"A key allows at most {MAX_CIDRS} address ranges.")
+    return networks
+
+
+def can_manage_keys(identity: Identity) -> bool:
+    """A full login may manage its keys; a scoped credential (a key, a token) only with `admin`.
+
+    Otherwise a leaked narrow key could mint itself lasting replacements.
+    """
+    return identity.scopes is None or identity.has_scope(ADMIN_SCOPE)
+
+
+def acts_as_admin(identity: Identity) -> bool:
+    return bool(identity.user.is_admin) and identity.has_scope(ADMIN_SCOPE)
+
+
+class KeyService:
+    """API keys: the lifecycle (mint, rotate, revoke), verification and introspection."""
+
+    def __init__(self, pepper: bytes, clock: Clock, audit: AuditLog, throttle: Throttle, scope_catalogue: Sequence[str]):
+        self.pepper = pepper
+        self.clock = clock
+        self.audit = audit
+        self.throttle = throttle
+        self.catalogue = tuple(scope_catalogue)
+
+    # --- scopes -------------------------------------------------------------
+
+    def scopes_for(self, user: User) -> tuple[str, ...]:
+        """The scopes `user`'s keys may carry: the catalogue, `admin` only for admins."""
+        return tuple(s for s in self.catalogue if s != ADMIN_SCOPE or user.is_admin)
+
+    def effective_scopes(self, scopes: Sequence[str], owner_is_admin: bool) -> frozenset[str]:
+        """The key's scopes that its owner still holds (a demoted admin's keys lose `admin`)."""
+        return frozenset(s for s in scopes or () if s in self.catalogue and (s != ADMIN_SCOPE or owner_is_admin))
+
+    # --- verification (the hot path) ------------------------------------------
+
+    @staticmethod
+    def is_key_login(username: str) -> bool:
+        """Does a login's username claim to be a key id? Then the password is its secret."""
+        return keyformat.looks_like_key_id(username)
+
+    def verify(self, key_id: str, secret: str, *, ip: str | None) -> VerifiedKey:
+        """The key behind this pair, or an InvalidKey subclass. No throttling, no audit, no writes."""
+        try:
+            # Format and checksum first: typos and junk never reach the database.
+            keyformat.check_pair(key_id, secret)
+        except keyformat.MalformedKey:
+            raise KeyMalformed() from None
+        key = db.session.execute(_VERIFY, {"key_id": key_id}).first()
+        digest = keyed_hash(self.pepper, secret)
+        if key is None:
+            raise KeyUnknown()
+        now = self.clock.now()
+        if not self._secret_matches(key, digest, now):
+            raise KeySecretMismatch()
+        if key.revoked_at is not None:
+            raise KeyRevoked()
+        if key.expires_at is not None and now >= key.expires_at:
+            raise KeyExpired()
+        if key.owner_is_disabled:
+            raise KeyOwnerDisabled()
+        if key.allowed_cidrs and not address_allowed(ip, key.allowed_cidrs):
+            raise KeyAddressDenied()
+        return VerifiedKey(key, self.effective_scopes(key.scopes, key.owner_is_admin))
+
+    @staticmethod
+    def _secret_matches(key: Row, digest: str, now: datetime) -> bool:
+        # compare_digest: the time taken does not depend on how much of the HMAC matched.
+        current = same(digest, key.secret_hmac)
+        previous = (
+            key.previous_secret_hmac is not None
+            and key.previous_valid_until is not None
+            and now < key.previous_valid_until
+            and same(digest, key.previous_secret_hmac)
+        )
+        return current or previous
+
+    def authenticate(self, key_id: str, secret: str, *, ip: str) -> VerifiedKey:
+        """A key login: throttled per address, failures audited (never the secret), last use noted."""
+        bucket = Bucket("key:address", ip or "-")
+        try:
+            self.throttle.check(bucket)
+        except TooManyAttempts as exc:
+            raise KeyLoginThrottled(exc.retry_after) from None
+        try:
+            verified = self.verify(key_id, secret, ip=ip)
+        except InvalidKey as exc:
+            self.throttle.fail(bucket)
+            self._record_failure(key_id, exc)
+            raise
+        self._note_use(verified.record, ip)
+        return verified
+
+    def authenticate_token(self, token: str, *, ip: str) -> VerifiedKey:
+        key_id, _, secret = token.partition(":")
+        return self.authenticate(key_id, secret, ip=ip)
+
+    def introspect(self, token: str, *, ip: str | None = None) -> dict | None:
+        """RFC 7662 fields for a valid `pkid-…:secret`, else None (answer `{"active": false}`).
+
+        Without the client's address a key limited to address ranges is not active.
+        """
+        if not isinstance(token, str):
+            return None
+        key_id, _, secret = token.partition(":")
+        try:
+            verified = self.verify(key_id, secret, ip=ip)
+        except InvalidKey:
+            return None
+        key = verified.record
+        answer = {
+            "active": True,
+            "scope": " ".join(s for s in key.scopes if s in verified.scopes),
+            "client_id": None,
+            "username": key.owner_username,
+            "sub": key.owner_sub,
+            "token_type": "api_key",
+            "iat": int((key.rotated_at or key.created_at).timestamp()),
+            "key_id": key.key_id,
+        }
+        if key.expires_at is not None:
+            answer["exp"] = int(key.expires_at.timestamp())
+        return answer
+
+    def _note_use(self, key: Row, ip: str) -> None:
+        now = self.clock.now()
+        if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
+            return
+        # Conditional, so many workers seeing the same stale time write it once.
+        db.session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key.id)
+            .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
+            .values(last_used_at=now, last_used_ip=(ip or "")[:64])
+        )
+        db.session.commit()
+
+    def _record_failure(self, key_id: str, exc: InvalidKey) -> None:
+        # A malformed "key id" may be a pasted secret: only a well-formed id is written down.
+        target = f"key:{key_id}" if keyformat.is_key_id(key_id) else ""
+        self.audit.record("key.use", actor="anonymous", target=target, outcome="failure",
+                          details={"reason": exc.reason}, commit=True)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def find(self, key_id: str) -> ApiKey | None:
+        if not keyformat.is_key_id(key_id):
+            return None
+        return db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+
+    def list_keys(self, owner: User | None = None, *, limit: int | None = None) -> list[ApiKey]:
+        """Keys of one owner, or every key, newest first; at most `limit`."""
+        stmt = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+        if owner is not None:
+            stmt = stmt.where(ApiKey.user_id == owner.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return list(db.session.scalars(stmt))
+
+    def history(self, key_id: str, limit: int = 200) -> list[AuditEvent]:
+        return self.audit.query(target=f"key:{key_id}", limit=limit)
+
+    def mint(
+        self,
+        owner: User,
+        *,
+        name: str,
+        scopes: Sequence[str] | None = None,
+        expires_in: timedelta | None = None,
+        cidrs: Iterable[str] = (),
+        actor: str,
+        scope_limit: frozenset[str] | None = None,
+        admin_action: bool = False,
+    ) -> MintedKey:
+        """A new key for `owner`. `scope_limit`: the scopes of the credential asking (never exceeded)."""
+        name = self._check_name(name)
+        granted = self._check_scopes(owner, scopes, scope_limit)
+        if expires_in is not None and not timedelta(0) < expires_in <= timedelta(days=MAX_EXPIRY_DAYS):
+            raise InvalidKeyRequest(f"A key expires between 1 and {MAX_EXPIRY_DAYS} days from now.")
+        networks = parse_cidrs(cidrs)
+        if owner.is_disabled:
+            raise InvalidKeyRequest(f'The user "{owner.username}" is disabled.')
+        now = self.clock.now()
+        secret = keyformat.new_secret()
+        key = ApiKey(
+            key_id=keyformat.new_key_id(now.date()),
+            user_id=owner.id,
+            name=name,
+            scopes=list(granted),
+            secret_hmac=keyed_hash(self.pepper, secret),
+            allowed_cidrs=networks,
+            expires_at=now + expires_in if expires_in is not None else None,
+            created_at=now,
+            created_by=actor[:200],
+            last_used_ip="",
+            revoked_by="",
+        )
+        key.user = owner
+        db.session.add(key)
+        db.session.flush()
+        self.audit.record(
+            "admin.key.mint" if admin_action else "key.mint",
+            actor=actor,
+            target=f"key:{key.key_id}",
+            details={"owner": owner.username, "name": name, "scopes": list(granted),
+                     "expires_at": key.expires_at.isoformat() if key.expires_at else None, "cidrs": networks},
+        )
+        db.session.commit()
+        return MintedKey(key, secret)
+
+    def rotate(self, key: ApiKey, *, grace_seconds: int, actor: str, admin_action: bool = False) -> MintedKey:
+        """Same key id, new secret (returned once); the old one stays valid for `grace_seconds` (0: not at all)."""
+        if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+            raise InvalidKeyRequest(f"The grace period is between 0 and {MAX_GRACE_SECONDS} seconds.")
+        now = self.clock.now()
+        if key.revoked_at is not None:
+            raise InvalidKeyRequest("This key is revoked; mint a new one instead.")
+        if key.expires_at is not None and now >= key.expires_at:
+            raise InvalidKeyRequest("This key has expired; mint a new one instead.")
+        secret = keyformat.new_secret()
+        old_hmac = key.secret_hmac
+        grace_until = now + timedelta(seconds=grace_seconds) if grace_seconds else None
+        # Conditional on the hash we read: of two simultaneous rotations only one wins.
+        result = db.session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key.id, ApiKey.secret_hmac == old_hmac, ApiKey.revoked_at.is_(None))
+            .values(
+                secret_hmac=keyed_hash(self.pepper, secret),
+                previous_secret_hmac=old_hmac if grace_until else None,
+                previous_valid_until=grace_until,
+                rotated_at=now,
+            )
+        )
+        if result.rowcount != 1:
+            db.session.rollback()
+            raise KeyConflict("This key was changed at the same moment; reload and try again.")
+        self.audit.record(
+            "admin.key.rotate" if admin_action else "key.rotate",
+            actor=actor,
+            target=f"key:{key.key_id}",
+            details={"owner": key.user.username, "grace_seconds": grace_seconds},
+        )
+        db.session.commit()
+        db.session.refresh(key)
+        return MintedKey(key, secret)
+
+    def revoke(self, key: ApiKey, *, actor: str, admin_action: bool = False) -> bool:
+        """Revoke at once, with the sessions opened by logging in with it. False if it already was."""
+        now = self.clock.now()
+        result = db.session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_by=actor[:200], previous_secret_hmac=None, previous_valid_until=None)
+        )
+        if result.rowcount != 1:
+            db.session.rollback()
+            return False
+        db.session.execute(
+            update(SsoSession)
+            .where(SsoSession.key_id == key.key_id, SsoSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        self.audit.record(
+            "admin.key.revoke" if admin_action else "key.revoke",
+            actor=actor,
+            target=f"key:{key.key_id}",
+            details={"owner": key.user.username},
+        )
+        db.session.commit()
+        db.session.refresh(key)
+        return True
+
+    def bind_session(self, session: SsoSession, verified: VerifiedKey) -> None:
+        """A session opened by logging in with a key ends no later than the key (revoke() ends it too)."""
+        expires_at = verified.record.expires_at
+        if expires_at is not None and expires_at < session.expires_at:
+            session.expires_at = expires_at
+            db.session.commit()
+
+    # --- the same, as an authenticated caller (API and web pages) -------------------
+
+    def owner_for(self, identity: Identity, username: str | None) -> User:
+        """Whose keys the caller means: their own, or (admins only) `username`'s."""
+        if not can_manage_keys(identity):
+            raise KeyForbidden("Managing keys needs a full login, or a credential with the admin scope.")
+        if not username or username.casefold() == identity.user.username_key:
+            return identity.user
+        if not acts_as_admin(identity):
+            raise KeyForbidden("Only administrators manage other users' keys.")
+        user = db.session.scalar(select(User).where(User.username_key == username.strip().casefold()))
+        if user is None:
+            raise KeyNotFound(f'There is no user "{username[:150]}".')
+        return user
+
+    def manageable(self, identity: Identity, key_id: str) -> ApiKey:
+        """The key if the caller owns it or is an admin; KeyNotFound otherwise (no existence leak)."""
+        if not can_manage_keys(identity):
+            raise KeyForbidden("Managing keys needs a full login, or a credential with the admin scope.")
+        key = self.find(key_id)
+        if key is None or (key.user_id != identity.user.id and not acts_as_admin(identity)):
+            raise KeyNotFound("There is no such key; check the key id.")
+        return key
+
+    def mint_as(self, identity: Identity, *, username: str | None = None, **options) -> MintedKey:
+        owner = self.owner_for(identity, username)
+        # An admin credential may grant any scope; any other never more than it holds itself.
+        limit = None if acts_as_admin(identity) else identity.scopes
+        return self.mint(owner, actor=identity.actor, scope_limit=limit,
+                         admin_action=owner.id != identity.user.id, **options)
+
+    def rotate_as(self, identity: Identity, key_id: str, *, grace_seconds: int) -> MintedKey:
+        key = self.manageable(identity, key_id)
+        return self.rotate(key, grace_seconds=grace_seconds, actor=identity.actor,
+                           admin_action=key.user_id != identity.user.id)
+
+    def revoke_as(self, identity: Identity, key_id: str) -> ApiKey:
+        key = self.manageable(identity, key_id)
+        self.revoke(key, actor=identity.actor, admin_action=key.user_id != identity.user.id)
+        return key
+
+    def list_as(self, identity: Identity, username: str | None = None, *, every_user: bool = False,
+                limit: int | None = None) -> list[ApiKey]:
+        if every_user:
+            if not (can_manage_keys(identity) and acts_as_admin(identity)):
+                raise KeyForbidden("Only administrators list every user's keys.")
+            return self.list_keys(limit=limit)
+        return self.list_keys(self.owner_for(identity, username), limit=limit)
+
+    # --- input checks ---------------------------------------------------------
+
+    @staticmethod
+    def _check_name(name: str) -> str:
+        name = (name or "").strip()
+        if not 1 <= len(name) <= MAX_NAME_LENGTH or not name.isprintable():
+            raise InvalidKeyRequest(f"A key's name has 1 to {MAX_NAME_LENGTH} printable characters.")
+        return name
+
+    def _check_scopes(self, owner: User, scopes: Sequence[str] | None, limit: frozenset[str] | None) -> list[str]:
+        allowed = self.scopes_for(owner)
+        if scopes is None:
+            # Default: everything the owner may hold except `admin`, which must be asked for.
+            granted = [s for s in allowed if s != ADMIN_SCOPE and (limit is None or s in limit)]
+        else:
+            granted = list(dict.fromkeys(s.strip() for s in scopes if s.strip()))
+            for scope in granted:
+                if scope not in self.catalogue:
+                    raise InvalidKeyRequest(f'Unknown scope "{scope[:64]}"; choose from: {" ".join(self.catalogue)}.')
+                if scope not in allowed:
+                    raise InvalidKeyRequest(f'The scope "{scope}" is for administrators only.')
+                if limit is not None and scope not in limit:
+                    raise InvalidKeyRequest(f'These credentials lack the scope "{scope}", so they cannot grant it.')
+        if not granted:
+            raise InvalidKeyRequest(f'A key needs at least one scope; choose from: {" ".join(allowed)}.')
+        return granted

@@ -1,0 +1,69 @@
+"""API-key logins in the identity chain: `Authorization: pkid-…:secret`, Basic, and `X-API-Key`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from authserver.identity import AuthenticationFailed, Identity
+
+from .keyformat import looks_like_key_id
+from .service import InvalidKey, KeyService
+
+INVALID_KEY = "The API key is not valid, or not usable from here."
+
+
+def key_identity(verified) -> Identity:
+    """Who a verified key answers as: its owner, with the key's scopes, never asked for TOTP."""
+    return Identity(
+        user=verified.user,
+        auth_method="api_key",
+        via="api_key",
+        scopes=verified.scopes,
+        key_id=verified.key_id,
+    )
+
+
+def presented_key(req) -> str | None:
+    """The `pkid-…:secret` this request carries, None when it carries no key.
+
+    A key in both headers must be the same key: two different credentials
+    are refused rather than one silently preferred.
+    """
+    found = []
+    authorization = req.headers.get("Authorization", "")
+    if looks_like_key_id(authorization):
+        found.append(authorization.strip())
+    elif authorization[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            decoded = ""
+        if looks_like_key_id(decoded):
+            found.append(decoded)
+    header = req.headers.get("X-API-Key")
+    if header is not None:
+        found.append(header.strip())
+    if not found:
+        return None
+    if len(set(found)) > 1:
+        raise AuthenticationFailed("Send one API key, in one header.", "invalid_key")
+    return found[0]
+
+
+class ApiKeyStrategy:
+    name = "api_key"
+
+    def __init__(self, keys: KeyService):
+        self.keys = keys
+
+    def authenticate(self, req) -> Identity | None:
+        token = presented_key(req)
+        if token is None:
+            return None
+        try:
+            verified = self.keys.authenticate_token(token, ip=req.remote_addr or "")
+        except InvalidKey:
+            # One answer for every cause: which check failed is in the audit log only.
+            raise AuthenticationFailed(INVALID_KEY, "invalid_key") from None
+        return key_identity(verified)
