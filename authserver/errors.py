@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, g, render_template, request
+from flask import Flask, g, redirect, render_template, request, url_for
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db
+from .web import LoginRequired
 
 log = logging.getLogger("authserver.errors")
 
@@ -66,6 +67,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return render_error(exc.status, exc.error, exc.description, exc.headers)
+
+    @app.errorhandler(LoginRequired)
+    def _login_required(exc: LoginRequired):
+        return redirect(url_for("accounts.login", next=exc.next_url))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -9,6 +9,7 @@ from keyvault.strategies import ApiKeyStrategy
 
 from .accounts.login import LoginService
 from .accounts.service import AccountService, SessionCookieStrategy, SessionService
+from .admin.service import AdminService
 from .audit.service import AuditLog
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
@@ -45,6 +46,7 @@ class Services:
         # Every value sealed under the master key, for `master-key rotate`; capabilities add theirs.
         self.sealed = SealedValues()
         self.sealed.register("totp_secrets", self.totp.reseal_all)
+        self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:

@@ -26,3 +26,39 @@ def safe_next(target: str | None, default: str = "/account") -> str:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return default
     return target
+
+
+class LoginRequired(Exception):
+    """A page needs a signed-in browser; errors.py answers with a redirect to /login?next=…"""
+
+    def __init__(self, next_url: str):
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+def signed_in(*, admin: bool = False, full: bool = True):
+    """The signed-in browser user of an HTML page.
+
+    Logged out: LoginRequired (a redirect to the login page, back here after).
+    `full`: the session must come from a password login, not from an API key
+    (a leaked key must not change the password or mint more keys).
+    `admin`: an administrator with the admin scope, else 403.
+    """
+    from .accounts.views import identity_or_none  # late: accounts imports this module
+    from .errors import ApiError
+
+    identity = identity_or_none()
+    if identity is None or identity.via != "session":
+        raise LoginRequired(login_return_path())
+    if full and identity.key_id:
+        raise ApiError(403, "forbidden", "This page needs a password login; a session opened with an API key cannot use it.")
+    if admin and not (identity.user.is_admin and identity.has_scope("admin")):
+        raise ApiError(403, "forbidden", "This page is for administrators.")
+    return identity
+
+
+def login_return_path() -> str:
+    """Where the login page should send the user back to: this page, or its section for a form post."""
+    if request.method == "GET":
+        return safe_next(request.full_path.rstrip("?"))
+    return "/admin" if request.path.startswith("/admin") else "/account"

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from flask import redirect, render_template, request, url_for
 
-from authserver.accounts.forms import PostOnlyForm
+from authserver.accounts.forms import ConfirmForm
 from authserver.errors import ApiError
 from authserver.identity import AuthenticationFailed, current_identity
 from authserver.web import services
@@ -40,7 +40,8 @@ def login_redirect():
     return redirect(url_for("accounts.login", next=request.full_path.rstrip("?")))
 
 
-def render_keys(identity, *, admin: bool, mint_form=None, minted=None, status=200):
+def render_keys(identity, *, admin: bool, mint_form=None, minted=None, revoke_form=None, revoke_failed=None,
+                status=200):
     keys = services().keys
     filter_user = request.args.get("user", "").strip()[:150] if admin else ""
     if admin:
@@ -64,8 +65,8 @@ def render_keys(identity, *, admin: bool, mint_form=None, minted=None, status=20
         filter_user=filter_user,
         mint_form=mint_form,
         rotate_form=RotateKeyForm(formdata=None),
-        revoke_form=PostOnlyForm(formdata=None),
-        logout_form=PostOnlyForm(formdata=None),
+        revoke_form=revoke_form or ConfirmForm(formdata=None),
+        revoke_failed=revoke_failed,
         minted=minted,
         base=url_for("keyvault.admin_keys") if admin else url_for("keyvault.account_keys"),
     ), status
@@ -119,8 +120,12 @@ def revoke_from_form(admin: bool, key_id: str):
     identity = page_identity(admin)
     if identity is None:
         return login_redirect()
-    if not PostOnlyForm().validate_on_submit():
-        raise CSRF_FAILED
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            raise CSRF_FAILED
+        # Revoking cannot be undone: the row's "Yes, revoke" box must be ticked.
+        return render_keys(identity, admin=admin, revoke_form=form, revoke_failed=key_id, status=400)
     key = services().keys.revoke_as(identity, key_id)
     target = url_for("keyvault.admin_keys", user=key.user.username) if admin else url_for("keyvault.account_keys")
     return redirect(target)
@@ -177,7 +182,4 @@ def admin_key_audit(key_id: str):
         "keyvault/key_audit.html",
         key=key_json(key),
         events=keys.history(key.key_id),
-        rotate_form=RotateKeyForm(formdata=None),
-        revoke_form=PostOnlyForm(formdata=None),
-        logout_form=PostOnlyForm(formdata=None),
     )

@@ -131,6 +131,26 @@ class AccountService:
         self.audit.record("user.password_set", actor=actor, target=f"user:{user.username}")
         db.session.commit()
 
+    def update_profile(self, user: User, *, name: str, email: str, actor: str) -> list[str]:
+        """The user's own name and email; a new email is unverified. Answers the fields that changed."""
+        name, email = name.strip(), email.strip()
+        if len(name) > 200:
+            raise InvalidUserInput("A name has at most 200 characters.")
+        if len(email) > 320 or (email and "@" not in email):
+            raise InvalidUserInput("The email address is not valid.")
+        wanted = {"name": name or user.username, "email": email}
+        changed = [field for field, value in wanted.items() if getattr(user, field) != value]
+        if not changed:
+            return []
+        for field in changed:
+            setattr(user, field, wanted[field])
+        if "email" in changed:
+            user.email_verified = False
+        user.updated_at = self.clock.now()
+        self.audit.record("user.profile_update", actor=actor, target=f"user:{user.username}", details={"fields": changed})
+        db.session.commit()
+        return changed
+
 
 @dataclass(frozen=True)
 class OpenedSession:
@@ -224,6 +244,15 @@ class SessionService:
             select(SsoSession).where(SsoSession.user_id == user.id, SsoSession.revoked_at.is_(None))
         )
         return [r for r in rows if self.is_live(r)]
+
+    def find_own(self, user: User, session_id: str) -> SsoSession | None:
+        """One of `user`'s live sessions by its public id; None for anyone else's."""
+        if not session_id or len(session_id) > 64:
+            return None
+        record = db.session.get(SsoSession, session_id)
+        if record is None or record.user_id != user.id or not self.is_live(record):
+            return None
+        return record
 
 
 class SessionCookieStrategy:

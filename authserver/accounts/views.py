@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, redirect, render_template, request
+from flask import (
+    Blueprint,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from .. import jsonapi
 from ..errors import ApiError
 from ..identity import AuthenticationFailed, current_identity, require_identity
 from ..throttle import TooManyAttempts
 from ..totp.service import SecondFactorError
-from ..web import client_ip, safe_next, services
-from .forms import LoginForm, PostOnlyForm
+from ..web import client_ip, safe_next, services, signed_in
+from .forms import LoginForm, PasswordChangeForm, PostOnlyForm, ProfileForm
 from .login import (
     PENDING_LOGIN_COOKIE,
     PENDING_LOGIN_LIFETIME,
@@ -19,9 +28,16 @@ from .login import (
     SecondFactorRequired,
     password_only,
 )
-from .service import SESSION_COOKIE, InvalidCredentials, OpenedSession, identity_from_session
+from .service import (
+    SESSION_COOKIE,
+    InvalidCredentials,
+    InvalidUserInput,
+    OpenedSession,
+    identity_from_session,
+)
 
 bp = Blueprint("accounts", __name__)
+CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
 
 
 def set_session_cookie(response, opened: OpenedSession):
@@ -94,6 +110,17 @@ def identity_or_none():
         return None
 
 
+@bp.app_context_processor
+def _navigation():
+    """`nav_identity()`: the browser user the view already resolved, for the header (no extra lookups)."""
+
+    def nav_identity():
+        identity = g.get("_identity")
+        return identity if identity is not None and identity.via == "session" else None
+
+    return {"nav_identity": nav_identity}
+
+
 @bp.get("/")
 def index():
     return redirect("/account" if identity_or_none() else "/login")
@@ -140,19 +167,118 @@ def after_password(user, next_url: str):
 def logout():
     form = PostOnlyForm()
     if not form.validate_on_submit():
-        raise ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
+        raise CSRF_FAILED
     identity = identity_or_none()
     if identity and identity.session:
         services().sessions.revoke(identity.session)
     return clear_session_cookie(redirect("/login"))
 
 
+# -- /account: the signed-in user's own page ------------------------------------
+
+ACCOUNT_KEYS_SHOWN = 5
+
+
 @bp.get("/account")
 def account():
-    identity = identity_or_none()
-    if identity is None or identity.via != "session":
-        return redirect("/login?next=/account")
-    return render_template("account.html", identity=identity, logout_form=PostOnlyForm())
+    return render_account(signed_in(full=False))
+
+
+def render_account(identity, *, profile_form=None, password_form=None, status: int = 200):
+    """The account page; a form that failed comes back with its errors beside its fields."""
+    svc = services()
+    user = identity.user
+    if profile_form is None:
+        profile_form = ProfileForm(formdata=None, name=user.name, email=user.email)
+    keys = svc.keys.list_as(identity, limit=ACCOUNT_KEYS_SHOWN + 1) if identity.key_id is None else []
+    sessions = sorted(svc.sessions.active_for(user), key=lambda s: s.last_seen_at, reverse=True)
+    page = render_template(
+        "account.html",
+        identity=identity,
+        profile_form=profile_form,
+        password_form=password_form or PasswordChangeForm(formdata=None),
+        keys=keys[:ACCOUNT_KEYS_SHOWN],
+        more_keys=len(keys) > ACCOUNT_KEYS_SHOWN,
+        sessions=sessions,
+        post_form=PostOnlyForm(formdata=None),
+    )
+    return page, status
+
+
+@bp.post("/account/profile")
+def account_profile():
+    identity = signed_in()
+    form = ProfileForm()
+    if not form.validate_on_submit():
+        return render_account(identity, profile_form=form, status=400)
+    try:
+        changed = services().accounts.update_profile(identity.user, name=form.name.data or "",
+                                                     email=form.email.data or "", actor=identity.actor)
+    except InvalidUserInput as exc:
+        form.email.errors = [str(exc)]
+        return render_account(identity, profile_form=form, status=400)
+    flash("Profile saved." if changed else "Nothing to change.")
+    return redirect(url_for("accounts.account") + "#profile")
+
+
+@bp.post("/account/password")
+def account_password():
+    """A new password needs the current one; every other session of the account ends."""
+    identity = signed_in()
+    form = PasswordChangeForm()
+    if not form.validate_on_submit():
+        return render_account(identity, password_form=form, status=400)
+    svc = services()
+    user = identity.user
+    try:
+        svc.logins.check_password(user.username, form.current_password.data, client_ip())
+    except InvalidCredentials:
+        form.current_password.errors = ["This is not your current password."]
+        return render_account(identity, password_form=form, status=400)
+    except TooManyAttempts as exc:
+        form.current_password.errors = [str(exc)]
+        page, _ = render_account(identity, password_form=form)
+        return page, 429, {"Retry-After": str(exc.retry_after)}
+    try:
+        svc.accounts.set_password(user, form.new_password.data, actor=identity.actor)
+    except InvalidUserInput as exc:
+        form.new_password.errors = [str(exc)]
+        return render_account(identity, password_form=form, status=400)
+    ended = svc.sessions.revoke_all(user, except_id=identity.session.id)
+    svc.audit.record("session.revoke_all", actor=identity.actor, target=f"user:{user.username}",
+                     details={"sessions": ended, "reason": "password_change"}, commit=True)
+    flash(f"Password changed. Signed out {ended} other session{'s' if ended != 1 else ''}.")
+    return redirect(url_for("accounts.account") + "#password")
+
+
+@bp.post("/account/sessions/<session_id>/revoke")
+def account_session_revoke(session_id: str):
+    identity = signed_in()
+    if not PostOnlyForm().validate_on_submit():
+        raise CSRF_FAILED
+    svc = services()
+    record = svc.sessions.find_own(identity.user, session_id)
+    if record is None:
+        raise ApiError(404, "not_found", "There is no such session of yours; it may have ended already.")
+    svc.sessions.revoke(record)
+    svc.audit.record("session.revoke", actor=identity.actor, target=f"session:{record.id}", commit=True)
+    if record.id == identity.session.id:
+        return clear_session_cookie(redirect(url_for("accounts.login")))
+    flash("Session signed out.")
+    return redirect(url_for("accounts.account") + "#sessions")
+
+
+@bp.post("/account/sessions/revoke-others")
+def account_sessions_revoke_others():
+    identity = signed_in()
+    if not PostOnlyForm().validate_on_submit():
+        raise CSRF_FAILED
+    svc = services()
+    ended = svc.sessions.revoke_all(identity.user, except_id=identity.session.id)
+    svc.audit.record("session.revoke_all", actor=identity.actor, target=f"user:{identity.user.username}",
+                     details={"sessions": ended}, commit=True)
+    flash(f"Signed out {ended} other session{'s' if ended != 1 else ''}.")
+    return redirect(url_for("accounts.account") + "#sessions")
 
 
 @bp.post("/api/session/login")

@@ -49,7 +49,7 @@ def test_user_rotates_and_revokes_from_the_page(client, services):
     assert rotated.status_code == 200
     new = shown_token(rotated.text)
     assert new.startswith(key_id + ":") and not new.endswith(old)
-    revoked = client.post(f"/account/keys/{key_id}/revoke", data={"csrf_token": token})
+    revoked = client.post(f"/account/keys/{key_id}/revoke", data={"csrf_token": token, "confirm": "y"})
     assert revoked.status_code == 302
     assert client.get("/api/me", headers={"X-API-Key": new}).status_code == 401
 
@@ -72,7 +72,7 @@ def test_user_cannot_grant_admin_or_touch_anothers_key_from_the_page(client, ser
     token = csrf(client.get("/account/keys").text)
     response = client.post("/account/keys", data={"csrf_token": token, "name": "x", "scopes": ["admin"]})
     assert response.status_code == 400 and shown_token(response.text) is None
-    assert client.post(f"/account/keys/{bobs_key}/revoke", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/account/keys/{bobs_key}/revoke", data={"csrf_token": token, "confirm": "y"}).status_code == 404
     assert client.get("/admin/keys").status_code == 403
 
 
@@ -90,7 +90,7 @@ def test_admin_lists_filters_mints_and_audits_every_key(client, services):
     minted = client.post("/admin/keys", data={"csrf_token": csrf(page.text), "user": "carol", "name": "by admin",
                                               "scopes": ["profile"]})
     assert minted.status_code == 201 and shown_token(minted.text)
-    assert client.post(f"/admin/keys/{alice_key}/revoke", data={"csrf_token": csrf(page.text)}).status_code == 302
+    assert client.post(f"/admin/keys/{alice_key}/revoke", data={"csrf_token": csrf(page.text), "confirm": "y"}).status_code == 302
     audit = client.get(f"/admin/keys/{alice_key}")
     assert audit.status_code == 200
     assert "admin.key.revoke" in audit.text and "key.mint" in audit.text and "user:root" in audit.text

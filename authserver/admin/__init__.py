@@ -1,0 +1,21 @@
+"""The admin console at /admin: users and the audit log (keys: keyvault's /admin/keys)."""
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__)
+
+# The console's tabs, in order; capabilities with admin pages add theirs here.
+SECTIONS: list[tuple[str, str]] = [
+    ("/admin", "Overview"),
+    ("/admin/users", "Users"),
+    ("/admin/keys", "API keys"),
+    ("/admin/audit", "Audit log"),
+]
+
+
+@bp.app_context_processor
+def _admin_sections():
+    return {"admin_sections": lambda: SECTIONS}
+
+
+from . import views  # noqa: F401  (attach the routes to bp)

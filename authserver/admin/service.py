@@ -1,0 +1,235 @@
+"""What the admin console does to users and how it reads the audit log.
+
+Every change is audited with the acting admin; an admin cannot lock themself
+out (disable their own account or drop their own admin flag).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+
+from ..accounts.models import SsoSession, User
+from ..accounts.service import (
+    AccountError,
+    AccountService,
+    InvalidUserInput,
+    SessionService,
+)
+from ..audit.models import AuditEvent
+from ..audit.service import AuditLog
+from ..clock import Clock
+from ..extensions import db
+from ..totp.models import TotpCredential
+from ..totp.service import TotpService
+
+GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
+MAX_GROUPS = 50
+USERS_PER_PAGE = 50
+EVENTS_PER_PAGE = 50
+
+
+class AdminError(AccountError):
+    """An admin action that cannot be done as asked; the message says why and is safe to show."""
+
+
+def parse_groups(text: str) -> list[str]:
+    """Groups typed as "photos, family admins": commas or spaces between names, duplicates dropped."""
+    groups: list[str] = []
+    for name in re.split(r"[\s,]+", text or ""):
+        if not name:
+            continue
+        if not GROUP_NAME.match(name):
+            raise InvalidUserInput(
+                f'"{name[:64]}" is not a group name: letters, digits and . _ : @ - only, up to 64 characters.'
+            )
+        if name not in groups:
+            groups.append(name)
+    if len(groups) > MAX_GROUPS:
+        raise InvalidUserInput(f"A user belongs to at most {MAX_GROUPS} groups.")
+    return groups
+
+
+def generate_password() -> str:
+    """A password handed out once by an admin: 120 bits from the OS CSPRNG, in groups easy to read out."""
+    raw = secrets.token_urlsafe(15)
+    return "-".join(raw[i:i + 5] for i in range(0, len(raw), 5))
+
+
+@dataclass(frozen=True)
+class UserRow:
+    user: User
+    totp_enabled: bool
+
+
+@dataclass(frozen=True)
+class UserPage:
+    rows: list[UserRow]
+    total: int
+    page: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor: str = ""
+    action: str = ""  # exact, or a prefix when it ends with "." ("key.")
+    target: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    events: list[AuditEvent]
+    # The id to continue from for the next (older) page; None on the last page.
+    next_before: int | None
+
+
+class AdminService:
+    def __init__(self, accounts: AccountService, sessions: SessionService, totp: TotpService, audit: AuditLog,
+                 clock: Clock):
+        self.accounts = accounts
+        self.sessions = sessions
+        self.totp = totp
+        self.audit = audit
+        self.clock = clock
+
+    # -- users ---------------------------------------------------------------
+
+    def search_users(self, query: str = "", page: int = 1) -> UserPage:
+        """Users whose username, name or email contains `query` (case-insensitive), by username."""
+        stmt = select(User)
+        query = query.strip()[:200]
+        if query:
+            # LIKE wildcards typed by the admin are matched literally.
+            pattern = "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = stmt.where(or_(
+                User.username_key.like(pattern, escape="\\"),
+                func.lower(User.name).like(pattern, escape="\\"),
+                func.lower(User.email).like(pattern, escape="\\"),
+            ))
+        total = db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        pages = max(1, -(-total // USERS_PER_PAGE))
+        page = min(max(page, 1), pages)
+        users = list(db.session.scalars(
+            stmt.order_by(User.username_key).offset((page - 1) * USERS_PER_PAGE).limit(USERS_PER_PAGE)
+        ))
+        enrolled = set(db.session.scalars(
+            select(TotpCredential.user_id).where(
+                TotpCredential.user_id.in_([u.id for u in users]), TotpCredential.totp_secret_sealed.is_not(None)
+            )
+        )) if users else set()
+        return UserPage([UserRow(u, u.id in enrolled) for u in users], total, page, pages)
+
+    def get_user(self, user_id: int) -> User | None:
+        return db.session.get(User, user_id)
+
+    def create_user(self, *, actor: str, username: str, email: str, name: str, groups: Sequence[str],
+                    is_admin: bool, password: str | None) -> tuple[User, str | None]:
+        """The new user and, when no password was given, the generated one (to show once)."""
+        generated = None if password else generate_password()
+        user = self.accounts.create_user(username, email=email, name=name, password=password or generated,
+                                         is_admin=is_admin, groups=groups, actor=actor)
+        return user, generated
+
+    def update_user(self, admin: User, user: User, *, name: str, email: str, groups: Sequence[str],
+                    is_admin: bool) -> list[str]:
+        """Change the profile, groups and admin flag; answers the names of the fields that changed."""
+        if user.id == admin.id and not is_admin:
+            raise AdminError("You cannot remove your own admin flag; ask another administrator.")
+        if len(email) > 320 or (email and "@" not in email):
+            raise InvalidUserInput("The email address is not valid.")
+        if len(name) > 200:
+            raise InvalidUserInput("A name has at most 200 characters.")
+        wanted = {"name": name or user.username, "email": email, "groups": list(groups), "is_admin": is_admin}
+        changed = [field for field, value in wanted.items() if getattr(user, field) != value]
+        if not changed:
+            return []
+        if "email" in changed:
+            user.email_verified = False
+        for field in changed:
+            setattr(user, field, wanted[field])
+        user.updated_at = self.clock.now()
+        details: dict = {"fields": changed}
+        if "is_admin" in changed:
+            details["admin"] = is_admin
+        if "groups" in changed:
+            details["groups"] = list(groups)
+        self.audit.record("user.update", actor=actor_of(admin), target=target_of(user), details=details)
+        db.session.commit()
+        return changed
+
+    def set_disabled(self, admin: User, user: User, disabled: bool) -> None:
+        """Disable (every session ends: they are checked against the flag) or enable an account."""
+        if user.id == admin.id and disabled:
+            raise AdminError("You cannot disable your own account.")
+        if bool(user.is_disabled) == disabled:
+            return
+        user.is_disabled = disabled
+        user.updated_at = self.clock.now()
+        self.audit.record("user.disable" if disabled else "user.enable", actor=actor_of(admin), target=target_of(user))
+        db.session.commit()
+        if disabled:
+            self.sessions.revoke_all(user)
+
+    def reset_password(self, admin: User, user: User) -> str:
+        """A new generated password (shown to the admin once); the user's sessions end."""
+        password = generate_password()
+        user.password_hash = self.accounts.passwords.hash(password)
+        user.updated_at = self.clock.now()
+        self.audit.record("user.password_reset", actor=actor_of(admin), target=target_of(user))
+        db.session.commit()
+        self.sessions.revoke_all(user)
+        return password
+
+    def reset_totp(self, admin: User, user: User) -> bool:
+        return self.totp.reset(user, actor=actor_of(admin))
+
+    def sessions_of(self, user: User) -> list[SsoSession]:
+        return sorted(self.sessions.active_for(user), key=lambda s: s.last_seen_at, reverse=True)
+
+    def revoke_sessions(self, admin: User, user: User) -> int:
+        count = self.sessions.revoke_all(user)
+        self.audit.record("session.revoke_all", actor=actor_of(admin), target=target_of(user),
+                          details={"sessions": count}, commit=True)
+        return count
+
+    # -- audit log -------------------------------------------------------------
+
+    def audit_page(self, filters: AuditFilter, *, before_id: int | None = None,
+                   limit: int = EVENTS_PER_PAGE) -> AuditPage:
+        """Newest first, `limit` at a time; pages continue by id so new events never shift them."""
+        stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit + 1)
+        if filters.actor:
+            stmt = stmt.where(AuditEvent.actor == filters.actor)
+        if filters.action.endswith("."):
+            prefix = filters.action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(AuditEvent.action.like(prefix + "%", escape="\\"))
+        elif filters.action:
+            stmt = stmt.where(AuditEvent.action == filters.action)
+        if filters.target:
+            stmt = stmt.where(AuditEvent.target == filters.target)
+        if filters.since:
+            stmt = stmt.where(AuditEvent.at >= filters.since)
+        if filters.until:
+            stmt = stmt.where(AuditEvent.at < filters.until)
+        if before_id:
+            stmt = stmt.where(AuditEvent.id < before_id)
+        events = list(db.session.scalars(stmt))
+        more = len(events) > limit
+        events = events[:limit]
+        return AuditPage(events, events[-1].id if more else None)
+
+
+def actor_of(user: User) -> str:
+    return f"user:{user.username}"
+
+
+def target_of(user: User) -> str:
+    return f"user:{user.username}"

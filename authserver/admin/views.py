@@ -1,0 +1,222 @@
+"""The admin console: /admin (users, audit log; keys live in keyvault's /admin/keys).
+
+Every page calls `signed_in(admin=True)`: logged out goes to the login page,
+a non-admin gets 403. Every change is a CSRF-checked form, audited by the service.
+"""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+
+from ..accounts.forms import ConfirmForm, PostOnlyForm
+from ..accounts.models import SsoSession, User
+from ..accounts.service import AccountError, UsernameTaken
+from ..audit.models import AuditEvent
+from ..errors import ApiError
+from ..extensions import db
+from ..web import services, signed_in
+from . import bp
+from .forms import GROUPS_HINT, AuditFilterForm, CreateUserForm, EditUserForm
+from .service import AdminError, AuditFilter, parse_groups
+
+CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
+
+
+def admin_service():
+    return services().admin
+
+
+# -- overview ----------------------------------------------------------------------
+
+
+@bp.get("/admin")
+def overview():
+    identity = signed_in(admin=True)
+    now = services().clock.now()
+    counts = {
+        "users": db.session.scalar(select(func.count()).select_from(User)),
+        "admins": db.session.scalar(select(func.count()).select_from(User).where(User.is_admin.is_(True))),
+        "disabled": db.session.scalar(select(func.count()).select_from(User).where(User.is_disabled.is_(True))),
+        "sessions": db.session.scalar(select(func.count()).select_from(SsoSession).where(
+            SsoSession.revoked_at.is_(None), SsoSession.expires_at > now)),
+    }
+    recent = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(10)).all()
+    return render_template("admin/overview.html", identity=identity, counts=counts, recent=recent)
+
+
+# -- users -------------------------------------------------------------------------
+
+
+def page_number() -> int:
+    raw = request.args.get("page", "1")
+    return int(raw) if raw.isdigit() and len(raw) < 7 else 1
+
+
+@bp.get("/admin/users")
+def users():
+    identity = signed_in(admin=True)
+    return render_users(identity, CreateUserForm(formdata=None))
+
+
+def render_users(identity, create_form, status: int = 200):
+    query = request.args.get("q", "").strip()[:200]
+    page = admin_service().search_users(query, page_number())
+    return render_template("admin/users.html", identity=identity, page=page, query=query,
+                           form=create_form, groups_hint=GROUPS_HINT), status
+
+
+@bp.post("/admin/users")
+def create_user():
+    identity = signed_in(admin=True)
+    form = CreateUserForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            raise CSRF_FAILED
+        return render_users(identity, form, 400)
+    try:
+        user, generated = admin_service().create_user(
+            actor=identity.actor, username=form.username.data, email=(form.email.data or "").strip(),
+            name=(form.name.data or "").strip(), groups=parse_groups(form.groups.data or ""),
+            is_admin=form.is_admin.data, password=form.password.data or None,
+        )
+    except UsernameTaken as exc:
+        form.username.errors = [str(exc)]
+        return render_users(identity, form, 409)
+    except AccountError as exc:
+        field = form.groups if "group" in str(exc) else form.email if "email" in str(exc) else form.username
+        field.errors = [str(exc)]
+        return render_users(identity, form, 400)
+    if generated is None:
+        flash(f'User "{user.username}" created.')
+        return redirect(url_for("admin.user", user_id=user.id))
+    # Rendered, not redirected: the generated password exists only in this response.
+    return render_user(identity, user, generated_password=generated, status=201)
+
+
+def find_user(user_id: int) -> User:
+    user = admin_service().get_user(user_id)
+    if user is None:
+        raise ApiError(404, "user_not_found", "There is no such user; it may have been removed. Search the user list.")
+    return user
+
+
+@bp.get("/admin/users/<int:user_id>")
+def user(user_id: int):
+    identity = signed_in(admin=True)
+    return render_user(identity, find_user(user_id))
+
+
+def render_user(identity, user: User, *, edit_form=None, confirm_form=None, confirm_for: str = "",
+                generated_password: str | None = None, status: int = 200):
+    svc = services()
+    if edit_form is None:
+        edit_form = EditUserForm(formdata=None, name=user.name, email=user.email,
+                                 groups=", ".join(user.groups or []), is_admin=user.is_admin)
+    page = render_template(
+        "admin/user.html",
+        identity=identity,
+        user=user,
+        edit_form=edit_form,
+        confirm_form=confirm_form or ConfirmForm(formdata=None),
+        confirm_for=confirm_for,
+        post_form=PostOnlyForm(formdata=None),
+        totp=svc.totp.status(user),
+        sessions=admin_service().sessions_of(user),
+        keys=svc.keys.list_keys(user, limit=20),
+        generated_password=generated_password,
+        groups_hint=GROUPS_HINT,
+    )
+    return page, status
+
+
+@bp.post("/admin/users/<int:user_id>")
+def update_user(user_id: int):
+    identity = signed_in(admin=True)
+    user = find_user(user_id)
+    form = EditUserForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            raise CSRF_FAILED
+        return render_user(identity, user, edit_form=form, status=400)
+    try:
+        changed = admin_service().update_user(
+            identity.user, user, name=(form.name.data or "").strip(), email=(form.email.data or "").strip(),
+            groups=parse_groups(form.groups.data or ""), is_admin=form.is_admin.data,
+        )
+    except AccountError as exc:
+        text = str(exc)
+        field = form.groups if "group" in text else form.email if "email" in text else (
+            form.is_admin if "admin" in text else form.name)
+        field.errors = [text]
+        db.session.rollback()
+        return render_user(identity, user, edit_form=form, status=400)
+    flash(f"Saved: {', '.join(changed)}." if changed else "Nothing to change.")
+    return redirect(url_for("admin.user", user_id=user.id))
+
+
+# Destructive actions: the form must carry a ticked "confirm" box.
+CONFIRMED_ACTIONS = ("disable", "reset-password", "reset-totp", "revoke-sessions")
+
+
+@bp.post("/admin/users/<int:user_id>/<action>")
+def user_action(user_id: int, action: str):
+    identity = signed_in(admin=True)
+    if action not in CONFIRMED_ACTIONS + ("enable",):
+        abort(404)
+    user = find_user(user_id)
+    admin = admin_service()
+    if action == "enable":
+        if not PostOnlyForm().validate_on_submit():
+            raise CSRF_FAILED
+        admin.set_disabled(identity.user, user, False)
+        flash(f'"{user.username}" can sign in again.')
+        return redirect(url_for("admin.user", user_id=user.id))
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            raise CSRF_FAILED
+        return render_user(identity, user, confirm_form=form, confirm_for=action, status=400)
+    try:
+        if action == "disable":
+            admin.set_disabled(identity.user, user, True)
+            flash(f'"{user.username}" is disabled and signed out everywhere.')
+        elif action == "reset-totp":
+            had = admin.reset_totp(identity.user, user)
+            flash(f'Two-factor authentication of "{user.username}" reset.' if had
+                  else f'"{user.username}" had no two-factor authentication; nothing to reset.')
+        elif action == "revoke-sessions":
+            count = admin.revoke_sessions(identity.user, user)
+            flash(f'Signed "{user.username}" out of {count} session{"s" if count != 1 else ""}.')
+        else:
+            password = admin.reset_password(identity.user, user)
+            return render_user(identity, user, generated_password=password)
+    except AdminError as exc:
+        form.confirm.errors = [str(exc)]
+        return render_user(identity, user, confirm_form=form, confirm_for=action, status=400)
+    return redirect(url_for("admin.user", user_id=user.id))
+
+
+# -- audit log ---------------------------------------------------------------------
+
+
+@bp.get("/admin/audit")
+def audit():
+    identity = signed_in(admin=True)
+    form = AuditFilterForm(request.args)
+    status = 200
+    if form.validate():
+        filters = AuditFilter(
+            actor=(form.actor.data or "").strip(), action=(form.action.data or "").strip(),
+            target=(form.target.data or "").strip(), since=form.since.moment, until=form.until.moment,
+        )
+        page = admin_service().audit_page(filters, before_id=form.before.data)
+    else:
+        page, status = None, 400
+    older = None
+    if page is not None and page.next_before:
+        args = {k: v for k, v in request.args.items() if k != "before" and v}
+        older = url_for("admin.audit", **args, before=page.next_before)
+    newest = url_for("admin.audit", **{k: v for k, v in request.args.items() if k != "before" and v})
+    return render_template("admin/audit.html", identity=identity, form=form, page=page, older=older,
+                           newest=newest, paged=bool(form.before.data)), status
