@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -121,7 +122,7 @@ class Settings:
 
         redis_url = get("REDIS_URL")
         if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise SettingsError(f'AUTHSERVER_REDIS_URL must be a redis:// URL (got "{redis_url}")')
+            raise SettingsError(f'AUTHSERVER_REDIS_URL must be a redis:// URL (got "{redact(redis_url)}")')
 
         known = {f.name.upper() for f in dataclasses.fields(cls)}
         extra = {
@@ -188,15 +189,20 @@ def integer(value: str, name: str, low: int, high: int) -> int:
     return number
 
 
+def redact(url: str) -> str:
+    """A URL fit for an error message: any user:password@ part is masked."""
+    return re.sub(r"(?<=://)[^/?#]*@", "***@", url)
+
+
 def check_database_url(url: str) -> str:
     expected = "AUTHSERVER_DATABASE_URL must be a sqlite:/// or postgresql:// URL"
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        raise SettingsError(f'{expected} (got "{url}")') from None
+        raise SettingsError(f'{expected} (got "{redact(url)}")') from None
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
-        raise SettingsError(f'{expected} (got "{url}")')
+        raise SettingsError(f'{expected} (got "{redact(url)}")')
     if backend == "postgresql" and parsed.drivername in ("postgresql", "postgres"):
         # psycopg 3 is the only PostgreSQL driver we ship.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
@@ -204,10 +210,20 @@ def check_database_url(url: str) -> str:
 
 
 def engine_options(url: str) -> dict:
+    # hide_parameters: a logged database error never carries the row values (hashes, sealed secrets).
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 15, "check_same_thread": False}}
-    # pre_ping lets the pool notice a restarted database and reconnect by itself.
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+        return {"connect_args": {"timeout": 15, "check_same_thread": False}, "hide_parameters": True}
+    # pre_ping lets the pool notice a restarted database and reconnect by itself; the
+    # connect timeout keeps a request from hanging on an unreachable host.
+    return {
+        "pool_pre_ping": True,
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_recycle": 1800,
+        "pool_timeout": 10,
+        "hide_parameters": True,
+        "connect_args": {"connect_timeout": 5},
+    }
 
 
 def decode_key(text: str, name: str) -> bytes:

@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request
 from .. import jsonapi
 from ..errors import ApiError
 from ..identity import AuthenticationFailed, current_identity, require_identity
+from ..metrics import LOGINS
 from ..web import client_ip, safe_next, services
 from .forms import LoginForm, PostOnlyForm
 from .service import SESSION_COOKIE, InvalidCredentials, OpenedSession, identity_from_session
@@ -46,6 +47,7 @@ def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> Ope
     )
     svc.audit.record("session.open", actor=f"user:{user.username}", target=f"session:{opened.record.id}",
                      details={"auth_method": auth_method}, commit=True)
+    LOGINS.labels(auth_method, "success").inc()
     return opened
 
 
@@ -73,6 +75,7 @@ def login():
                 user = services().accounts.check_password(form.username.data, form.password.data)
             except InvalidCredentials as exc:
                 services().audit.record("login.failed", actor=f"user:{form.username.data[:150]}", outcome="failure", commit=True)
+                LOGINS.labels("password", "failure").inc()
                 error, status = str(exc), 401
             else:
                 opened = open_session(user, auth_method="password", amr=["pwd"], acr="1")
@@ -113,6 +116,7 @@ def api_login():
         user = services().accounts.check_password(username, password)
     except InvalidCredentials as exc:
         services().audit.record("login.failed", actor=f"user:{username[:150]}", outcome="failure", commit=True)
+        LOGINS.labels("password", "failure").inc()
         raise ApiError(401, "invalid_credentials", str(exc)) from None
     opened = open_session(user, auth_method="password", amr=["pwd"], acr="1")
     identity = identity_from_session(opened.record)
