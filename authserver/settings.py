@@ -70,7 +70,8 @@ class Settings:
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options(self.database_url),
-            "MAX_CONTENT_LENGTH": self.max_body_bytes,
+            # One byte of slack so that a body of unknown length can be seen to exceed the limit.
+            "MAX_CONTENT_LENGTH": self.max_body_bytes + 1,
             "SESSION_COOKIE_NAME": "authserver_form",
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
