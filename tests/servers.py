@@ -50,20 +50,19 @@ class Instance:
     def cli(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [*cli_command(), *args], env={**self.env, **env}, cwd=ROOT,
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )
 
-    def serve(self, *args: str, wait: float = 45) -> "Instance":
+    def serve(self, *args: str, wait: float = 45) -> Instance:
         """`authserver serve` on a free loopback port, returning once /healthz answers."""
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() ends the workers and reloader too
-        )
-        log.close()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends the workers and reloader too
+            )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -103,12 +102,12 @@ class PostgresCluster:
 
     def _as_owner(self, command: str) -> subprocess.CompletedProcess:
         argv = ["su", "postgres", "-s", "/bin/sh", "-c", command] if os.getuid() == 0 else ["sh", "-c", command]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         done = subprocess.run(
             ["bash", str(ROOT / ".ci" / "pg-start"), self.datadir, str(self.port)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, check=False,
         )
         assert done.returncode == 0, done.stderr
         self.url = done.stdout.strip().splitlines()[-1]

@@ -2,31 +2,8 @@
 
 from __future__ import annotations
 
-import io
-import json
-import logging
-
 import pytest
 from flask import abort
-
-from authserver.logs import JsonFormatter
-
-
-@pytest.fixture
-def json_logs():
-    """What the `authserver` loggers write, formatted as in production (one JSON object a line)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("authserver")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 @pytest.fixture
@@ -83,7 +60,7 @@ def test_unexpected_exception_is_a_bare_500_with_the_request_id_and_is_logged(fa
     }
     assert "Traceback" not in response.text and "internal detail" not in response.text
 
-    [entry] = [e for e in json_logs() if e["logger"] == "authserver.errors"]
+    [entry] = [e for e in json_logs.entries() if e["logger"] == "authserver.errors"]
     assert entry["level"] == "ERROR"
     assert entry["request_id"] == "req-0123456789"
     assert entry["path"] == "/api/test-only/boom"
@@ -133,8 +110,8 @@ def test_url_integers_beyond_64_bits_are_simply_not_found(app, client):
 
 
 def test_nul_bytes_in_a_lookup_are_a_400_not_a_500(app, client):
-    from authserver.accounts.service import normalise_username
     from authserver.accounts.models import User
+    from authserver.accounts.service import normalise_username
     from authserver.extensions import db
 
     def lookup(name):

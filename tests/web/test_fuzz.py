@@ -8,11 +8,17 @@ import json
 import uuid
 
 import pytest
-from werkzeug.routing import AnyConverter, FloatConverter, IntegerConverter, PathConverter, UUIDConverter
+from werkzeug.routing import (
+    AnyConverter,
+    FloatConverter,
+    IntegerConverter,
+    PathConverter,
+    UUIDConverter,
+)
 
 from authserver.accounts.service import SESSION_COOKIE
 from authserver.errors import JSON_PREFIXES
-from tests.factories import make_user
+from tests.factories import DEFAULT_PASSWORD, make_user
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 ONE_MIB = 1024 * 1024
@@ -78,7 +84,7 @@ def write_routes(app) -> list[tuple[str, str]]:
             values = {}
             for name, converter in rule._converters.items():
                 if isinstance(converter, AnyConverter):
-                    values[name] = sorted(converter.items)[0]
+                    values[name] = min(converter.items)
                 else:
                     kind = next((k for k in junk if k and isinstance(converter, k)), None)
                     values[name] = junk[kind]
@@ -162,7 +168,7 @@ def test_body_of_unknown_length_over_one_mib_is_refused(client):
 
 def test_body_of_unknown_length_within_the_limit_is_read_whole(client, services):
     make_user(services, "alice")
-    body = json.dumps({"username": "alice", "password": "correct horse battery staple"}).encode()
+    body = json.dumps({"username": "alice", "password": DEFAULT_PASSWORD}).encode()
     response = client.post(
         "/api/session/login",
         content_type="application/json",
