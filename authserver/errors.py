@@ -12,6 +12,8 @@ import logging
 from typing import Any
 
 from flask import Flask, g, render_template, request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -100,6 +102,19 @@ def init_app(app: Flask) -> None:
             log.warning("database rejected a value", extra={"cause": type(exc.orig).__name__})
             return render_error(400, "invalid_request", "A value in the request is out of range or malformed; check it.")
         return _unexpected(exc)
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeout)
+    def _redis_error(exc: Exception):
+        # The shared rate-limit store is down: refuse rather than check credentials unthrottled.
+        _rollback_quietly()
+        log.error("rate-limit store unavailable", extra={"cause": type(exc).__name__})
+        return render_error(
+            503,
+            "temporarily_unavailable",
+            "The rate-limit store is unreachable; try again in a few seconds.",
+            {"Retry-After": "5"},
+        )
 
     @app.errorhandler(OverflowError)
     def _overflow(exc: OverflowError):

@@ -84,3 +84,4 @@ def test_database_outage_answers_503_and_recovers_without_restart(cluster, serve
     assert app_client.get(base + "/api/me").json()["username"] == "alice"  # the session outlived the outage
     fresh = requests.post(base + "/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD})
     assert fresh.status_code == 200
+

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
+from authserver import create_app
+from authserver.throttle import Bucket
+from tests.conftest import make_settings
 from tests.factories import login, make_user
+from tests.servers import free_port
 
 
 def sample(name: str, **labels: str) -> float:
@@ -43,3 +47,17 @@ def test_metrics_count_logins_by_method_and_outcome(client, services):
     login(client, "alice")
     assert sample("authserver_logins_total", method="password", outcome="failure") == failure + 2
     assert sample("authserver_logins_total", method="password", outcome="success") == success + 1
+
+
+def test_unreachable_rate_limit_store_is_a_503_not_a_500(tmp_path):
+    app = create_app(make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}",
+                                   redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+
+    def throttled():
+        app.extensions["authserver"].throttle.check(Bucket("password:address", "127.0.0.1"))
+        return {"checked": True}
+
+    app.add_url_rule("/api/test-only/throttled", "test_throttled", throttled)
+    response = app.test_client().get("/api/test-only/throttled")
+    assert response.status_code == 503
+    assert response.json["error"] == "temporarily_unavailable"
