@@ -62,7 +62,9 @@ def serve(host: str, port: int, dev: bool):
         app = current_app._get_current_object()
         app.config["TEMPLATES_AUTO_RELOAD"] = True
         # Reloader only: the interactive debugger would run code for anyone who can reach the port.
-        run_simple(host, port, app, use_reloader=True, use_debugger=False, threaded=True)
+        # Restart on source changes; compiled bytecode being rewritten is not one.
+        run_simple(host, port, app, use_reloader=True, use_debugger=False, threaded=True,
+                   exclude_patterns={"*/__pycache__/*", "*.pyc"})
         return
     # prometheus-client picks its multi-process mode when it is imported, so the
     # variable must be set before the workers import the app: exec a fresh gunicorn.

@@ -99,7 +99,8 @@ def test_metrics_add_up_across_gunicorn_workers(instance):
 def test_serve_dev_runs_the_reloading_development_server(instance):
     seed_admin(instance)
     instance.serve("--dev")
-    assert requests.get(instance.url + "/healthz").headers["Server"].startswith("Werkzeug")
+    health = requests.get(instance.url + "/healthz")
+    assert health.headers["Server"].startswith("Werkzeug"), instance.server_log()
     response = requests.get(instance.url + "/api/me")
-    assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    assert response.status_code == 401 and response.json()["error"] == "unauthorized", instance.server_log()
     assert "Restarting with" in instance.server_log()  # the reloader is watching the source
