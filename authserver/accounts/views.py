@@ -9,6 +9,7 @@ from ..errors import ApiError
 from ..identity import AuthenticationFailed, current_identity, require_identity
 from ..throttle import TooManyAttempts
 from ..totp.service import SecondFactorError
+from ..metrics import LOGINS
 from ..web import client_ip, safe_next, services
 from .forms import LoginForm, PostOnlyForm
 from .login import (
@@ -56,6 +57,7 @@ def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> Ope
     )
     svc.audit.record("session.open", actor=f"user:{user.username}", target=f"session:{opened.record.id}",
                      details={"auth_method": auth_method}, commit=True)
+    LOGINS.labels(auth_method, "success").inc()
     return opened
 
 
@@ -111,6 +113,7 @@ def login():
             try:
                 user = services().logins.check_password(form.username.data, form.password.data, client_ip())
             except InvalidCredentials as exc:
+                LOGINS.labels("password", "failure").inc()
                 error, status = str(exc), 401
             except TooManyAttempts as exc:
                 error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
@@ -177,6 +180,7 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
             username, password, client_ip(), totp_code=totp_code, recovery_code=recovery_code
         )
     except InvalidCredentials as exc:
+        LOGINS.labels("password", "failure").inc()
         raise ApiError(401, "invalid_credentials", str(exc)) from None
     except TooManyAttempts as exc:
         raise too_many_attempts(exc) from None
@@ -185,6 +189,7 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
     except EnrolmentRequired as exc:
         raise ApiError(403, "totp_enrolment_required", str(exc)) from None
     except SecondFactorError as exc:
+        LOGINS.labels("password+totp", "failure").inc()
         raise ApiError(401, exc.error, exc.description) from None
 
 
