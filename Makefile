@@ -16,9 +16,11 @@ $(VENV)/.installed: setup.cfg requirements.lock
 
 venv: $(VENV)/.installed
 
+# The issuer follows HOST and PORT unless AUTHSERVER_ISSUER is set.
+run: export AUTHSERVER_ISSUER ?= http://$(HOST):$(PORT)
 run: venv
 	$(BIN)/authserver db upgrade
-	$(BIN)/authserver seed --url http://$(HOST):$(PORT)
+	$(BIN)/authserver seed --url $(AUTHSERVER_ISSUER)
 	$(BIN)/authserver serve --host $(HOST) --port $(PORT)
 
 test: venv

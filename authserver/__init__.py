@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
 import time
 
-from flask import Flask, g, request
+from flask import Flask, abort, g, request
 
-from . import errors, extensions, logs
+from . import errors, extensions, jsonapi, logs, web
 from .clock import Clock, SystemClock
 from .metrics import LATENCY, REQUESTS
 from .services import build_services
 from .settings import Settings
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+access_log = logging.getLogger("authserver.access")
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Flask:
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.json = jsonapi.StrictJSONProvider(app)
     app.config.from_mapping(settings.flask_config())
+    app.url_map.converters["int"] = web.DatabaseInt
     logs.configure(settings.log_level)
     extensions.init_app(app)
     app.extensions["authserver"] = build_services(settings, clock or SystemClock())
@@ -50,6 +55,20 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         g.pop("_identity", None)
         g.pop("_identity_error", None)
         g.pop("csrf_token", None)  # Flask-WTF's per-request cache of the form token
+        # Refuse an oversized body up front, whether or not the view would read it. A chunked
+        # body announces no length: read it here (at most one byte past the limit; the views
+        # get the cached copy), since the stream would otherwise end quietly at the limit.
+        if request.content_length is not None and request.content_length > settings.max_body_bytes:
+            abort(413)
+        if request.content_length is None and request.method in _WRITES and request.environ.get("wsgi.input_terminated"):
+            if len(request.get_data(cache=True)) > settings.max_body_bytes:
+                abort(413)
+        # Pages take form posts only. Flask-WTF would otherwise read a JSON body as form
+        # data, where arrays and numbers break its fields.
+        if request.method in _WRITES and request.is_json and not request.path.startswith(errors.JSON_PREFIXES):
+            raise errors.ApiError(
+                415, "unsupported_media_type", "This page takes form submissions, not JSON; use the /api/ endpoints."
+            )
 
     @app.after_request
     def _finish(response):
@@ -57,8 +76,10 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         _security_headers(response, settings)
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        if "started" in g:
-            LATENCY.labels(endpoint).observe(time.perf_counter() - g.started)
+        elapsed = time.perf_counter() - g.started if "started" in g else 0.0
+        LATENCY.labels(endpoint).observe(elapsed)
+        # The path only: query strings can carry codes and tokens.
+        access_log.info("request", extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2)})
         return response
 
 

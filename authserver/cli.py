@@ -57,7 +57,14 @@ def serve(host: str, port: int, dev: bool):
     """Serve the app (gunicorn, AUTHSERVER_WORKERS workers)."""
     settings = services().settings
     if dev:
-        current_app.run(host=host, port=port, debug=True, use_reloader=True)
+        from werkzeug.serving import run_simple
+
+        app = current_app._get_current_object()
+        app.config["TEMPLATES_AUTO_RELOAD"] = True
+        # Reloader only: the interactive debugger would run code for anyone who can reach the port.
+        # Restart on source changes; compiled bytecode being rewritten is not one.
+        run_simple(host, port, app, use_reloader=True, use_debugger=False, threaded=True,
+                   exclude_patterns={"*/__pycache__/*", "*.pyc"})
         return
     # prometheus-client picks its multi-process mode when it is imported, so the
     # variable must be set before the workers import the app: exec a fresh gunicorn.

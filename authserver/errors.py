@@ -12,7 +12,10 @@ import logging
 from typing import Any
 
 from flask import Flask, g, redirect, render_template, request, url_for
-from sqlalchemy.exc import DBAPIError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db
@@ -86,25 +89,57 @@ def init_app(app: Flask) -> None:
             response[2]["Retry-After"] = str(exc.retry_after)
         return response
 
-    @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
-    def _database_error(exc: DBAPIError):
+    @app.errorhandler(DisconnectionError)
+    @app.errorhandler(PoolTimeout)
+    def _database_error(exc: Exception):
         _rollback_quietly()
-        if isinstance(exc, OperationalError) or exc.connection_invalidated:
-            log.error("database unavailable", extra={"request_id": g.get("request_id")})
+        if is_database_outage(exc):
+            log.error("database unavailable", extra={"cause": type(getattr(exc, "orig", exc)).__name__})
             return render_error(
                 503,
                 "temporarily_unavailable",
                 "The database is unreachable; try again in a few seconds.",
                 {"Retry-After": "5"},
             )
+        if isinstance(exc, DataError):
+            # A value the database cannot hold (a number out of range, a NUL byte): the caller's input.
+            log.warning("database rejected a value", extra={"cause": type(exc.orig).__name__})
+            return render_error(400, "invalid_request", "A value in the request is out of range or malformed; check it.")
         return _unexpected(exc)
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeout)
+    def _redis_error(exc: Exception):
+        # The shared rate-limit store is down: refuse rather than check credentials unthrottled.
+        _rollback_quietly()
+        log.error("rate-limit store unavailable", extra={"cause": type(exc).__name__})
+        return render_error(
+            503,
+            "temporarily_unavailable",
+            "The rate-limit store is unreachable; try again in a few seconds.",
+            {"Retry-After": "5"},
+        )
+
+    @app.errorhandler(OverflowError)
+    def _overflow(exc: OverflowError):
+        # SQLite refuses integers beyond 64 bits with a bare OverflowError: the caller's number.
+        _rollback_quietly()
+        log.warning("number out of range", extra={"cause": "OverflowError"})
+        return render_error(400, "invalid_request", "A number in the request is out of range; check it.")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         _rollback_quietly()
-        log.exception("unhandled exception", extra={"request_id": g.get("request_id")})
+        log.exception("unhandled exception")
         return render_error(500, "server_error", f"Something went wrong on our side (request {g.get('request_id', '-')}).")
+
+
+def is_database_outage(exc: Exception) -> bool:
+    """Lost or refused connections, an exhausted pool: the database, not the request, is at fault."""
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _rollback_quietly() -> None:

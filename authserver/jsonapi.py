@@ -5,9 +5,44 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest
 
 from .errors import ApiError
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Request JSON that is valid Unicode and sanely nested, or a ValueError (a 400 upstream).
+
+    Python's decoder lets a lone surrogate (`"\\ud800"`) through as a string that cannot be
+    encoded again, and gives up on deep nesting with a RecursionError; either would
+    surface later as a 500 in whatever code touched the value.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            value = super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str):
+                _check_unicode(item)
+            elif isinstance(item, dict):
+                for key, child in item.items():
+                    _check_unicode(key)
+                    pending.append(child)
+            elif isinstance(item, list):
+                pending.extend(item)
+        return value
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("JSON string holds a lone surrogate") from None
 
 
 def json_object() -> dict[str, Any]:

@@ -76,7 +76,8 @@ class Settings:
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options(self.database_url),
-            "MAX_CONTENT_LENGTH": self.max_body_bytes,
+            # One byte of slack so that a body of unknown length can be seen to exceed the limit.
+            "MAX_CONTENT_LENGTH": self.max_body_bytes + 1,
             "SESSION_COOKIE_NAME": "authserver_form",
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
@@ -128,7 +129,7 @@ class Settings:
 
         redis_url = get("REDIS_URL")
         if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise SettingsError(f'AUTHSERVER_REDIS_URL must be a redis:// URL (got "{redis_url}")')
+            raise SettingsError(f'AUTHSERVER_REDIS_URL must be a redis:// URL (got "{redact(redis_url)}")')
 
         known = {f.name.upper() for f in dataclasses.fields(cls)}
         extra = {
@@ -209,15 +210,20 @@ def scope_list(value: str, name: str) -> tuple[str, ...]:
     return scopes
 
 
+def redact(url: str) -> str:
+    """A URL fit for an error message: any user:password@ part is masked."""
+    return re.sub(r"(?<=://)[^/?#]*@", "***@", url)
+
+
 def check_database_url(url: str) -> str:
     expected = "AUTHSERVER_DATABASE_URL must be a sqlite:/// or postgresql:// URL"
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        raise SettingsError(f'{expected} (got "{url}")') from None
+        raise SettingsError(f'{expected} (got "{redact(url)}")') from None
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
-        raise SettingsError(f'{expected} (got "{url}")')
+        raise SettingsError(f'{expected} (got "{redact(url)}")')
     if backend == "postgresql" and parsed.drivername in ("postgresql", "postgres"):
         # psycopg 3 is the only PostgreSQL driver we ship.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
@@ -225,10 +231,20 @@ def check_database_url(url: str) -> str:
 
 
 def engine_options(url: str) -> dict:
+    # hide_parameters: a logged database error never carries the row values (hashes, sealed secrets).
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 15, "check_same_thread": False}}
-    # pre_ping lets the pool notice a restarted database and reconnect by itself.
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+        return {"connect_args": {"timeout": 15, "check_same_thread": False}, "hide_parameters": True}
+    # pre_ping lets the pool notice a restarted database and reconnect by itself; the
+    # connect timeout keeps a request from hanging on an unreachable host.
+    return {
+        "pool_pre_ping": True,
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_recycle": 1800,
+        "pool_timeout": 10,
+        "hide_parameters": True,
+        "connect_args": {"connect_timeout": 5},
+    }
 
 
 def decode_key(text: str, name: str) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import current_app, request
+from werkzeug.routing import IntegerConverter
 
 
 def services():
@@ -26,6 +27,13 @@ def safe_next(target: str | None, default: str = "/account") -> str:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return default
     return target
+
+
+class DatabaseInt(IntegerConverter):
+    """`<int:...>` URL parts that fit a 64-bit column; a longer number is simply not found (404)."""
+
+    def __init__(self, url_map, fixed_digits: int = 0, min: int | None = None, max: int | None = None, signed: bool = False):
+        super().__init__(url_map, fixed_digits, min, 2**63 - 1 if max is None else max, signed)
 
 
 class LoginRequired(Exception):

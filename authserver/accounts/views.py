@@ -18,6 +18,7 @@ from ..errors import ApiError
 from ..identity import AuthenticationFailed, current_identity, require_identity
 from ..throttle import TooManyAttempts
 from ..totp.service import SecondFactorError
+from ..metrics import LOGINS
 from ..web import client_ip, safe_next, services, signed_in
 from .forms import LoginForm, PasswordChangeForm, PostOnlyForm, ProfileForm
 from .login import (
@@ -72,6 +73,7 @@ def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> Ope
     )
     svc.audit.record("session.open", actor=f"user:{user.username}", target=f"session:{opened.record.id}",
                      details={"auth_method": auth_method}, commit=True)
+    LOGINS.labels(auth_method, "success").inc()
     return opened
 
 
@@ -138,6 +140,7 @@ def login():
             try:
                 user = services().logins.check_password(form.username.data, form.password.data, client_ip())
             except InvalidCredentials as exc:
+                LOGINS.labels("password", "failure").inc()
                 error, status = str(exc), 401
             except TooManyAttempts as exc:
                 error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
@@ -303,6 +306,7 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
             username, password, client_ip(), totp_code=totp_code, recovery_code=recovery_code
         )
     except InvalidCredentials as exc:
+        LOGINS.labels("password", "failure").inc()
         raise ApiError(401, "invalid_credentials", str(exc)) from None
     except TooManyAttempts as exc:
         raise too_many_attempts(exc) from None
@@ -311,6 +315,7 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
     except EnrolmentRequired as exc:
         raise ApiError(403, "totp_enrolment_required", str(exc)) from None
     except SecondFactorError as exc:
+        LOGINS.labels("password+totp", "failure").inc()
         raise ApiError(401, exc.error, exc.description) from None
 
 

@@ -1,0 +1,106 @@
+"""`authserver serve` as an operator runs it: gunicorn workers, then the development server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+
+import pytest
+import requests
+
+from tests.servers import Instance, csrf_token
+
+pytestmark = pytest.mark.live
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample from a Prometheus text exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if not sample.startswith(name + "{"):
+            continue
+        have = ",".join(sorted(sample[len(name) + 1:-1].split(",")))
+        if have == wanted:
+            return float(value)
+    return 0.0
+
+
+@pytest.fixture
+def instance(tmp_path):
+    inst = Instance(tmp_path / "instance", AUTHSERVER_WORKERS="2", AUTHSERVER_LOG_LEVEL="INFO")
+    yield inst
+    inst.stop()
+
+
+def seed_admin(inst: Instance) -> str:
+    assert inst.cli("db", "upgrade").returncode == 0
+    seeded = inst.cli("seed")
+    assert seeded.returncode == 0, seeded.stderr
+    return re.search(r"admin password : (\S+)", seeded.stdout).group(1)
+
+
+def test_serve_runs_gunicorn_and_the_seeded_admin_logs_in(instance):
+    password = seed_admin(instance)
+    instance.serve()
+    base = instance.url
+    assert requests.get(base + "/readyz").json() == {"status": "ok", "database": "ok"}
+    assert requests.get(base).headers["Server"].startswith("gunicorn")
+
+    browser = requests.Session()
+    page = browser.get(base + "/login?next=/account")
+    assert page.status_code == 200
+    form = {"username": "admin", "password": password, "csrf_token": csrf_token(page.text), "next": "/account"}
+    signed_in = browser.post(base + "/login", data=form, allow_redirects=False)
+    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/account"
+    me = browser.get(base + "/api/me")
+    assert me.status_code == 200
+    assert me.json()["username"] == "admin" and me.json()["is_admin"] is True
+    assert me.json()["auth_method"] == "password"
+
+    app = requests.Session()
+    assert app.post(base + "/api/session/login", json={"username": "admin", "password": "not it"}).status_code == 401
+    logged_in = app.post(base + "/api/session/login", json={"username": "admin", "password": password})
+    assert logged_in.status_code == 200
+    assert app.get(base + "/api/me").json()["username"] == "admin"
+
+    log = instance.server_log()
+    assert password not in log
+    lines = [line for line in log.splitlines() if '"authserver.access"' in line]
+    assert lines and all('"request_id"' in line for line in lines)
+
+
+def test_metrics_add_up_across_gunicorn_workers(instance):
+    password = seed_admin(instance)
+    instance.serve()
+    base = instance.url
+
+    def log_in(attempt: int) -> int:
+        body = {"username": "admin", "password": password if attempt % 2 else "wrong password"}
+        return requests.post(base + "/api/session/login", json=body).status_code
+
+    # Password hashing keeps a worker busy, so concurrent logins spread over both workers.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(log_in, range(12)))
+    assert statuses == [200] * 6 + [401] * 6
+    per_process = {p.name for p in (instance.path / "prometheus").glob("counter_*.db")}
+    assert len(per_process) == 2, per_process
+
+    # Each worker counts only what it served; every read, whichever worker answers, sees the sum.
+    for _ in range(6):
+        text = requests.get(base + "/metrics").text
+        assert metric(text, "authserver_logins_total", method="password", outcome="success") == 6
+        assert metric(text, "authserver_logins_total", method="password", outcome="failure") == 6
+        assert metric(text, "authserver_http_requests_total",
+                      endpoint="/api/session/login", method="POST", status="401") == 6
+        assert metric(text, "authserver_http_request_seconds_count", endpoint="/api/session/login") == 12
+
+
+def test_serve_dev_runs_the_reloading_development_server(instance):
+    seed_admin(instance)
+    instance.serve("--dev")
+    health = requests.get(instance.url + "/healthz")
+    assert health.headers["Server"].startswith("Werkzeug"), instance.server_log()
+    response = requests.get(instance.url + "/api/me")
+    assert response.status_code == 401 and response.json()["error"] == "unauthorized", instance.server_log()
+    assert "Restarting with" in instance.server_log()  # the reloader is watching the source

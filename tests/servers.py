@@ -1,0 +1,126 @@
+"""Real processes for tests: the `authserver` CLI and server, and throwaway PostgreSQL clusters."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from tests.conftest import ROOT, cli_command, subprocess_env
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Clusters other people run on this machine: the shared one and the one `.ci/run` starts.
+RESERVED_PORTS = {55432, 55439}
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (and not one of the shared clusters')."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in RESERVED_PORTS:
+            return port
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "the form carries a CSRF token"
+    return match.group(1)
+
+
+class Instance:
+    """An instance folder driven through the `authserver` command line, as an operator would."""
+
+    def __init__(self, path: Path, **env: str):
+        self.path = path
+        self.env = subprocess_env(AUTHSERVER_INSTANCE_PATH=str(path), AUTHSERVER_ENV="development", **env)
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+        self.log_path = path.parent / f"{path.name}-server.log"
+
+    def cli(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*cli_command(), *args], env={**self.env, **env}, cwd=ROOT,
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+    def serve(self, *args: str, wait: float = 45) -> Instance:
+        """`authserver serve` on a free loopback port, returning once /healthz answers."""
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends the workers and reloader too
+            )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.server_log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"serve did not answer /healthz within {wait} s:\n{self.server_log()}")
+
+    def server_log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of the test's own (`.ci/pg-start`), to stop and start at will."""
+
+    def __init__(self):
+        # Under /tmp itself: when run as root the cluster belongs to the postgres user, who
+        # cannot enter pytest's owner-only temp folders.
+        self.datadir = tempfile.mkdtemp(prefix="authserver-test-pg-")
+        self.port = free_port()
+        self.url = ""
+
+    def _as_owner(self, command: str) -> subprocess.CompletedProcess:
+        argv = ["su", "postgres", "-s", "/bin/sh", "-c", command] if os.getuid() == 0 else ["sh", "-c", command]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    def start(self) -> PostgresCluster:
+        done = subprocess.run(
+            ["bash", str(ROOT / ".ci" / "pg-start"), self.datadir, str(self.port)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        self.url = done.stdout.strip().splitlines()[-1]
+        return self
+
+    def stop(self) -> None:
+        done = self._as_owner(f"{PG_BIN}/pg_ctl -D '{self.datadir}' -m fast -w stop")
+        assert done.returncode == 0, done.stderr
+
+    def is_running(self) -> bool:
+        return self._as_owner(f"{PG_BIN}/pg_ctl -D '{self.datadir}' status").returncode == 0
+
+    def destroy(self) -> None:
+        if self.is_running():
+            self._as_owner(f"{PG_BIN}/pg_ctl -D '{self.datadir}' -m immediate -w stop")
+        shutil.rmtree(self.datadir, ignore_errors=True)

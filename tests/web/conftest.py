@@ -1,0 +1,41 @@
+"""Fixtures for the web-wide qualities: errors, headers, logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from authserver.logs import JsonFormatter
+
+
+class CapturedLogs:
+    def __init__(self, stream: io.StringIO):
+        self._stream = stream
+
+    def text(self) -> str:
+        return self._stream.getvalue()
+
+    def entries(self) -> list[dict]:
+        return [json.loads(line) for line in self.text().splitlines()]
+
+
+@pytest.fixture
+def json_logs():
+    """Everything every logger writes at DEBUG and up, formatted as in production (JSON lines)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root, ours = logging.getLogger(), logging.getLogger("authserver")
+    levels = root.level, ours.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    ours.setLevel(logging.DEBUG)
+    try:
+        yield CapturedLogs(stream)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])

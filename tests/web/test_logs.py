@@ -1,0 +1,47 @@
+"""Structured JSON logs: one object a line, the request id on each, never a secret."""
+
+from __future__ import annotations
+
+from authserver.accounts.service import SESSION_COOKIE
+from tests.factories import make_user
+from tests.servers import csrf_token
+
+PASSWORD = "Plum-Wizard-7731-never-logged"
+WRONG = "Quince-Dragon-4420-also-never-logged"
+
+
+def test_logins_never_write_the_password_to_the_logs(client, services, json_logs):
+    make_user(services, "alice", password=PASSWORD)
+    assert client.post("/api/session/login", json={"username": "alice", "password": WRONG}).status_code == 401
+    assert client.post("/api/session/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
+    cookie = client.get_cookie(SESSION_COOKIE).value
+    token = csrf_token(client.get("/login").text)
+    for password, status in ((WRONG, 401), (PASSWORD, 302)):
+        form = {"username": "alice", "password": password, "csrf_token": token}
+        assert client.post("/login", data=form).status_code == status
+    assert client.post("/api/session/login", data=f"username=alice&password={PASSWORD}",
+                       content_type="application/x-www-form-urlencoded").status_code == 415
+
+    text = json_logs.text()
+    assert text, "the requests were logged"
+    for secret in (PASSWORD, WRONG, cookie, token):
+        assert secret not in text
+    entries = json_logs.entries()
+    requests_logged = [e for e in entries if e["logger"] == "authserver.access"]
+    assert len(requests_logged) == 6
+    assert all(len(e["request_id"]) == 16 and e["status"] and "duration_ms" in e for e in requests_logged)
+    audit = [e["audit"] for e in entries if e["logger"] == "authserver.audit"]
+    assert {"action": "login.failed", "actor": "user:alice", "target": "", "outcome": "failure"} in audit
+
+
+def test_the_callers_request_id_is_logged_and_echoed(client, json_logs):
+    response = client.get("/api/me", headers={"X-Request-ID": "proxy-id-42abc"})
+    assert response.headers["X-Request-ID"] == "proxy-id-42abc"
+    [entry] = [e for e in json_logs.entries() if e["logger"] == "authserver.access"]
+    assert entry["request_id"] == "proxy-id-42abc"
+    assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/api/me", 401)
+
+
+def test_query_strings_are_not_logged(client, json_logs):
+    client.get("/login?next=/account&code=s3cr3t-code-value")
+    assert "s3cr3t-code-value" not in json_logs.text()
