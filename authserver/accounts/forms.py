@@ -9,8 +9,8 @@ EMAIL = r"^[^@\s]+@[^@\s]+$"
 
 
 class LoginForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(max=200)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    username = StringField("Username", validators=[DataRequired("Enter your username."), Length(max=200)])
+    password = PasswordField("Password", validators=[DataRequired("Enter your password."), Length(max=1024)])
     next = HiddenField()
 
 

@@ -16,9 +16,9 @@ from flask import (
 from .. import jsonapi
 from ..errors import ApiError
 from ..identity import AuthenticationFailed, current_identity, require_identity
+from ..metrics import LOGINS
 from ..throttle import TooManyAttempts
 from ..totp.service import SecondFactorError
-from ..metrics import LOGINS
 from ..web import client_ip, safe_next, services, signed_in
 from .forms import LoginForm, PasswordChangeForm, PostOnlyForm, ProfileForm
 from .login import (
@@ -123,6 +123,24 @@ def _navigation():
     return {"nav_identity": nav_identity}
 
 
+# Most specific first: Edge and Chrome also say "Safari", Chrome on iOS says "CriOS".
+BROWSERS = (("Edg/", "Edge"), ("Firefox/", "Firefox"), ("FxiOS/", "Firefox"), ("CriOS/", "Chrome"),
+            ("Chrome/", "Chrome"), ("Safari/", "Safari"), ("curl/", "curl"), ("python-requests/", "Python"))
+SYSTEMS = (("Android", "Android"), ("iPhone", "iOS"), ("iPad", "iPadOS"), ("Windows", "Windows"),
+           ("Mac OS X", "macOS"), ("Linux", "Linux"))
+
+
+@bp.app_template_filter("device")
+def describe_device(user_agent: str | None) -> str:
+    """"Firefox on Android" from a User-Agent header, for the session lists."""
+    agent = user_agent or ""
+    browser = next((name for mark, name in BROWSERS if mark in agent), "")
+    system = next((name for mark, name in SYSTEMS if mark in agent), "")
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or (agent[:40] or "Unknown device")
+
+
 @bp.get("/")
 def index():
     return redirect("/account" if identity_or_none() else "/login")
@@ -147,7 +165,8 @@ def login():
             else:
                 return after_password(user, next_url)
         else:
-            error, status = "Enter your username and password, then try again.", 400
+            # Missing fields are named beside the fields themselves; only a stale form needs a banner.
+            status = 400
             if form.csrf_token.errors:
                 error = "The form expired; please try again."
     form.next.data = next_url

@@ -1,0 +1,77 @@
+"""Real headless Chromium (Debian's, by path; never a downloaded one) against the live test server.
+
+Pages run with JavaScript switched off: every flow must work as plain HTML forms.
+Each test saves screenshots to test-artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+PHONE = {"width": 390, "height": 844}
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("AUTHSERVER_TEST_CHROMIUM") or shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    path = chromium_path()
+    if not path or not Path(path).exists():
+        pytest.skip("No Chromium binary: install Debian's chromium or set AUTHSERVER_TEST_CHROMIUM")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Browsing:
+    """One browser profile (cookies) on the live server, with screenshots named after the test."""
+
+    def __init__(self, browser, base_url: str, test_name: str, *, viewport=None):
+        self.base_url = base_url
+        self.test_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name)
+        self.context = browser.new_context(base_url=base_url, java_script_enabled=False,
+                                           viewport=viewport or {"width": 1100, "height": 900})
+        self.context.set_default_timeout(15_000)
+        self.page = self.context.new_page()
+
+    def shot(self, label: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{self.test_name}-{label}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def fits_the_screen(self) -> bool:
+        """No sideways scrolling: the page is readable at this width."""
+        return self.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def browsing(browser, live_server, request):
+    """`browsing()` opens a fresh browser profile; each is closed after the test."""
+    opened: list[Browsing] = []
+
+    def open_profile(**kwargs) -> Browsing:
+        profile = Browsing(browser, live_server.url, request.node.name, **kwargs)
+        opened.append(profile)
+        return profile
+
+    yield open_profile
+    for profile in opened:
+        profile.close()

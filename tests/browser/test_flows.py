@@ -1,0 +1,208 @@
+"""The pages as people use them, in a real Chromium with JavaScript off, over real HTTP."""
+
+from __future__ import annotations
+
+import pyotp
+import pytest
+import requests
+
+from tests.factories import DEFAULT_PASSWORD, make_user
+
+from .conftest import PHONE
+
+pytestmark = pytest.mark.browser
+
+WIDEST = """[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth)
+  .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 8)"""
+
+
+def sign_in(b, username: str, password: str = DEFAULT_PASSWORD):
+    page = b.page
+    page.goto("/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def sign_out(b):
+    b.page.locator("header form[action='/logout'] button").click()
+    b.page.wait_for_url("**/login")
+
+
+def test_admin_creates_a_user_who_then_signs_in(browsing, services):
+    make_user(services, "root", admin=True)
+    admin = browsing()
+    page = admin.page
+    page.goto("/admin/users")
+    assert page.url.endswith("/login?next=/admin/users")
+    admin.shot("login")
+    page.get_by_label("Username").fill("root")
+    page.get_by_label("Password").fill("wrong password")
+    page.get_by_role("button", name="Sign in").click()
+    assert "not correct" in page.locator("#login-error").inner_text()
+    assert page.get_by_label("Username").get_attribute("aria-describedby") == "login-error"
+    admin.shot("login-error")
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/admin/users")
+
+    form = page.locator("form[action='/admin/users'][method='post']")
+    form.get_by_label("Username").fill("dora")
+    form.get_by_label("Display name").fill("Dora Explorer")
+    form.get_by_label("Email").fill("not-an-address")
+    form.get_by_label("Groups").fill("family, photos")
+    form.get_by_role("button", name="Create user").click()
+    email = page.locator("form[action='/admin/users'][method='post']").get_by_label("Email")
+    assert email.get_attribute("aria-invalid") == "true"
+    assert "email address" in page.locator("#email-error").inner_text()
+    email.fill("dora@photos.example")
+    page.locator("form[action='/admin/users'][method='post']").get_by_role("button", name="Create user").click()
+    password = page.locator("#generated-password").input_value()
+    assert page.locator("#user-name").inner_text() == "dora"
+    admin.shot("user-created")
+    page.goto("/admin/users")
+    assert page.locator("tr[data-username='dora']").count() == 1
+    admin.shot("admin-users")
+
+    user = browsing()
+    sign_in(user, "dora", password)
+    user.page.wait_for_url("**/account")
+    assert user.page.locator("#account-username").inner_text() == "dora"
+    assert "family, photos" in user.page.locator("#profile").inner_text()
+    user.shot("account")
+
+
+def test_a_non_admin_gets_403_on_the_admin_console(browsing, services):
+    make_user(services, "carol")
+    b = browsing()
+    sign_in(b, "carol")
+    b.page.wait_for_url("**/account")
+    assert b.page.locator("header nav a[href='/admin']").count() == 0
+    response = b.page.goto("/admin")
+    assert response.status == 403
+    assert "administrators" in b.page.locator("main").inner_text()
+    b.shot("forbidden")
+
+
+def test_user_enrols_totp_then_signs_in_with_a_code_and_with_a_recovery_code(browsing, services, clock):
+    make_user(services, "erin")
+    b = browsing()
+    page = b.page
+    sign_in(b, "erin")
+    page.wait_for_url("**/account")
+    page.locator("#totp-section a").click()
+    page.get_by_role("button", name="Set up two-factor authentication").click()
+    secret = page.locator("#totp-secret").inner_text().strip()
+    assert page.locator("#totp-qr svg").count() == 1
+    b.shot("totp-enrolment")
+    authenticator = pyotp.TOTP(secret)
+
+    def code() -> str:
+        return authenticator.at(clock.now().timestamp())
+
+    page.get_by_label("Code from the app").fill("000000" if code() != "000000" else "111111")
+    page.get_by_role("button", name="Turn on two-factor authentication").click()
+    assert "not correct" in page.locator("#enrol-error").inner_text()
+    page.get_by_label("Code from the app").fill(code())
+    page.get_by_role("button", name="Turn on two-factor authentication").click()
+    recovery_codes = [c.strip() for c in page.locator("#recovery-codes li").all_inner_texts()]
+    assert len(recovery_codes) == 10
+    b.shot("recovery-codes")
+    page.locator("#continue").click()
+    assert page.locator("#recovery-left").inner_text() == "10"
+    sign_out(b)
+
+    clock.advance(seconds=30)  # the enrolment spent this time step's code
+    sign_in(b, "erin")
+    page.wait_for_url("**/login/totp")
+    code_field = page.get_by_label("Code", exact=True)
+    assert code_field.get_attribute("autocomplete") == "one-time-code"
+    b.shot("login-totp")
+    code_field.fill(code())
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url("**/account")
+    assert "password+totp" in page.locator("#profile").inner_text()
+    sign_out(b)
+
+    sign_in(b, "erin")
+    page.wait_for_url("**/login/totp")
+    page.get_by_label("Code", exact=True).fill(code())  # the same step again: refused
+    page.get_by_role("button", name="Verify").click()
+    assert "already used" in page.locator("#totp-error").inner_text()
+    page.get_by_text("Use a recovery code").click()
+    page.get_by_label("Recovery code").fill("not-a-code")
+    page.get_by_role("button", name="Use recovery code").click()
+    recovery = page.get_by_label("Recovery code")
+    assert recovery.is_visible() and "recovery-error" in recovery.get_attribute("aria-describedby")
+    assert "not correct" in page.locator("#recovery-error").inner_text()
+    b.shot("login-recovery-code")
+    recovery.fill(recovery_codes[0])
+    page.get_by_role("button", name="Use recovery code").click()
+    page.wait_for_url("**/account")
+    page.goto("/account/totp")
+    assert page.locator("#recovery-left").inner_text() == "9"
+
+
+def test_user_mints_rotates_and_revokes_a_key_and_old_secrets_stop_working(browsing, services, live_server):
+    make_user(services, "frank")
+    b = browsing()
+    page = b.page
+    sign_in(b, "frank")
+    page.wait_for_url("**/account")
+    page.locator("#keys a[href='/account/keys']").click()
+    page.get_by_label("Name").fill("lightroom")
+    page.get_by_label("photos:write").uncheck()
+    page.get_by_role("button", name="Mint").click()
+    first = page.locator("#minted-token").input_value()
+    key_id = first.split(":")[0]
+    b.shot("account-keys")
+
+    def me(token: str) -> int:
+        return requests.get(f"{live_server.url}/api/me", headers={"X-API-Key": token}, timeout=10).status_code
+
+    assert me(first) == 200
+    row = page.locator(f"tr[data-key-id='{key_id}']")
+    row.get_by_label("Grace (s)").fill("0")
+    row.get_by_role("button", name="Rotate").click()
+    second = page.locator("#minted-token").input_value()
+    assert second.split(":")[0] == key_id and second != first
+    assert me(first) == 401 and me(second) == 200
+
+    row = page.locator(f"tr[data-key-id='{key_id}']")
+    row.get_by_role("button", name="Revoke").click()  # without the box ticked: refused, and said why
+    assert page.locator("[id$='-error']").first.inner_text() == "Tick the box to confirm."
+    assert me(second) == 200
+    row = page.locator(f"tr[data-key-id='{key_id}']")
+    row.get_by_label("Yes, revoke lightroom").check()
+    row.get_by_role("button", name="Revoke").click()
+    assert "revoked" in page.locator(f"tr[data-key-id='{key_id}']").inner_text()
+    assert me(second) == 401
+
+
+def test_admin_sees_every_key_and_the_audit_log(browsing, services):
+    from tests.factories import make_key
+
+    make_user(services, "root", admin=True)
+    gina = make_user(services, "gina")
+    make_key(services, gina, name="uploader")
+    b = browsing()
+    sign_in(b, "root")
+    page = b.page
+    page.goto("/admin/keys")
+    assert "uploader" in page.locator("#keys").inner_text()
+    b.shot("admin-keys")
+    page.goto("/admin/audit?action=key.")
+    assert "key.mint" in page.locator("table.events").inner_text()
+    b.shot("admin-audit")
+
+
+def test_pages_fit_a_phone_screen(browsing, services):
+    make_user(services, "root", admin=True)
+    b = browsing(viewport=PHONE)
+    sign_in(b, "root")
+    b.page.wait_for_url("**/account")
+    for path in ("/account", "/account/keys", "/account/totp", "/admin", "/admin/users", "/admin/keys", "/admin/audit"):
+        b.page.goto(path)
+        assert b.fits_the_screen(), (path, b.page.evaluate(WIDEST))
+    b.page.goto("/account")
+    b.shot("account-phone")
