@@ -26,9 +26,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     extensions.init_app(app)
     app.extensions["authserver"] = build_services(settings, clock or SystemClock())
 
-    from . import accounts, health, models  # noqa: F401  (models: every table on the metadata)
+    from . import accounts, health, models, oidc  # noqa: F401  (models: every table on the metadata)
 
-    for blueprint in (health.bp, accounts.bp):
+    for blueprint in (health.bp, accounts.bp, oidc.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     _install_request_hooks(app, settings)

@@ -2,3 +2,4 @@
 
 from .accounts.models import SsoSession, User  # noqa: F401
 from .audit.models import AuditEvent  # noqa: F401
+from .oidc.models import AssertionJti, AuthorizationCode, Consent, OAuthClient, OAuthToken, SigningKey  # noqa: F401

@@ -7,6 +7,8 @@ from .audit.service import AuditLog
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
 from .identity import IdentityResolver
+from .oidc.server import OidcProvider
+from .oidc.service import BearerTokenStrategy
 from .settings import Settings
 from .throttle import Throttle
 
@@ -26,6 +28,9 @@ class Services:
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])
+        self.oidc = OidcProvider(settings, clock, self.sealer, self.audit, self.sessions)
+        self.signing = self.oidc.signing
+        self.identity.add(BearerTokenStrategy(self.oidc.tokens))
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
