@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from authlib.oauth2.rfc6749 import InvalidRequestError, grants
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError, grants
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import grants as oidc_grants
@@ -25,6 +25,7 @@ from joserfc.jwk import KeySet
 
 from ..accounts.models import User
 from ..extensions import db
+from .service import append_query
 
 if TYPE_CHECKING:
     from .server import OidcProvider
@@ -43,6 +44,18 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     @property
     def provider(self) -> OidcProvider:
         return self.server.provider
+
+    def create_authorization_response(self, redirect_uri: str, grant_user):
+        """As Authlib's, but the redirect URI is extended as written (custom schemes keep `:///`)."""
+        if not grant_user:
+            raise AccessDeniedError(redirect_uri=redirect_uri)
+        self.request.user = grant_user
+        code = self.generate_authorization_code()
+        self.save_authorization_code(code, self.request)
+        params = [("code", code)]
+        if self.request.payload.state:
+            params.append(("state", self.request.payload.state))
+        return 302, "", [("Location", append_query(redirect_uri, params))]
 
     def save_authorization_code(self, code, request):
         data = request.payload.data

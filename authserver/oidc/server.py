@@ -29,6 +29,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import UserInfoEndpoint
 from authlib.oidc.core.util import create_half_hash
 from authlib.oidc.rpinitiated import EndSessionEndpoint
+from flask import Response, json
 from flask import request as flask_request
 
 from ..accounts.service import SessionService
@@ -50,6 +51,7 @@ from .service import (
     CodeStore,
     ConsentStore,
     TokenStore,
+    append_query,
 )
 from .signing import SUPPORTED_ALGS, SigningKeyService
 
@@ -139,6 +141,27 @@ class Issuer(IssuerParameter):
     def get_issuer(self) -> str:
         return self.issuer
 
+    def add_issuer_parameter(self, authorization_server, response):
+        if response.location:
+            response.location = append_query(response.location, {"iss": self.issuer})
+
+
+class ExactLocationResponse(Response):
+    """Sends `Location` exactly as built.
+
+    Werkzeug normalises Location through urlsplit/urlunsplit, which turns
+    `app.immich:///oauth-callback` into `app.immich:/oauth-callback`. Our
+    redirect locations are ASCII already: registered URIs are checked at
+    registration and parameters are URL-encoded.
+    """
+
+    def get_wsgi_headers(self, environ):
+        headers = super().get_wsgi_headers(environ)
+        location = self.headers.get("Location")
+        if location and location.isascii():
+            headers["Location"] = location
+        return headers
+
 
 class AuthorizationServer(FlaskAuthorizationServer):
     def __init__(self, provider: OidcProvider):
@@ -148,6 +171,17 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
     def query_client(self, client_id):
         return self.provider.clients.get(client_id)
+
+    def handle_response(self, status_code, payload, headers):
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        return ExactLocationResponse(payload, status=status_code, headers=headers)
+
+    def handle_error_response(self, request, error):
+        """Errors for a verified redirect URI go back to it, extended as written (custom schemes intact)."""
+        if error.redirect_uri and not error.redirect_fragment:
+            return self.handle_response(302, "", [("Location", append_query(error.redirect_uri, error.get_body()))])
+        return super().handle_error_response(request, error)
 
     def save_token(self, token, request):
         parent = request.refresh_token
@@ -254,6 +288,15 @@ class EndSession(EndSessionEndpoint):
 
     def get_server_jwks(self):
         return self.provider.signing.jwks()
+
+    def validate_request(self, request):
+        validated = super().validate_request(request)
+        if validated.redirect_uri:
+            # Rebuilt from the registered URI: Authlib's URL joining mangles custom schemes.
+            data = request.payload.data
+            state = data.get("state")
+            validated.redirect_uri = append_query(data["post_logout_redirect_uri"], {"state": state} if state else {})
+        return validated
 
     def get_algorithms(self):
         return list(SUPPORTED_ALGS)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin
@@ -70,10 +70,24 @@ def _without_port(uri: str) -> tuple:
     return parts.scheme, parts.hostname, parts.path, parts.query
 
 
+def append_query(uri: str, params) -> str:
+    """Add query parameters without re-assembling the URI.
+
+    urllib's urlunparse turns `app.immich:///oauth-callback` into
+    `app.immich:/oauth-callback` (an empty authority is dropped for schemes
+    it does not know), and the app would never see its callback. Registered
+    redirect URIs have no fragment, so appending is exact.
+    """
+    joiner = "" if uri.endswith(("?", "&")) else ("&" if "?" in uri else "?")
+    return uri + joiner + urlencode(list(params.items()) if isinstance(params, dict) else list(params))
+
+
 def validate_redirect_uri(uri: str) -> str:
     parts = urlsplit(uri)
-    if not parts.scheme or parts.fragment or len(uri) > 2000 or any(c.isspace() for c in uri):
+    if not parts.scheme or parts.fragment or len(uri) > 2000 or any(c.isspace() or not c.isprintable() for c in uri):
         raise ClientError(f"The redirect URI {uri!r} must be absolute, without a fragment or spaces.")
+    if not uri.isascii():
+        raise ClientError(f"The redirect URI {uri!r} must be ASCII: percent-encode other characters.")
     if parts.scheme in ("http", "https") and not parts.netloc:
         raise ClientError(f"The redirect URI {uri!r} has no host.")
     if parts.scheme in ("javascript", "data", "file", "vbscript"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
@@ -19,6 +18,7 @@ from ..identity import current_identity, require_identity
 from ..throttle import Bucket, TooManyAttempts
 from ..web import client_ip, services
 from .forms import ConsentForm, LogoutForm
+from .service import append_query
 
 bp = Blueprint("oidc", __name__)
 
@@ -174,7 +174,7 @@ def _authorization_error(error: OAuth2Error):
         if error.state is None:
             error.state = request.values.get("state")
         response = oidc.server.handle_error_response(None, error)
-        response.headers["Location"] = add_params_to_uri(response.headers["Location"], {"iss": oidc.issuer})
+        response.headers["Location"] = append_query(response.headers["Location"], {"iss": oidc.issuer})
         return response
     description = error.description or "The authorization request is not valid."
     return render_template(

@@ -70,8 +70,15 @@ def test_custom_scheme_redirect_matches_only_itself(client, services, alice):
     app_client, _ = make_client(services, "Immich app", redirect_uris=["app.immich:///oauth-callback"], public=True)
     logged_in(client, "alice")
     _, challenge = pkce_pair()
-    code, query, _ = get_code(client, app_client, redirect_uri="app.immich:///oauth-callback", challenge=challenge)
-    assert code and query["iss"] == services.settings.issuer
+    page = client.get("/oauth/authorize", query_string=authorize_params(
+        app_client, redirect_uri="app.immich:///oauth-callback", challenge=challenge))
+    response = client.post(form_action(page.text), data={"csrf_token": csrf_token(page.text), "allow": "x"})
+    # Sent exactly as registered: URL libraries like to collapse ":///" into ":/".
+    assert response.headers["Location"].startswith("app.immich:///oauth-callback?code=")
+    assert query_of(response.headers["Location"])["iss"] == services.settings.issuer
+    denied = client.get("/oauth/authorize", query_string=authorize_params(
+        app_client, redirect_uri="app.immich:///oauth-callback", challenge=challenge, scope="openid admin"))
+    assert denied.headers["Location"].startswith("app.immich:///oauth-callback?error=")
     for other in ("app.immich:///oauth-callback2", "app.immich://oauth-callback", "app.evil:///oauth-callback"):
         response = client.get("/oauth/authorize", query_string=authorize_params(
             app_client, redirect_uri=other, challenge=challenge))
