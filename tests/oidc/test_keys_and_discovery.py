@@ -10,7 +10,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from authserver import create_app
-from authserver.crypto import SecretSealer, keyed_hash
+from authserver.crypto import SealError, SecretSealer, keyed_hash
 from authserver.oidc.models import OAuthClient, SigningKey
 from authserver.oidc.service import ClientError
 from tests.conftest import cli_command, subprocess_env
@@ -59,7 +59,7 @@ def test_private_keys_are_sealed_under_the_master_key(services, db):
     opened = json.loads(services.sealer.unseal(row.private_sealed, b"signing-key:" + row.kid.encode()))
     assert opened["d"]
     other = SecretSealer([b"\x01" * 32])
-    with pytest.raises(Exception):
+    with pytest.raises(SealError):
         other.unseal(row.private_sealed, b"signing-key:" + row.kid.encode())
 
 
@@ -115,7 +115,10 @@ def test_invalid_client_registrations_are_refused(services, options, message):
 
 def test_cli_client_create_prints_credentials_once_as_json(tmp_path):
     env = subprocess_env(AUTHSERVER_INSTANCE_PATH=str(tmp_path), AUTHSERVER_LOG_LEVEL="ERROR")
-    run = lambda *args: subprocess.run([*cli_command(), *args], env=env, capture_output=True, text=True, timeout=60)  # noqa: E731
+
+    def run(*args):
+        return subprocess.run([*cli_command(), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
     assert run("db", "upgrade").returncode == 0
     created = run("client", "create", "--name", "Immich", "--redirect-uri", "app.immich:///oauth-callback",
                   "--redirect-uri", "https://photos.example/auth/login", "--scope", "openid email profile",

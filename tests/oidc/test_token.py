@@ -10,7 +10,16 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from tests.factories import make_client, make_user
-from tests.oidc.conftest import REDIRECT, decode_id_token, exchange, get_code, live_browser, live_code, logged_in, pkce_pair
+from tests.oidc.conftest import (
+    REDIRECT,
+    decode_id_token,
+    exchange,
+    get_code,
+    live_browser,
+    live_code,
+    logged_in,
+    pkce_pair,
+)
 
 
 @pytest.fixture
