@@ -11,6 +11,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import Blueprint, jsonify, make_response, redirect, render_template, request
 
+from ..accounts.forms import PostOnlyForm
 from ..accounts.views import clear_session_cookie, identity_or_none
 from ..errors import ApiError
 from ..extensions import db
@@ -257,6 +258,28 @@ def logout():
 
 
 # -- the user's consents -------------------------------------------------------
+
+
+@bp.app_context_processor
+def _connected_apps():
+    """`connected_apps(user)` for the account page: the clients this user has consented to."""
+
+    def connected_apps(user):
+        return [(consent, client) for consent, client in provider().consents.list_for(user.id)]
+
+    return {"connected_apps": connected_apps, "revoke_app_form": PostOnlyForm}
+
+
+@bp.post("/account/apps/<client_id>/revoke")
+def revoke_app(client_id: str):
+    form = PostOnlyForm()
+    if not form.validate_on_submit():
+        raise ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
+    identity = identity_or_none()
+    if identity is None or identity.via != "session":
+        return redirect("/login?next=/account")
+    provider().consents.revoke(identity.user, client_id[:64])
+    return redirect("/account")
 
 
 def _account_identity():

@@ -174,3 +174,21 @@ def test_consents_listed_and_revoked_with_the_clients_tokens(client, services, a
 
 def test_consent_api_needs_a_login(client):
     assert client.get("/api/me/consents").status_code == 401
+
+
+def test_account_page_lists_connected_apps_and_revokes_them(client, services, alice):
+    from tests.oidc.conftest import authorize_params, csrf_token
+
+    gallery, secret = make_client(services, "Photo Gallery")
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid profile")
+    body = exchange(client, gallery, secret, code).json
+    page = client.get("/account")
+    assert "Photo Gallery" in page.text and "openid profile" in page.text
+    action = f"/account/apps/{gallery.client_id}/revoke"
+    assert client.post(action).status_code == 400
+    response = client.post(action, data={"csrf_token": csrf_token(page.text)})
+    assert response.status_code == 302
+    assert "Photo Gallery" not in client.get("/account").text
+    assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 401
+    assert client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid")).status_code == 200
