@@ -15,9 +15,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
-from ..accounts.models import User
 from ..dbtypes import UtcDateTime
 from ..extensions import db
 
@@ -124,8 +123,6 @@ class OAuthToken(db.Model):
     # Set when the refresh token was exchanged for a new one; using it again is reuse.
     rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-
-    user: Mapped[User | None] = relationship(lazy="joined")
 
 
 class Consent(db.Model):
