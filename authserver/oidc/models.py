@@ -31,6 +31,9 @@ class OAuthClient(db.Model):
     # HMAC-SHA-256 under the server pepper: a fast keyed hash, since the secret
     # has 256 bits of entropy and the token endpoint checks it on every call.
     secret_hmac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Broker clients only: the broker redeems codes for them, so it must be able
+    # to read the secret back; sealed under the master key, bound to the client_id.
+    secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     name: Mapped[str] = mapped_column(String(200))
     redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
     post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list)

@@ -332,7 +332,7 @@ class OidcProvider:
         self.base = settings.issuer.rstrip("/")
         longest = max(ACCESS_TOKEN_SECONDS, ID_TOKEN_SECONDS)
         self.signing = SigningKeyService(sealer, clock, publish_after_retire=timedelta(seconds=longest + 300))
-        self.clients = ClientRegistry(settings.pepper, audit, clock)
+        self.clients = ClientRegistry(settings.pepper, sealer, audit, clock)
         self.tokens = TokenStore(clock, audit, self.clients)
         self.codes = CodeStore(clock, audit, self.tokens)
         self.consents = ConsentStore(clock, audit, self.tokens)

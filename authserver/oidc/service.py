@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from ..accounts.models import User
 from ..audit.service import AuditLog
 from ..clock import Clock
-from ..crypto import keyed_hash, random_token, same, token_hash
+from ..crypto import SecretSealer, keyed_hash, random_token, same, token_hash
 from ..extensions import db
 from ..identity import AuthenticationFailed, Identity
 from .claims import ExtraClaimError, parse_extra_claim
@@ -163,6 +163,10 @@ class RegisteredClient(ClientMixin):
         return grant_type in (self.row.grant_types or [])
 
 
+def _secret_context(client_id: str) -> bytes:
+    return b"client-secret:" + client_id.encode()
+
+
 _CLIENTS = OAuthClient.__table__
 _CLIENT_BY_ID = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("client_id"))
 
@@ -184,9 +188,10 @@ class ClientRegistry:
 
     CACHE_SECONDS = 10.0
 
-    def __init__(self, pepper: bytes, audit: AuditLog, clock: Clock,
+    def __init__(self, pepper: bytes, sealer: SecretSealer, audit: AuditLog, clock: Clock,
                  monotonic: Callable[[], float] = time.monotonic):
         self.pepper = pepper
+        self.sealer = sealer
         self.audit = audit
         self.clock = clock
         self._monotonic = monotonic
@@ -272,6 +277,7 @@ class ClientRegistry:
         row = OAuthClient(
             client_id=secrets.token_urlsafe(18),
             secret_hmac=keyed_hash(self.pepper, secret) if secret else None,
+            secret_sealed=None,
             name=name,
             redirect_uris=redirect_uris,
             post_logout_redirect_uris=post_logout,
@@ -290,11 +296,32 @@ class ClientRegistry:
             created_at=self.clock.now(),
         )
         db.session.add(row)
+        if broker and secret:
+            row.secret_sealed = self.sealer.seal(secret.encode(), _secret_context(row.client_id))
         db.session.flush()
         self.audit.record("client.create", actor=actor, target=f"client:{row.client_id}",
                           details={"name": name, "public": public, "grants": grants})
         db.session.commit()
         return CreatedClient(row, secret)
+
+    def broker_secret(self, client_id: str) -> str | None:
+        """The secret of a confidential broker client, for the broker's own code exchange."""
+        row = db.session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
+        if row is None or not row.is_broker or not row.secret_sealed:
+            return None
+        return self.sealer.unseal(row.secret_sealed, _secret_context(client_id)).decode()
+
+    def reseal_all(self) -> int:
+        """Re-seal broker client secrets under the current master key (for `master-key rotate`)."""
+        count = 0
+        for row in db.session.scalars(select(OAuthClient).where(OAuthClient.secret_sealed.is_not(None))):
+            if self.sealer.sealed_with_current(row.secret_sealed):
+                continue
+            context = _secret_context(row.client_id)
+            row.secret_sealed = self.sealer.seal(self.sealer.unseal(row.secret_sealed, context), context)
+            count += 1
+        db.session.commit()
+        return count
 
     def remember_assertion(self, client_id: str, jti: str, expires_at: datetime) -> bool:
         """Record a private_key_jwt assertion id; False if it was seen before (a replay)."""

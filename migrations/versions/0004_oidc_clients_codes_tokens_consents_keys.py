@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0001
-Create Date: 2026-11-23 16:13:04.355644
+Create Date: 2026-11-23 16:34:13.644457
 """
 from alembic import op
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('client_id', sa.String(length=64), nullable=False),
     sa.Column('secret_hmac', sa.String(length=64), nullable=True),
+    sa.Column('secret_sealed', sa.Text(), nullable=True),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('redirect_uris', sa.JSON(), nullable=False),
     sa.Column('post_logout_redirect_uris', sa.JSON(), nullable=False),

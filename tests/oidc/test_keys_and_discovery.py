@@ -143,3 +143,16 @@ def test_broker_flags_are_stored(services):
     created = services.oidc.clients.create(name="Thin", redirect_uris=["app.thin:///cb"], public=True, broker=True,
                                            allow_missing_state=True)
     assert created.row.is_broker and created.row.allow_missing_state and created.client_secret is None
+
+
+def test_broker_client_secret_is_sealed_for_the_broker_only(services, db, clock):
+    created = services.oidc.clients.create(name="Legacy app", redirect_uris=["https://legacy.example/cb"], broker=True)
+    assert services.oidc.clients.broker_secret(created.row.client_id) == created.client_secret
+    row = db.session.scalar(db.select(OAuthClient).where(OAuthClient.client_id == created.row.client_id))
+    assert created.client_secret not in row.secret_sealed
+    plain, _ = make_client(services, "Plain")
+    assert services.oidc.clients.broker_secret(plain.client_id) is None
+    rotated = services.settings.replace(master_keys=(b"\x03" * 32, *services.settings.master_keys))
+    later = create_app(rotated, clock=clock).extensions["authserver"]
+    assert later.oidc.clients.reseal_all() == 1
+    assert later.oidc.clients.broker_secret(created.row.client_id) == created.client_secret
