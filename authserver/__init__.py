@@ -33,12 +33,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     import keyvault
 
-    from . import accounts, admin, health, models  # noqa: F401  (models: every table on the metadata)
+    from . import accounts, admin, health, models, oidc  # noqa: F401  (models: every table on the metadata)
 
     # The totp package does not import its views itself: accounts imports totp.service.
     from .totp.views import bp as totp_bp
 
-    for blueprint in (health.bp, accounts.bp, totp_bp, keyvault.bp, admin.bp):
+    for blueprint in (health.bp, accounts.bp, totp_bp, keyvault.bp, oidc.bp, admin.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     _install_request_hooks(app, settings)
@@ -65,7 +65,7 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
                 abort(413)
         # Pages take form posts only. Flask-WTF would otherwise read a JSON body as form
         # data, where arrays and numbers break its fields.
-        if request.method in _WRITES and request.is_json and not request.path.startswith(errors.JSON_PREFIXES):
+        if request.method in _WRITES and request.is_json and not errors.is_json_path(request.path):
             raise errors.ApiError(
                 415, "unsupported_media_type", "This page takes form submissions, not JSON; use the /api/ endpoints."
             )

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -225,30 +226,121 @@ def _write_secret_file(path, value: str) -> None:
 
 @cli.command()
 @click.option("--url", default=None, help="The base URL the server will be reached at (for the printout).")
+@click.option("--demo-redirect-uri", default="http://127.0.0.1:8080/auth/callback", show_default=True,
+              help="Where the demo client's logins return.")
 @with_appcontext
-def seed(url):
-    """Create the first admin (once); print its credentials the one time they exist."""
+def seed(url, demo_redirect_uri):
+    """Create the first admin and a demo client (once each); print their credentials the one time they exist."""
     from .accounts.models import User
     from .crypto import random_token
     from .extensions import db
 
     base = url or services().settings.issuer
-    if db.session.scalar(db.select(User).limit(1)) is not None:
+    created_admin = created_client = None
+    if db.session.scalar(db.select(User).limit(1)) is None:
+        created_admin = random_token(15)
+        services().accounts.create_user(
+            "admin", email="admin@localhost", name="Administrator", password=created_admin, is_admin=True, actor="cli"
+        )
+    if services().oidc.clients.find_by_name(DEMO_CLIENT_NAME) is None:
+        created_client = services().oidc.clients.create(
+            name=DEMO_CLIENT_NAME, redirect_uris=[demo_redirect_uri], scope="openid profile email groups",
+            grant_types=["authorization_code", "refresh_token"], actor="cli",
+        )
+    if created_admin is None and created_client is None:
         click.echo(f"authserver: already set up; serving at {base} (sign in at {base}/login)")
         return
-    password = random_token(15)
-    services().accounts.create_user(
-        "admin", email="admin@localhost", name="Administrator", password=password, is_admin=True, actor="cli"
-    )
     click.echo("")
     click.echo("  authserver is set up. These credentials are shown once; keep them.")
     click.echo("")
-    click.echo("  admin username : admin")
-    click.echo(f"  admin password : {password}")
+    if created_admin:
+        click.echo("  admin username : admin")
+        click.echo(f"  admin password : {created_admin}")
+    if created_client:
+        click.echo(f"  demo client id : {created_client.row.client_id}")
+        click.echo(f"  demo secret    : {created_client.client_secret}")
+        click.echo(f"  demo redirect  : {demo_redirect_uri}")
     click.echo(f"  sign in        : {base}/login")
     click.echo(f"  discovery      : {base}/.well-known/openid-configuration")
     click.echo(f"  health         : {base}/healthz  {base}/readyz")
     click.echo("")
+
+
+DEMO_CLIENT_NAME = "Demo gallery"
+
+
+@cli.group()
+def client():
+    """Manage OAuth / OpenID Connect clients."""
+
+
+@client.command("create")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI; repeatable.")
+@click.option("--public", is_flag=True, help="No secret (mobile, desktop, SPA): PKCE S256 is required.")
+@click.option("--trusted", is_flag=True, help="First-party: skip the consent page.")
+@click.option("--broker", is_flag=True, help="The broker may run the OAuth dance for this client.")
+@click.option("--allow-missing-state", is_flag=True, help="Broker callbacks may omit state (old app versions).")
+@click.option("--scope", default=None, help='Allowed scopes, e.g. "openid profile email groups".')
+@click.option("--grant", "grants", multiple=True,
+              type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
+              help="Allowed grant; repeatable (default: authorization_code and refresh_token).")
+@click.option("--auth-method", default=None,
+              type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
+              help="Token endpoint authentication (default: client_secret_basic, or none when --public).")
+@click.option("--jwks", default=None, help="The client's public JWKS for private_key_jwt: JSON, or @file.")
+@click.option("--id-token-alg", default="RS256", show_default=True, type=click.Choice(["RS256", "ES256", "EdDSA"]))
+@click.option("--access-token-format", default="opaque", show_default=True, type=click.Choice(["opaque", "jwt"]))
+@click.option("--extra-claim", "extra_claims", multiple=True,
+              help="NAME=KIND:ARG, e.g. immich_role=admin_flag:admin:user or quota=attribute:quota_gb; repeatable.")
+@click.option("--backchannel-logout-uri", default=None)
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def client_create(name, redirect_uris, public, trusted, broker, allow_missing_state, scope, grants, auth_method,
+                  jwks, id_token_alg, access_token_format, extra_claims, backchannel_logout_uri,
+                  post_logout_redirect_uris, as_json):
+    """Register a client; its secret is printed once."""
+    from .oidc.service import ClientError
+
+    jwks_doc = None
+    if jwks:
+        try:
+            text = Path(jwks[1:]).read_text(encoding="utf-8") if jwks.startswith("@") else jwks
+            jwks_doc = json.loads(text)
+        except (OSError, ValueError) as exc:
+            fail(f"--jwks is not readable JSON: {exc}")
+    try:
+        created = services().oidc.clients.create(
+            name=name, redirect_uris=redirect_uris, public=public, trusted=trusted, broker=broker,
+            allow_missing_state=allow_missing_state, scope=scope, grant_types=grants,
+            token_endpoint_auth_method=auth_method, id_token_signed_response_alg=id_token_alg,
+            access_token_format=access_token_format, extra_claims=extra_claims,
+            backchannel_logout_uri=backchannel_logout_uri, post_logout_redirect_uris=post_logout_redirect_uris,
+            jwks=jwks_doc, actor="cli",
+        )
+    except ClientError as exc:
+        fail(str(exc))
+    payload = {"client_id": created.row.client_id}
+    text = f"created client {created.row.name}\nclient_id: {created.row.client_id}"
+    if created.client_secret:
+        payload["client_secret"] = created.client_secret
+        text += f"\nclient_secret: {created.client_secret}"
+    emit(as_json, payload, text)
+
+
+@cli.group("signing-key")
+def signing_key():
+    """Manage the keys that sign ID tokens and JWT access tokens."""
+
+
+@signing_key.command("rotate")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def signing_key_rotate(as_json):
+    """New keys sign from now on; the old public keys stay in JWKS until their tokens expire."""
+    kids = services().signing.rotate()
+    emit(as_json, {"kids": kids}, "new signing keys: " + ", ".join(kids))
 
 
 def main():

@@ -25,6 +25,12 @@ log = logging.getLogger("authserver.errors")
 
 # Paths whose callers are programs: they always get JSON.
 JSON_PREFIXES = ("/api/", "/oauth/", "/.well-known/", "/userinfo", "/jwks")
+# ...except the OAuth pages a person's browser is sent to: they answer in HTML.
+BROWSER_PATHS = ("/oauth/authorize", "/oauth/consent", "/oauth/logout")
+
+
+def is_json_path(path: str) -> bool:
+    return path.startswith(JSON_PREFIXES) and not path.startswith(BROWSER_PATHS)
 
 
 class ApiError(Exception):
@@ -42,7 +48,7 @@ class ApiError(Exception):
 
 
 def wants_json() -> bool:
-    if request.path.startswith(JSON_PREFIXES):
+    if is_json_path(request.path):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and not request.accept_mimetypes.accept_html

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from keyvault.introspection import KeyTokenKind
 from keyvault.service import KeyService
 from keyvault.strategies import ApiKeyStrategy
 
@@ -14,6 +15,8 @@ from .audit.service import AuditLog
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
 from .identity import IdentityResolver
+from .oidc.server import OidcProvider
+from .oidc.service import BearerTokenStrategy
 from .sealing import SealedValues
 from .settings import Settings
 from .throttle import Throttle
@@ -35,9 +38,14 @@ class Services:
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])
+        self.oidc = OidcProvider(settings, clock, self.sealer, self.audit, self.sessions)
+        self.signing = self.oidc.signing
+        self.identity.add(BearerTokenStrategy(self.oidc.tokens))
         self.keys = KeyService(settings.pepper, clock, self.audit, self.throttle, settings.key_scopes)
         # First in the chain: an explicit key header is never overridden by an ambient cookie.
         self.identity.add(ApiKeyStrategy(self.keys), first=True)
+        # Services introspect `pkid-…:secret` at the same RFC 7662 endpoint as OAuth tokens.
+        self.oidc.token_kinds.append(KeyTokenKind(self.keys))
         self.totp = TotpService(
             self.sealer, settings.pepper, self.throttle, self.audit, clock,
             issuer_label=urlsplit(settings.issuer).hostname or "authserver", required=settings.totp_required,
@@ -46,6 +54,8 @@ class Services:
         # Every value sealed under the master key, for `master-key rotate`; capabilities add theirs.
         self.sealed = SealedValues()
         self.sealed.register("totp_secrets", self.totp.reseal_all)
+        self.sealed.register("signing_keys", self.signing.reseal_all)
+        self.sealed.register("client_secrets", self.oidc.clients.reseal_all)
         self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock)
 
 

@@ -71,3 +71,11 @@ def make_key(services, user, *, name: str = "uploader", scopes=None, expires_in_
         actor=actor,
     )
     return minted.key_id, minted.secret
+
+
+def make_client(services, name: str = "Gallery", *, redirect_uris=("https://gallery.example/callback",),
+                scope: str = "openid profile email groups", grants=("authorization_code", "refresh_token"), **options):
+    """A registered OAuth client; returns (RegisteredClient, secret or None)."""
+    created = services.oidc.clients.create(name=name, redirect_uris=list(redirect_uris), scope=scope,
+                                           grant_types=list(grants), actor="test", **options)
+    return services.oidc.clients.get(created.row.client_id), created.client_secret

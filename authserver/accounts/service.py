@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -165,6 +165,16 @@ class SessionService:
         self.clock = clock
         self.idle = timedelta(seconds=idle_seconds)
         self.absolute = timedelta(seconds=absolute_seconds)
+        self._end_listeners: list[Callable[[list[SsoSession]], object]] = []
+
+    def on_end(self, listener: Callable[[list[SsoSession]], object]) -> None:
+        """Call `listener(sessions)` after sessions are revoked (e.g. back-channel logout)."""
+        self._end_listeners.append(listener)
+
+    def _ended(self, records: list[SsoSession]) -> None:
+        if records:
+            for listener in self._end_listeners:
+                listener(records)
 
     def open(
         self,
@@ -223,20 +233,35 @@ class SessionService:
             and not record.user.is_disabled
         )
 
+    def find(self, session_id: str) -> SsoSession | None:
+        """A live session by its public id (`sid`)."""
+        record = db.session.get(SsoSession, session_id) if session_id and len(session_id) <= 64 else None
+        return record if record is not None and self.is_live(record) else None
+
     def revoke(self, record: SsoSession) -> None:
-        db.session.execute(
+        result = db.session.execute(
             update(SsoSession)
             .where(SsoSession.id == record.id, SsoSession.revoked_at.is_(None))
             .values(revoked_at=self.clock.now())
         )
         db.session.commit()
+        if result.rowcount:
+            self._ended([record])
 
     def revoke_all(self, user: User, *, except_id: str | None = None) -> int:
-        stmt = update(SsoSession).where(SsoSession.user_id == user.id, SsoSession.revoked_at.is_(None))
+        live = select(SsoSession).where(SsoSession.user_id == user.id, SsoSession.revoked_at.is_(None))
         if except_id:
-            stmt = stmt.where(SsoSession.id != except_id)
-        result = db.session.execute(stmt.values(revoked_at=self.clock.now()))
+            live = live.where(SsoSession.id != except_id)
+        records = list(db.session.scalars(live))
+        if not records:
+            return 0
+        result = db.session.execute(
+            update(SsoSession)
+            .where(SsoSession.id.in_([r.id for r in records]), SsoSession.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+        )
         db.session.commit()
+        self._ended(records)
         return result.rowcount
 
     def active_for(self, user: User) -> list[SsoSession]:

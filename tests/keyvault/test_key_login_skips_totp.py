@@ -52,3 +52,17 @@ def test_password_with_code_still_works_beside_keys(client, enrolled):
                            json={"username": "alice", "password": DEFAULT_PASSWORD, "totp_code": device.code()})
     assert response.status_code == 200
     assert response.json["auth_method"] == "password+totp"
+
+
+def test_key_login_session_cannot_sign_in_to_apps(client, services, enrolled):
+    from tests.factories import make_client
+
+    _user, _device, key_id, secret = enrolled
+    gallery, _ = make_client(services, trusted=True)
+    assert client.post("/api/session/login", json={"username": key_id, "password": secret}).status_code == 200
+    response = client.get("/oauth/authorize", query_string={
+        "response_type": "code", "client_id": gallery.client_id, "redirect_uri": "https://gallery.example/callback",
+        "scope": "openid", "state": "s", "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256"})
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")

@@ -30,7 +30,7 @@ def test_rotation_leaves_every_user_able_to_log_in_under_the_new_key_alone(app, 
 
     rotation = rotate_master_key(services.sealed, settings.master_keys, new_key)
 
-    assert rotation.resealed == {"totp_secrets": 4}
+    assert rotation.resealed["totp_secrets"] == 4
     assert rotation.retired_key_ids == [key_id(settings.master_keys[0])]
     values = sealed_values(db)
     assert len(values) == 4 and not set(values) & set(old_values)
@@ -66,10 +66,10 @@ def test_every_registered_kind_of_sealed_value_is_one_transaction(services, sett
     enrol_totp(services, make_user(services))
     before = sealed_values(db)
 
-    def signing_keys_that_fail(sealer):
-        raise RotationFailed("signing_keys: test key does not open")
+    def values_that_fail(sealer):
+        raise RotationFailed("failing_values: test value does not open")
 
-    services.sealed.register("signing_keys", signing_keys_that_fail)
+    services.sealed.register("failing_values", values_that_fail)
     with pytest.raises(RotationFailed):
         rotate_master_key(services.sealed, settings.master_keys, secrets.token_bytes(32))
     assert sealed_values(db) == before  # the TOTP re-seal that ran first was rolled back
@@ -135,7 +135,7 @@ def test_cli_rotation_updates_the_instance_key_file(instance):
 
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["resealed"] == {"totp_secrets": 1} and out["stored_in"] == str(key_file)
+    assert out["resealed"]["totp_secrets"] == 1 and out["stored_in"] == str(key_file)
     assert "master_key" not in out  # written to its file, not printed
     new_key = key_file.read_text().strip()
     assert new_key != old_key and "," not in new_key
@@ -180,3 +180,20 @@ def test_cli_totp_reset(instance):
         assert response.status_code == 200 and response.json["auth_method"] == "password"
     unknown = run_cli(env, "totp", "reset", "nobody")
     assert unknown.returncode == 1 and 'no user "nobody"' in unknown.stderr
+
+
+def test_rotation_reseals_signing_keys_and_broker_secrets_too(app, services, settings, clock, db):
+    from tests.factories import make_client
+
+    services.signing.active_key("RS256")
+    broker, broker_secret = make_client(services, "Legacy app", broker=True)
+    new_key = secrets.token_bytes(32)
+
+    rotation = rotate_master_key(services.sealed, settings.master_keys, new_key)
+
+    assert rotation.resealed["signing_keys"] == 1
+    assert rotation.resealed["client_secrets"] == 1
+    retired = create_app(settings.replace(master_keys=(new_key,)), clock=clock).extensions["authserver"]
+    assert retired.oidc.clients.broker_secret(broker.client_id) == broker_secret
+    assert retired.signing.jwks()["keys"]  # the private key opens under the new master key alone
+    assert retired.signing.active_key("RS256") is not None

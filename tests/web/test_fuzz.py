@@ -17,7 +17,7 @@ from werkzeug.routing import (
 )
 
 from authserver.accounts.service import SESSION_COOKIE
-from authserver.errors import JSON_PREFIXES
+from authserver.errors import is_json_path
 from tests.factories import DEFAULT_PASSWORD, make_user
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -99,7 +99,7 @@ def check(response, method: str, url: str, case: str, problems: list[str]) -> No
     where = f"{method} {url} [{case}] -> {response.status_code}"
     if response.status_code >= 500:
         problems.append(f"{where}: {response.get_data(as_text=True)[:200]}")
-    elif response.status_code >= 400 and url.startswith(JSON_PREFIXES):
+    elif response.status_code >= 400 and is_json_path(url):
         body = response.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("error"), str):
             problems.append(f"{where}: not a JSON error: {response.get_data(as_text=True)[:200]}")

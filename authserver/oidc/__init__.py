@@ -1,0 +1,3 @@
+"""OpenID Connect provider on Authlib: clients, codes, tokens, consent, logout."""
+
+from .views import bp  # noqa: F401

@@ -1,0 +1,88 @@
+"""Which user claims a scope releases, and per-client extra claims.
+
+Pure functions over a user and a scope string: used by ID tokens, userinfo
+and JWT access tokens alike, so they never disagree.
+"""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749.util import scope_to_list
+from authlib.oidc.core import UserInfo
+
+# Scopes this server understands itself; clients may also be given their own.
+STANDARD_SCOPES = ("openid", "profile", "email", "groups", "offline_access")
+
+SCOPE_CLAIMS = {
+    "profile": ("name", "preferred_username"),
+    "email": ("email", "email_verified"),
+    "groups": ("groups",),
+}
+
+CLAIMS_SUPPORTED = (
+    "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "sid", "azp",
+    "name", "preferred_username", "email", "email_verified", "groups",
+)
+
+# Kinds of per-client extra claim, with what their arguments mean.
+EXTRA_CLAIM_KINDS = {
+    "admin_flag": "two values: for administrators, for everyone else (e.g. admin_flag:admin:user)",
+    "attribute": "the name of a user attribute (e.g. attribute:quota_gb)",
+    "static": "a fixed string (e.g. static:gallery)",
+}
+
+
+class ExtraClaimError(ValueError):
+    """An extra-claim definition is malformed; the message says how to write it."""
+
+
+def parse_extra_claim(text: str) -> tuple[str, dict]:
+    """`NAME=KIND:ARG[:ARG]` into (name, definition)."""
+    name, sep, spec = text.partition("=")
+    name = name.strip()
+    kind, _, rest = spec.partition(":")
+    if not sep or not name or not name.replace("_", "").isalnum():
+        raise ExtraClaimError(f"Write an extra claim as NAME=KIND:ARG, for example immich_role=admin_flag:admin:user (got {text!r}).")
+    if name in CLAIMS_SUPPORTED:
+        raise ExtraClaimError(f"The claim {name!r} is a standard claim and cannot be redefined.")
+    if kind == "admin_flag":
+        admin, colon, user = rest.partition(":")
+        if not colon or not admin or not user:
+            raise ExtraClaimError("admin_flag needs two values: admin_flag:ADMIN_VALUE:USER_VALUE.")
+        return name, {"kind": kind, "admin": admin, "user": user}
+    if kind == "attribute" and rest:
+        return name, {"kind": kind, "name": rest}
+    if kind == "static" and rest:
+        return name, {"kind": kind, "value": rest}
+    kinds = "; ".join(f"{k}: {v}" for k, v in EXTRA_CLAIM_KINDS.items())
+    raise ExtraClaimError(f"Unknown or incomplete extra claim {text!r}. Kinds: {kinds}.")
+
+
+def extra_claim_value(definition: dict, user):
+    kind = definition.get("kind")
+    if kind == "admin_flag":
+        return definition["admin"] if user.is_admin else definition["user"]
+    if kind == "attribute":
+        return (user.attributes or {}).get(definition["name"])
+    if kind == "static":
+        return definition["value"]
+    return None
+
+
+def user_claims(user, scope: str | None, extra_claims: dict | None = None) -> UserInfo:
+    """`sub` always; the standard claims of each granted scope; the client's extra claims."""
+    scopes = set(scope_to_list(scope) or ())
+    info = UserInfo(sub=user.sub)
+    if "profile" in scopes:
+        info["name"] = user.name
+        info["preferred_username"] = user.username
+    if "email" in scopes and user.email:
+        info["email"] = user.email
+        info["email_verified"] = bool(user.email_verified)
+    if "groups" in scopes:
+        info["groups"] = list(user.groups or [])
+    if "openid" in scopes:
+        for name, definition in (extra_claims or {}).items():
+            value = extra_claim_value(definition, user)
+            if value is not None:
+                info[name] = value
+    return info

@@ -1,0 +1,189 @@
+"""Authlib's grants with their storage hooks filled in, and stricter where its defaults are weak.
+
+- PKCE: S256 only; required for public clients, and for all when
+  AUTHSERVER_PKCE_REQUIRED=all; a verifier for a code issued without a
+  challenge is refused (Authlib's downgrade check).
+- Codes: claimed by one conditional UPDATE; a replay revokes what was issued.
+- Refresh tokens: rotated on every use; a reused one revokes its family.
+- `request` / `request_uri` (request objects) are refused.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError, grants
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import grants as oidc_grants
+from authlib.oidc.core.errors import (
+    RequestNotSupportedError,
+    RequestURINotSupportedError,
+)
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from ..accounts.models import User
+from ..extensions import db
+from .service import append_query
+
+if TYPE_CHECKING:
+    from .server import OidcProvider
+
+SECRET_AND_KEY_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+def _active_user(user_id: int | None) -> User | None:
+    user = db.session.get(User, user_id) if user_id is not None else None
+    return user if user is not None and not user.is_disabled else None
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_AND_KEY_METHODS + ["none"]
+
+    @property
+    def provider(self) -> OidcProvider:
+        return self.server.provider
+
+    def create_authorization_response(self, redirect_uri: str, grant_user):
+        """As Authlib's, but the redirect URI is extended as written (custom schemes keep `:///`)."""
+        if not grant_user:
+            raise AccessDeniedError(redirect_uri=redirect_uri)
+        self.request.user = grant_user
+        code = self.generate_authorization_code()
+        self.save_authorization_code(code, self.request)
+        params = [("code", code)]
+        if self.request.payload.state:
+            params.append(("state", self.request.payload.state))
+        return 302, "", [("Location", append_query(redirect_uri, params))]
+
+    def save_authorization_code(self, code, request):
+        data = request.payload.data
+        self.provider.codes.save(
+            code,
+            client_id=request.client.client_id,
+            user_id=request.user.id,
+            redirect_uri=request.payload.redirect_uri,
+            scope=request.scope or "",
+            nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            session=getattr(request, "sso_session", None),
+        )
+
+    def query_authorization_code(self, code, client):
+        # Create the signing key (if this is its first use) before the claim opens
+        # its transaction: the claim and the tokens must commit together.
+        self.provider.signing.active_key(client.id_token_signed_response_alg)
+        return self.provider.codes.claim(code, client.client_id)
+
+    def delete_authorization_code(self, authorization_code):
+        """Nothing to delete: the claim marked the code used, and the row stays to catch replays."""
+
+    def authenticate_user(self, authorization_code):
+        return _active_user(authorization_code.user_id)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_AND_KEY_METHODS + ["none"]
+    INCLUDE_NEW_REFRESH_TOKEN = True  # rotate on every use
+
+    def authenticate_refresh_token(self, refresh_token):
+        return self.server.provider.tokens.rotate_refresh(refresh_token, self.request.client.client_id)
+
+    def authenticate_user(self, refresh_token):
+        return _active_user(refresh_token.row.user_id)
+
+    def revoke_old_credential(self, refresh_token):
+        """Nothing left to do: the rotation marked the old refresh token used when it was claimed."""
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_AND_KEY_METHODS
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE with S256 only; `plain` (or no method, which means plain) is refused."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ("S256",)
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def __init__(self, required_for_all: bool):
+        super().__init__(required=True)
+        self.required_for_all = required_for_all
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
+        if not challenge and not method:
+            if grant.request.client.is_public or self.required_for_all:
+                raise InvalidRequestError(
+                    "PKCE is required for this client: send code_challenge with code_challenge_method=S256."
+                )
+            return
+        if challenge and method != "S256":
+            raise InvalidRequestError("Only code_challenge_method=S256 is supported; plain PKCE is refused.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+def refuse_request_objects(grant, redirect_uri):
+    """Request objects are not supported (discovery says so); say it with the spec's error codes."""
+    data = grant.request.payload.data
+    if data.get("request"):
+        raise RequestNotSupportedError()
+    if data.get("request_uri"):
+        raise RequestURINotSupportedError()
+
+
+class RequestObjectRefusal:
+    def __call__(self, grant):
+        grant.register_hook("after_validate_authorization_request_payload", refuse_request_objects)
+
+
+class OpenIDCode(oidc_grants.OpenIDCode):
+    """ID tokens for the code grant: claims and signing come from the provider."""
+
+    def __init__(self, provider: OidcProvider):
+        super().__init__(require_nonce=False)
+        self.provider = provider
+
+    def exists_nonce(self, nonce, request):
+        return self.provider.codes.nonce_used(request.payload.client_id, nonce)
+
+    def encode_id_token(self, token, request):
+        return self.provider.id_token(token, request)
+
+
+class OpenIDRefresh(oidc_grants.OpenIDToken):
+    """A fresh ID token on refresh, for the same session and without a nonce (OIDC Core 12.2)."""
+
+    def __init__(self, provider: OidcProvider):
+        self.provider = provider
+
+    def encode_id_token(self, token, request):
+        return self.provider.id_token(token, request)
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):
+    """private_key_jwt (RFC 7523): a client assertion signed with a key in the client's JWKS.
+
+    Each `jti` is accepted once; the record is shared by every worker through the database.
+    """
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, provider: OidcProvider):
+        super().__init__(validate_jti=True, leeway=30)
+        self.provider = provider
+
+    def get_audiences(self):
+        return self.provider.assertion_audiences()
+
+    def resolve_client_public_key(self, client):
+        try:
+            return KeySet.import_key_set(client.row.jwks or {"keys": []})
+        except (JoseError, ValueError, TypeError, KeyError):
+            return KeySet([])
+
+    def validate_jti(self, claims, jti):
+        return self.provider.clients.remember_assertion(claims["sub"], jti, self.provider.expiry_of(claims))

@@ -1,0 +1,167 @@
+"""OAuth clients, authorization codes, tokens, consents, signing keys and assertion ids."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from authlib.oidc.core import AuthorizationCodeMixin
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..dbtypes import UtcDateTime
+from ..extensions import db
+
+
+class OAuthClient(db.Model):
+    """A registered relying party. Its secret is kept only as an HMAC under the pepper."""
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # HMAC-SHA-256 under the server pepper: a fast keyed hash, since the secret
+    # has 256 bits of entropy and the token endpoint checks it on every call.
+    secret_hmac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Broker clients only: the broker redeems codes for them, so it must be able
+    # to read the secret back; sealed under the master key, bound to the client_id.
+    secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    name: Mapped[str] = mapped_column(String(200))
+    redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
+    post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list)
+    grant_types: Mapped[list] = mapped_column(JSON, default=list)
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Read by the broker: clients it may run the OAuth dance for, and old apps that drop `state`.
+    is_broker: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_missing_state: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
+    id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
+    access_token_format: Mapped[str] = mapped_column(String(10), default="opaque")
+    extra_claims: Mapped[dict] = mapped_column(JSON, default=dict)
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    jwks: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class AuthorizationCode(db.Model, AuthorizationCodeMixin):
+    """A code between the authorization and token endpoints; redeemed once, atomically."""
+
+    __tablename__ = "oauth_codes"
+    __table_args__ = (Index("ix_oauth_codes_client_nonce", "client_id", "nonce"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    nonce: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    code_challenge: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    auth_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    acr: Mapped[str] = mapped_column(String(64), default="")
+    amr: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+    def get_redirect_uri(self):
+        return self.redirect_uri
+
+    def get_scope(self):
+        return self.scope
+
+    def get_nonce(self):
+        return self.nonce
+
+    def get_auth_time(self):
+        return int(self.auth_time.timestamp())
+
+    def get_acr(self):
+        return self.acr or None
+
+    def get_amr(self):
+        return list(self.amr or []) or None
+
+
+class OAuthToken(db.Model):
+    """One issuance: an access token and perhaps a refresh token, both stored as SHA-256.
+
+    `family_id` ties every rotation of one refresh token chain together so a
+    reused refresh token revokes them all; `code_id` ties the tokens to the
+    code they were issued for, so a replayed code revokes them.
+    """
+
+    __tablename__ = "oauth_tokens"
+    __table_args__ = (Index("ix_oauth_tokens_family_id", "family_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    refresh_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    family_id: Mapped[str] = mapped_column(String(64))
+    code_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True)
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    token_format: Mapped[str] = mapped_column(String(10), default="opaque")
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    auth_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    acr: Mapped[str] = mapped_column(String(64), default="")
+    amr: Mapped[list] = mapped_column(JSON, default=list)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Set when the refresh token was exchanged for a new one; using it again is reuse.
+    rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class Consent(db.Model):
+    """The scopes a user granted a client; asked again only for scopes beyond these."""
+
+    __tablename__ = "oauth_consents"
+    __table_args__ = (UniqueConstraint("user_id", "client_id", name="uq_oauth_consents_user_client"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class SigningKey(db.Model):
+    """A JWS key pair; the private half sealed under the master key."""
+
+    __tablename__ = "oauth_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(10), index=True)
+    public_jwk: Mapped[dict] = mapped_column(JSON)
+    private_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # No longer signs from this time; still published until `unpublish_at`.
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    unpublish_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class AssertionJti(db.Model):
+    """`jti`s of private_key_jwt client assertions already seen, until they expire."""
+
+    __tablename__ = "oauth_assertion_jtis"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

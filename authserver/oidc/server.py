@@ -1,0 +1,428 @@
+"""The Authlib authorization server, its endpoints and extensions, wired to our stores.
+
+`OidcProvider` is the one object services.py builds: it owns the stores
+(service.py), the signing keys (signing.py) and the Authlib server.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from authlib.consts import default_json_headers
+from authlib.integrations.flask_oauth2 import (
+    AuthorizationServer as FlaskAuthorizationServer,
+)
+from authlib.integrations.flask_oauth2 import (
+    ResourceProtector as FlaskResourceProtector,
+)
+from authlib.oauth2.rfc6749 import InvalidRequestError, MissingAuthorizationError
+from authlib.oauth2.rfc6750 import (
+    BearerTokenGenerator,
+    BearerTokenValidator,
+    InvalidTokenError,
+)
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import UserInfoEndpoint
+from authlib.oidc.core.util import create_half_hash
+from authlib.oidc.rpinitiated import EndSessionEndpoint
+from flask import Response, json
+from flask import request as flask_request
+
+from ..accounts.service import SessionService
+from ..audit.service import AuditLog
+from ..clock import Clock
+from ..crypto import SecretSealer, random_token
+from ..identity import AuthenticationFailed, current_identity
+from ..settings import Settings
+from . import grants
+from .claims import CLAIMS_SUPPORTED, STANDARD_SCOPES, user_claims
+from .service import (
+    ACCESS_TOKEN_SECONDS,
+    AUTH_METHODS,
+    GRANT_TYPES,
+    ID_TOKEN_SECONDS,
+    REFRESH_TOKEN_SECONDS,
+    BackchannelLogout,
+    ClientRegistry,
+    CodeStore,
+    ConsentStore,
+    TokenStore,
+    append_query,
+)
+from .signing import SUPPORTED_ALGS, SigningKeyService
+
+ENDPOINTS = {
+    "authorization_endpoint": "/oauth/authorize",
+    "token_endpoint": "/oauth/token",
+    "userinfo_endpoint": "/oauth/userinfo",
+    "jwks_uri": "/oauth/jwks",
+    "introspection_endpoint": "/oauth/introspect",
+    "revocation_endpoint": "/oauth/revoke",
+    "end_session_endpoint": "/oauth/logout",
+}
+ASSERTION_ALGS = ["RS256", "ES256"]
+SECRET_AND_KEY_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class TokenKind(Protocol):
+    """One kind of credential the introspection endpoint can describe (OAuth tokens, API keys...).
+
+    `find` answers an object with `is_expired()`, `is_revoked()` and
+    `introspect(issuer) -> dict`, or None when the string is not of its kind.
+    """
+
+    def find(self, value: str, hint: str | None) -> object | None: ...
+
+
+# -- token generation ----------------------------------------------------------
+
+
+class OpaqueTokens(BearerTokenGenerator):
+    def __init__(self):
+        super().__init__(
+            access_token_generator=lambda **_: random_token(32),
+            refresh_token_generator=lambda **_: random_token(32),
+            expires_generator=lambda client, grant_type: ACCESS_TOKEN_SECONDS,
+        )
+
+
+class JwtAccessTokens(JWTBearerTokenGenerator):
+    """RFC 9068 access tokens, signed with the client's algorithm by our key service."""
+
+    def __init__(self, provider: OidcProvider):
+        super().__init__(
+            issuer=provider.issuer,
+            refresh_token_generator=lambda **_: random_token(32),
+            expires_generator=lambda client, grant_type: ACCESS_TOKEN_SECONDS,
+        )
+        self.provider = provider
+
+    def access_token_generator(self, client, grant_type, user, scope):
+        now = self.provider.now_ts()
+        claims = {
+            "iss": self.issuer,
+            "exp": now + self._get_expires_in(client, grant_type),
+            "aud": self.get_audiences(client, user, scope),
+            "sub": user.sub if user is not None else client.get_client_id(),
+            "client_id": client.get_client_id(),
+            "iat": now,
+            "jti": self.get_jti(client, grant_type, user, scope),
+            "scope": scope,
+        }
+        return self.provider.signing.sign(claims, client.id_token_signed_response_alg, typ="at+jwt")
+
+
+class TokenGenerator:
+    """Opaque by default; RFC 9068 JWTs for clients registered with that format."""
+
+    def __init__(self, provider: OidcProvider):
+        self.opaque = OpaqueTokens()
+        self.jwt = JwtAccessTokens(provider)
+
+    def __call__(self, grant_type, client, user=None, scope=None, expires_in=None, include_refresh_token=True):
+        generator = self.jwt if client.row.access_token_format == "jwt" else self.opaque
+        return generator(grant_type=grant_type, client=client, user=user, scope=scope,
+                         expires_in=expires_in, include_refresh_token=include_refresh_token)
+
+
+# -- the server and its endpoints ----------------------------------------------
+
+
+class Issuer(IssuerParameter):
+    """RFC 9207: `iss` on every authorization response, errors included."""
+
+    def __init__(self, issuer: str):
+        self.issuer = issuer
+
+    def get_issuer(self) -> str:
+        return self.issuer
+
+    def add_issuer_parameter(self, authorization_server, response):
+        if response.location:
+            response.location = append_query(response.location, {"iss": self.issuer})
+
+
+class ExactLocationResponse(Response):
+    """Sends `Location` exactly as built.
+
+    Werkzeug normalises Location through urlsplit/urlunsplit, which turns
+    `app.immich:///oauth-callback` into `app.immich:/oauth-callback`. Our
+    redirect locations are ASCII already: registered URIs are checked at
+    registration and parameters are URL-encoded.
+    """
+
+    def get_wsgi_headers(self, environ):
+        headers = super().get_wsgi_headers(environ)
+        location = self.headers.get("Location")
+        if location and location.isascii():
+            headers["Location"] = location
+        return headers
+
+
+class AuthorizationServer(FlaskAuthorizationServer):
+    def __init__(self, provider: OidcProvider):
+        super().__init__()
+        self.provider = provider
+        self.register_token_generator("default", TokenGenerator(provider))
+
+    def query_client(self, client_id):
+        return self.provider.clients.get(client_id)
+
+    def handle_response(self, status_code, payload, headers):
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        return ExactLocationResponse(payload, status=status_code, headers=headers)
+
+    def handle_error_response(self, request, error):
+        """Errors for a verified redirect URI go back to it, extended as written (custom schemes intact)."""
+        if error.redirect_uri and not error.redirect_fragment:
+            return self.handle_response(302, "", [("Location", append_query(error.redirect_uri, error.get_body()))])
+        return super().handle_error_response(request, error)
+
+    def save_token(self, token, request):
+        parent = request.refresh_token
+        request.issued_token = self.provider.tokens.save(
+            token,
+            client=request.client,
+            user=request.user,
+            grant_type=request.payload.grant_type,
+            code=request.authorization_code,
+            parent=parent.row if parent is not None else None,
+        )
+
+
+class TokenIntrospection(IntrospectionEndpoint):
+    """RFC 7662 for confidential clients; more kinds of credential can be added (`kinds`)."""
+
+    CLIENT_AUTH_METHODS = SECRET_AND_KEY_METHODS
+
+    def __init__(self, provider: OidcProvider):
+        super().__init__(provider.server)
+        self.provider = provider
+
+    def check_params(self, request, client):
+        # An unknown token_type_hint is ignored, not an error (RFC 7662 section 2.1).
+        self.token_value(request)
+
+    @staticmethod
+    def token_value(request) -> str:
+        value = request.form.get("token")
+        if not value or len(value) > 4096:
+            raise InvalidRequestError("Send the token to introspect in the form field token.")
+        return value
+
+    def query_token(self, token_string, token_type_hint):
+        for kind in self.provider.token_kinds:
+            found = kind.find(token_string, token_type_hint)
+            if found is not None:
+                return found
+        return None
+
+    def check_permission(self, token, client, request):
+        return not client.is_public
+
+    def introspect_token(self, token):
+        return token.introspect(self.provider.issuer)
+
+
+class TokenRevocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = SECRET_AND_KEY_METHODS + ["none"]
+
+    def __init__(self, provider: OidcProvider):
+        super().__init__(provider.server)
+        self.provider = provider
+
+    def check_params(self, request, client):
+        TokenIntrospection.token_value(request)
+
+    def query_token(self, token_string, token_type_hint):
+        return self.provider.tokens.find(token_string, token_type_hint)
+
+    def revoke_token(self, token, request):
+        self.provider.tokens.revoke(token, actor=f"client:{request.client.client_id}")
+
+
+class AccessTokenValidator(BearerTokenValidator):
+    def __init__(self, provider: OidcProvider):
+        super().__init__(realm="authserver")
+        self.provider = provider
+
+    def authenticate_token(self, token_string):
+        return self.provider.tokens.find_access(token_string)
+
+
+class ResourceProtector(FlaskResourceProtector):
+    """Bearer tokens in the Authorization header, or as `access_token` in a form body (RFC 6750 2.2)."""
+
+    def parse_request_authorization(self, request):
+        try:
+            return super().parse_request_authorization(request)
+        except MissingAuthorizationError:
+            value = flask_request.form.get("access_token") if flask_request.method == "POST" else None
+            if not value:
+                raise
+            return self.get_token_validator("bearer"), value
+
+
+class UserInfo(UserInfoEndpoint):
+    def __init__(self, provider: OidcProvider):
+        super().__init__(provider.server, provider.resource_protector)
+        self.provider = provider
+
+    def __call__(self, request):
+        token = self.resource_protector.acquire_token("openid")
+        client, user = token.get_client(), token.get_user()
+        if client is None or user is None:
+            raise InvalidTokenError(realm="authserver")
+        return 200, user_claims(user, token.scope, client.row.extra_claims), default_json_headers
+
+
+class EndSession(EndSessionEndpoint):
+    def __init__(self, provider: OidcProvider):
+        super().__init__(provider.server)
+        self.provider = provider
+
+    def get_server_jwks(self):
+        return self.provider.signing.jwks()
+
+    def validate_request(self, request):
+        validated = super().validate_request(request)
+        if validated.redirect_uri:
+            # Rebuilt from the registered URI: Authlib's URL joining mangles custom schemes.
+            data = request.payload.data
+            state = data.get("state")
+            validated.redirect_uri = append_query(data["post_logout_redirect_uri"], {"state": state} if state else {})
+        return validated
+
+    def get_algorithms(self):
+        return list(SUPPORTED_ALGS)
+
+    def end_session(self, end_session_request):
+        """End the browser's SSO session, or the one named by the ID token's `sid`, if it is the same user."""
+        claims = end_session_request.id_token_claims or {}
+        sessions = self.provider.sessions
+        try:
+            identity = current_identity()
+        except AuthenticationFailed:
+            identity = None
+        record = identity.session if identity is not None and identity.via == "session" else None
+        if record is None and claims.get("sid"):
+            record = sessions.find(claims["sid"])
+        if record is None or (claims and claims.get("sub") != record.user.sub):
+            return
+        sessions.revoke(record)
+
+
+# -- the provider --------------------------------------------------------------
+
+
+class OidcProvider:
+    """Everything the OIDC views need, built once per app by services.py."""
+
+    def __init__(self, settings: Settings, clock: Clock, sealer: SecretSealer, audit: AuditLog,
+                 sessions: SessionService):
+        self.settings = settings
+        self.sessions = sessions
+        self.clock = clock
+        self.issuer = settings.issuer
+        self.base = settings.issuer.rstrip("/")
+        longest = max(ACCESS_TOKEN_SECONDS, ID_TOKEN_SECONDS)
+        self.signing = SigningKeyService(sealer, clock, publish_after_retire=timedelta(seconds=longest + 300))
+        self.clients = ClientRegistry(settings.pepper, sealer, audit, clock)
+        self.tokens = TokenStore(clock, audit, self.clients)
+        self.codes = CodeStore(clock, audit, self.tokens)
+        self.consents = ConsentStore(clock, audit, self.tokens)
+        self.backchannel = BackchannelLogout(settings.issuer, clock, self.signing, self.tokens, self.clients)
+        sessions.on_end(self.backchannel.sessions_ended)
+        # Introspection answers for the first kind that recognises the string.
+        self.token_kinds: list[TokenKind] = [self.tokens]
+
+        self.server = AuthorizationServer(self)
+        self.server.register_client_auth_method("private_key_jwt", grants.PrivateKeyJwt(self))
+        self.issuer_parameter = Issuer(settings.issuer)
+        self.server.register_extension(self.issuer_parameter)
+        pkce = grants.S256CodeChallenge(required_for_all=settings.pkce_required == "all")
+        self.server.register_grant(
+            grants.AuthorizationCodeGrant, [pkce, grants.OpenIDCode(self), grants.RequestObjectRefusal()]
+        )
+        self.server.register_grant(grants.RefreshTokenGrant, [grants.OpenIDRefresh(self)])
+        self.server.register_grant(grants.ClientCredentialsGrant)
+        self.resource_protector = ResourceProtector()
+        self.resource_protector.register_token_validator(AccessTokenValidator(self))
+        self.server.register_endpoint(TokenIntrospection(self))
+        self.server.register_endpoint(TokenRevocation(self))
+        self.server.register_endpoint(UserInfo(self))
+        self.server.register_endpoint(EndSession(self))
+        self._metadata = self._build_metadata()
+
+    def now_ts(self) -> int:
+        return int(self.clock.now().timestamp())
+
+    def expiry_of(self, claims) -> datetime:
+        exp = claims.get("exp")
+        seconds = exp if isinstance(exp, (int, float)) and not isinstance(exp, bool) else self.now_ts() + REFRESH_TOKEN_SECONDS
+        return datetime.fromtimestamp(min(seconds, 4102444800), tz=UTC)
+
+    def assertion_audiences(self) -> list[str]:
+        return [self.issuer, self.base + ENDPOINTS["token_endpoint"],
+                self.base + ENDPOINTS["introspection_endpoint"], self.base + ENDPOINTS["revocation_endpoint"]]
+
+    def id_token(self, token: dict, request) -> str:
+        """OIDC Core 2: the ID token of one issuance; `nonce` only when the code carried one."""
+        client, user, issued = request.client, request.user, request.issued_token
+        alg = client.id_token_signed_response_alg
+        now = self.now_ts()
+        claims = dict(user_claims(user, token.get("scope"), client.row.extra_claims))
+        claims.update(iss=self.issuer, sub=user.sub, aud=client.client_id, azp=client.client_id,
+                      iat=now, exp=now + ID_TOKEN_SECONDS)
+        if issued.auth_time is not None:
+            claims["auth_time"] = int(issued.auth_time.timestamp())
+        code = request.authorization_code
+        if code is not None and code.nonce:
+            claims["nonce"] = code.nonce
+        if issued.acr:
+            claims["acr"] = issued.acr
+        if issued.amr:
+            claims["amr"] = list(issued.amr)
+        if issued.sid:
+            claims["sid"] = issued.sid
+        at_hash = create_half_hash(token["access_token"], alg)
+        if at_hash is not None:
+            claims["at_hash"] = at_hash.decode("ascii")
+        return self.signing.sign(claims, alg)
+
+    def metadata(self) -> dict:
+        return self._metadata
+
+    def _build_metadata(self) -> dict:
+        endpoints = {name: self.base + path for name, path in ENDPOINTS.items()}
+        return {
+            "issuer": self.issuer,
+            **endpoints,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": list(GRANT_TYPES),
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
+            "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+            "introspection_endpoint_auth_methods_supported": SECRET_AND_KEY_METHODS,
+            "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+            "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+            "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": list(STANDARD_SCOPES),
+            "claims_supported": list(CLAIMS_SUPPORTED),
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "prompt_values_supported": ["none", "login", "consent"],
+            "authorization_response_iss_parameter_supported": True,
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
+            "frontchannel_logout_supported": False,
+        }

@@ -1,0 +1,317 @@
+"""OIDC endpoints: discovery, JWKS, authorize + consent, token, userinfo, introspection,
+revocation, RP-initiated logout, and the user's consents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import Blueprint, flash, jsonify, make_response, redirect, render_template, request
+
+from ..accounts.forms import PostOnlyForm
+from ..accounts.views import clear_session_cookie, identity_or_none
+from ..errors import ApiError
+from ..extensions import db
+from ..identity import current_identity, require_identity
+from ..throttle import Bucket, TooManyAttempts
+from ..web import client_ip, services, signed_in
+from .forms import ConsentForm, LogoutForm
+from .service import append_query
+
+bp = Blueprint("oidc", __name__)
+
+SCOPE_DESCRIPTIONS = {
+    "openid": "sign you in and know who you are",
+    "profile": "your name and username",
+    "email": "your email address",
+    "groups": "the groups you belong to",
+    "offline_access": "stay connected while you are away",
+}
+# Our own marker on the login round trip: the session must be at least this fresh.
+AUTH_AFTER = "auth_after"
+
+
+def provider():
+    return services().oidc
+
+
+# -- discovery and keys --------------------------------------------------------
+
+
+@bp.get("/.well-known/openid-configuration")
+@bp.get("/.well-known/oauth-authorization-server")
+def discovery():
+    response = jsonify(provider().metadata())
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.get("/oauth/jwks")
+def jwks():
+    response = jsonify(provider().signing.jwks())
+    # Short: a rotated-in key must reach clients before long.
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+# -- authorization -------------------------------------------------------------
+
+
+@bp.route("/oauth/authorize", methods=["GET", "POST"])
+def authorize():
+    return _authorize(decision=None)
+
+
+@bp.post("/oauth/consent")
+def consent():
+    form = ConsentForm()
+    if not form.validate_on_submit():
+        raise ApiError(400, "csrf_failed", "The consent form expired or was not sent from this site; start the sign-in again from the app.")
+    return _authorize(decision="allow" if form.allow.data else "deny")
+
+
+def _authorize(decision: str | None):
+    oidc = provider()
+    server = oidc.server
+    identity = identity_or_none()
+    session = identity.session if identity is not None and identity.via == "session" else None
+    if session is not None and session.key_id is not None:
+        # A session opened with an API key is bounded by the key's scopes and skipped the
+        # second factor: it may not sign the user in to apps. The user logs in properly.
+        session = None
+    user = session.user if session is not None else None
+    try:
+        grant = server.get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return _authorization_error(error)
+
+    redirect_uri = grant.redirect_uri
+    state = request.values.get("state")
+    prompts = set((request.values.get("prompt") or "").split())
+    try:
+        max_age = _max_age()
+        if user is None:
+            if "none" in prompts:
+                raise LoginRequiredError()
+            return _to_login(drop_login_prompt=False)
+        if _needs_fresh_login(session, prompts, max_age):
+            if "none" in prompts:
+                raise LoginRequiredError()
+            return _to_login(drop_login_prompt=True)
+        client = grant.client
+        scope = grant.request.scope or ""
+        needs_consent = not client.row.is_trusted and (
+            "consent" in prompts or not oidc.consents.covers(user.id, client.client_id, scope)
+        )
+        if needs_consent and decision is None:
+            if "none" in prompts:
+                raise ConsentRequiredError()
+            return _consent_page(client, user, scope)
+    except OAuth2Error as error:
+        error.redirect_uri, error.state = redirect_uri, state
+        return _authorization_error(error)
+
+    if decision == "deny":
+        grant_user = None
+    else:
+        if decision == "allow":
+            oidc.consents.grant(user, client.client_id, scope)
+        grant_user = user
+    grant.request.sso_session = session
+    response = server.create_authorization_response(grant=grant, grant_user=grant_user)
+    if response.status_code != 302:
+        db.session.rollback()
+    return response
+
+
+def _max_age() -> int | None:
+    raw = request.values.get("max_age")
+    if raw in (None, ""):
+        return None
+    if not raw.isdigit() or len(raw) > 10:
+        raise InvalidRequestError("max_age must be a whole number of seconds.")
+    return int(raw)
+
+
+def _needs_fresh_login(session, prompts: set[str], max_age: int | None) -> bool:
+    """prompt=login and an exceeded max_age ask for a login newer than this request."""
+    if "login" not in prompts and max_age is None:
+        return False
+    auth_time = session.auth_time
+    after = request.values.get(AUTH_AFTER, "")
+    if after.isdigit() and len(after) <= 12 and auth_time >= datetime.fromtimestamp(int(after), tz=UTC):
+        return False
+    if "login" in prompts:
+        return True
+    return (services().clock.now() - auth_time).total_seconds() > max_age
+
+
+def _to_login(*, drop_login_prompt: bool):
+    params = [(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny", AUTH_AFTER)]
+    if drop_login_prompt:
+        params = [(k, " ".join(p for p in v.split() if p != "login")) if k == "prompt" else (k, v) for k, v in params]
+        params = [(k, v) for k, v in params if not (k == "prompt" and not v)]
+        params.append((AUTH_AFTER, str(int(services().clock.now().timestamp()))))
+    next_url = "/oauth/authorize?" + urlencode(params)
+    return redirect("/login?" + urlencode({"next": next_url}))
+
+
+def _consent_page(client, user, scope: str):
+    scopes = [(s, SCOPE_DESCRIPTIONS.get(s, "")) for s in scope.split()]
+    query = urlencode([(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny")])
+    return render_template(
+        "oidc/consent.html",
+        form=ConsentForm(),
+        client_name=client.name,
+        user=user,
+        scopes=scopes,
+        action="/oauth/consent?" + query,
+    )
+
+
+def _authorization_error(error: OAuth2Error):
+    """Back to the client when its redirect URI is verified; otherwise an error page here."""
+    oidc = provider()
+    if error.redirect_uri:
+        if error.state is None:
+            error.state = request.values.get("state")
+        response = oidc.server.handle_error_response(None, error)
+        response.headers["Location"] = append_query(response.headers["Location"], {"iss": oidc.issuer})
+        return response
+    description = error.description or "The authorization request is not valid."
+    return render_template(
+        "error.html",
+        status=400,
+        error=error.error,
+        description=f"{description} The request did not name a registered client and redirect URI, "
+                    "so you were not sent back to the app; ask its developer to fix its configuration.",
+    ), 400
+
+
+# -- token, userinfo, introspection, revocation --------------------------------
+
+
+def _throttled_client_endpoint(call):
+    """Run a client-authenticated endpoint, throttling failed client authentication per address."""
+    throttle = services().throttle
+    bucket = Bucket("client:address", client_ip())
+    try:
+        throttle.check(bucket)
+    except TooManyAttempts as exc:
+        return (
+            {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {exc.retry_after} s."},
+            429,
+            {"Retry-After": str(exc.retry_after)},
+        )
+    response = call()
+    if response.status_code >= 400:
+        db.session.rollback()
+        if (response.get_json(silent=True) or {}).get("error") == "invalid_client":
+            throttle.fail(bucket)
+    return response
+
+
+@bp.post("/oauth/token")
+def token():
+    return _throttled_client_endpoint(provider().server.create_token_response)
+
+
+@bp.post("/oauth/introspect")
+def introspect():
+    return _throttled_client_endpoint(lambda: provider().server.create_endpoint_response("introspection"))
+
+
+@bp.post("/oauth/revoke")
+def revoke():
+    return _throttled_client_endpoint(lambda: provider().server.create_endpoint_response("revocation"))
+
+
+@bp.route("/oauth/userinfo", methods=["GET", "POST"])
+def userinfo():
+    return provider().server.create_endpoint_response("userinfo")
+
+
+# -- RP-initiated logout -------------------------------------------------------
+
+
+@bp.route("/oauth/logout", methods=["GET", "POST"])
+def logout():
+    server = provider().server
+    try:
+        end_request = server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        return render_template("error.html", status=400, error=error.error,
+                               description=f"{error.description or 'The logout request is not valid.'} "
+                                           "You are still signed in; sign out from your account page."), 400
+    if end_request.needs_confirmation:
+        form = LogoutForm()
+        if request.method == "GET" or not form.validate_on_submit():
+            form.client_id.data = request.values.get("client_id", "")
+            form.post_logout_redirect_uri.data = request.values.get("post_logout_redirect_uri", "")
+            form.state.data = request.values.get("state", "")
+            client = end_request.client
+            return render_template("oidc/logout.html", form=form, done=False,
+                                   client_name=client.name if client else None)
+    response = server.create_endpoint_response("end_session", end_request)
+    if response is None:
+        response = make_response(render_template("oidc/logout.html", done=True))
+    return clear_session_cookie(response)
+
+
+# -- the user's consents -------------------------------------------------------
+
+
+@bp.app_context_processor
+def _connected_apps():
+    """`connected_apps(user)` for the account page: the clients this user has consented to."""
+
+    def connected_apps(user):
+        return [(consent, client) for consent, client in provider().consents.list_for(user.id)]
+
+    return {"connected_apps": connected_apps, "revoke_app_form": PostOnlyForm}
+
+
+@bp.post("/account/apps/<client_id>/revoke")
+def revoke_app(client_id: str):
+    identity = signed_in()
+    if not PostOnlyForm().validate_on_submit():
+        raise ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
+    if provider().consents.revoke(identity.user, client_id[:64]):
+        flash("Access revoked; the app asks again next time you use it.")
+    return redirect("/account#connected-apps")
+
+
+def _account_identity():
+    identity = current_identity()
+    if identity.via == "bearer":
+        raise ApiError(403, "forbidden", "Manage connected apps with your own session or API key, not an app's token.")
+    return identity
+
+
+@bp.get("/api/me/consents")
+@require_identity()
+def list_consents():
+    identity = _account_identity()
+    items = [
+        {
+            "client_id": consent.client_id,
+            "client_name": client.name if client else None,
+            "scopes": consent.scope.split(),
+            "granted_at": consent.created_at.isoformat(),
+            "updated_at": consent.updated_at.isoformat(),
+        }
+        for consent, client in provider().consents.list_for(identity.user.id)
+    ]
+    return {"consents": items}
+
+
+@bp.delete("/api/me/consents/<client_id>")
+@require_identity()
+def revoke_consent(client_id: str):
+    identity = _account_identity()
+    if len(client_id) > 64 or not provider().consents.revoke(identity.user, client_id):
+        raise ApiError(404, "not_found", "You have not given this client consent; check the client_id in GET /api/me/consents.")
+    return {"revoked": True, "client_id": client_id}

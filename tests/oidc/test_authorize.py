@@ -1,0 +1,280 @@
+"""The authorization endpoint: redirect URI rules, PKCE, prompt/max_age, consent, RFC 9207 iss."""
+
+import pytest
+
+from tests.factories import make_client, make_user
+from tests.oidc.conftest import (
+    REDIRECT,
+    authorize_params,
+    csrf_token,
+    form_action,
+    get_code,
+    logged_in,
+    pkce_pair,
+    query_of,
+)
+
+
+@pytest.fixture
+def alice(services):
+    return make_user(services, "alice")
+
+
+def test_not_logged_in_goes_to_login_with_the_authorize_url(client, services):
+    gallery, _ = make_client(services)
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery))
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.startswith("/login?next=%2Foauth%2Fauthorize%3F")
+    assert gallery.client_id in location
+
+
+def test_success_carries_code_state_untouched_and_iss(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    state = "a b+c/=?&%20ü"
+    code, query, _ = get_code(client, gallery, state=state)
+    assert code
+    assert query["state"] == state
+    assert query["iss"] == services.settings.issuer
+
+
+@pytest.mark.parametrize("redirect_uri", [
+    "https://evil.example/callback",
+    "https://gallery.example/callback/",
+    "https://gallery.example/callback?x=1",
+    "https://GALLERY.example/callback",
+    "",
+])
+def test_unregistered_or_missing_redirect_uri_gets_an_error_page_never_a_redirect(client, services, alice, redirect_uri):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    params = authorize_params(gallery, redirect_uri=redirect_uri)
+    if not redirect_uri:
+        del params["redirect_uri"]
+    response = client.get("/oauth/authorize", query_string=params)
+    assert response.status_code == 400
+    assert "Location" not in response.headers
+    assert "text/html" in response.content_type
+    assert "not sent back" in response.text
+
+
+def test_unknown_client_gets_an_error_page(client, services, alice):
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string={"response_type": "code", "client_id": "nope",
+                                                            "redirect_uri": REDIRECT})
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_custom_scheme_redirect_matches_only_itself(client, services, alice):
+    app_client, _ = make_client(services, "Immich app", redirect_uris=["app.immich:///oauth-callback"], public=True)
+    logged_in(client, "alice")
+    _, challenge = pkce_pair()
+    page = client.get("/oauth/authorize", query_string=authorize_params(
+        app_client, redirect_uri="app.immich:///oauth-callback", challenge=challenge))
+    response = client.post(form_action(page.text), data={"csrf_token": csrf_token(page.text), "allow": "x"})
+    # Sent exactly as registered: URL libraries like to collapse ":///" into ":/".
+    assert response.headers["Location"].startswith("app.immich:///oauth-callback?code=")
+    assert query_of(response.headers["Location"])["iss"] == services.settings.issuer
+    denied = client.get("/oauth/authorize", query_string=authorize_params(
+        app_client, redirect_uri="app.immich:///oauth-callback", challenge=challenge, scope="openid admin"))
+    assert denied.headers["Location"].startswith("app.immich:///oauth-callback?error=")
+    for other in ("app.immich:///oauth-callback2", "app.immich://oauth-callback", "app.evil:///oauth-callback"):
+        response = client.get("/oauth/authorize", query_string=authorize_params(
+            app_client, redirect_uri=other, challenge=challenge))
+        assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_loopback_redirect_accepts_any_port_but_nothing_else(client, services, alice):
+    native, _ = make_client(services, "Uploader", redirect_uris=["http://127.0.0.1/callback"], public=True)
+    logged_in(client, "alice")
+    _, challenge = pkce_pair()
+    code, _, _ = get_code(client, native, redirect_uri="http://127.0.0.1:51234/callback", challenge=challenge)
+    assert code
+    for other in ("http://127.0.0.1:51234/other", "http://localhost:51234/callback", "https://127.0.0.1:5/callback"):
+        response = client.get("/oauth/authorize", query_string=authorize_params(
+            native, redirect_uri=other, challenge=challenge))
+        assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_errors_to_a_valid_redirect_carry_state_and_iss(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid admin"))
+    assert response.status_code == 302
+    query = query_of(response.headers["Location"])
+    assert response.headers["Location"].startswith(REDIRECT)
+    assert query["error"] == "invalid_scope"
+    assert query["state"] == "s-123"
+    assert query["iss"] == services.settings.issuer
+
+
+def test_response_type_other_than_code_is_refused(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    for response_type in ("token", "id_token", "code id_token"):
+        response = client.get("/oauth/authorize", query_string=authorize_params(gallery, response_type=response_type))
+        query = query_of(response.headers["Location"])
+        assert query["error"] == "unsupported_response_type" and query["iss"] == services.settings.issuer
+
+
+@pytest.mark.parametrize("param,error", [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")])
+def test_request_objects_are_not_supported(client, services, alice, param, error):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, **{param: "eyJhbGciOi.x.y"}))
+    assert query_of(response.headers["Location"])["error"] == error
+
+
+def test_unknown_parameters_are_ignored(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, ui_locales="de", foo="bar", login_hint="alice")
+    assert code
+
+
+@pytest.mark.parametrize("method", ["plain", None, "S512"])
+def test_pkce_other_than_s256_is_refused(client, services, alice, method):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    _, challenge = pkce_pair()
+    params = authorize_params(gallery, code_challenge=challenge)
+    if method:
+        params["code_challenge_method"] = method
+    response = client.get("/oauth/authorize", query_string=params)
+    query = query_of(response.headers["Location"])
+    assert query["error"] == "invalid_request" and "S256" in query["error_description"]
+
+
+def test_public_client_must_use_pkce(client, services, alice):
+    app_client, _ = make_client(services, redirect_uris=[REDIRECT], public=True)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(app_client))
+    query = query_of(response.headers["Location"])
+    assert query["error"] == "invalid_request" and "PKCE" in query["error_description"]
+
+
+def test_pkce_required_for_all_clients_when_configured(app, services, alice):
+    from authserver import create_app
+
+    strict = create_app(services.settings.replace(pkce_required="all"), clock=services.clock)
+    http = strict.test_client()
+    gallery, _ = make_client(services)
+    logged_in(http, "alice")
+    response = http.get("/oauth/authorize", query_string=authorize_params(gallery))
+    assert query_of(response.headers["Location"])["error"] == "invalid_request"
+    _, challenge = pkce_pair()
+    code, _, _ = get_code(http, gallery, challenge=challenge)
+    assert code
+
+
+def test_prompt_none_without_session_is_login_required(client, services):
+    gallery, _ = make_client(services)
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, prompt="none"))
+    query = query_of(response.headers["Location"])
+    assert query["error"] == "login_required" and query["state"] == "s-123"
+    assert query["iss"] == services.settings.issuer
+
+
+def test_prompt_none_without_consent_is_consent_required(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, prompt="none"))
+    assert query_of(response.headers["Location"])["error"] == "consent_required"
+
+
+def test_prompt_none_with_session_and_consent_returns_a_code(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    get_code(client, gallery)
+    code, _, _ = get_code(client, gallery, prompt="none")
+    assert code
+
+
+def test_prompt_login_forces_a_new_login_then_proceeds(client, services, clock, alice):
+    gallery, _ = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, prompt="login"))
+    assert response.headers["Location"].startswith("/login?next=")
+    next_url = query_of(response.headers["Location"])["next"]
+    assert "prompt" not in query_of(next_url)
+    clock.advance(seconds=5)
+    logged_in(client, "alice")
+    again = client.get(next_url)
+    assert again.status_code == 302 and query_of(again.headers["Location"])["code"]
+
+
+def test_max_age_exceeded_forces_login(client, services, clock, alice):
+    gallery, _ = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    clock.advance(seconds=120)
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, max_age="60"))
+    assert response.headers["Location"].startswith("/login?next=")
+    fresh = client.get("/oauth/authorize", query_string=authorize_params(gallery, max_age="600"))
+    assert query_of(fresh.headers["Location"])["code"]
+    refused = client.get("/oauth/authorize", query_string=authorize_params(gallery, max_age="60", prompt="none"))
+    assert query_of(refused.headers["Location"])["error"] == "login_required"
+
+
+def test_max_age_must_be_a_number(client, services, alice):
+    gallery, _ = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, max_age="soon"))
+    assert query_of(response.headers["Location"])["error"] == "invalid_request"
+
+
+def test_consent_page_shows_client_and_scopes_with_allow_and_deny(client, services, alice):
+    gallery, _ = make_client(services, "Photo Gallery")
+    logged_in(client, "alice")
+    page = client.get("/oauth/authorize", query_string=authorize_params(gallery))
+    assert page.status_code == 200
+    assert "Photo Gallery" in page.text and "email" in page.text
+    assert 'name="allow"' in page.text and 'name="deny"' in page.text and 'name="csrf_token"' in page.text
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+def test_consent_is_remembered_per_scope_set(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    get_code(client, gallery, scope="openid profile")
+    again = client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid"))
+    assert again.status_code == 302
+    wider = client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid profile email"))
+    assert wider.status_code == 200  # a new scope: asked again
+    forced = client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid", prompt="consent"))
+    assert forced.status_code == 200
+
+
+def test_trusted_client_skips_consent(client, services, alice):
+    first_party, _ = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(first_party))
+    assert response.status_code == 302 and query_of(response.headers["Location"])["code"]
+
+
+def test_deny_returns_access_denied_with_state_and_iss(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    code, query, _ = get_code(client, gallery, allow=False)
+    assert code is None
+    assert query["error"] == "access_denied" and query["state"] == "s-123" and query["iss"]
+    assert client.get("/oauth/authorize", query_string=authorize_params(gallery)).status_code == 200
+
+
+def test_consent_without_csrf_token_is_refused(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    page = client.get("/oauth/authorize", query_string=authorize_params(gallery))
+    response = client.post(form_action(page.text), data={"allow": "x"})
+    assert response.status_code == 400
+    assert services.oidc.consents.covers(alice.id, gallery.client_id, "openid") is False
+    assert csrf_token(page.text)
+
+
+def test_a_replayed_nonce_is_refused(client, services, alice):
+    gallery, _ = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, nonce="same-nonce")
+    assert code
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, nonce="same-nonce"))
+    assert query_of(response.headers["Location"])["error"] == "invalid_request"

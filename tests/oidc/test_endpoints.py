@@ -1,0 +1,194 @@
+"""Userinfo, introspection (RFC 7662), revocation (RFC 7009), bearer identity, consents API."""
+
+import pytest
+
+from tests.factories import make_client, make_user
+from tests.oidc.conftest import exchange, get_code, logged_in
+
+
+@pytest.fixture
+def alice(services, db):
+    user = make_user(services, "alice", groups=["family"], admin=True)
+    user.attributes = {"quota_gb": 50}
+    db.session.commit()
+    return user
+
+
+@pytest.fixture
+def issued(client, services, alice):
+    """A gallery client, its secret, and a token response for alice."""
+    gallery, secret = make_client(services, extra_claims=["immich_role=admin_flag:admin:user", "quota=attribute:quota_gb"])
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid profile email groups")
+    body = exchange(client, gallery, secret, code).json
+    client.delete_cookie("authserver_session")
+    return gallery, secret, body
+
+
+def bearer(token):
+    return {"Authorization": "Bearer " + token}
+
+
+def test_userinfo_get_and_post_with_claims_by_scope_and_extra_claims(client, issued, alice):
+    _, _, body = issued
+    info = client.get("/oauth/userinfo", headers=bearer(body["access_token"])).json
+    assert info == {
+        "sub": alice.sub, "name": "Alice", "preferred_username": "alice", "email": "alice@photos.example",
+        "email_verified": False, "groups": ["family"], "immich_role": "admin", "quota": 50,
+    }
+    assert client.post("/oauth/userinfo", headers=bearer(body["access_token"])).json == info
+    assert client.post("/oauth/userinfo", data={"access_token": body["access_token"]}).json == info
+
+
+def test_userinfo_releases_only_granted_scopes(client, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid")
+    body = exchange(client, gallery, secret, code).json
+    assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).json == {"sub": alice.sub}
+
+
+def test_userinfo_refuses_missing_bad_and_non_openid_tokens(client, services, issued):
+    assert client.get("/oauth/userinfo").status_code == 401
+    bad = client.get("/oauth/userinfo", headers=bearer("nope"))
+    assert bad.status_code == 401 and bad.json["error"] == "invalid_token"
+    assert "Bearer" in bad.headers["WWW-Authenticate"]
+    service, secret = make_client(services, "svc", redirect_uris=(), grants=["client_credentials"], scope="photos:read")
+    token = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(service.client_id, secret)).json
+    assert client.get("/oauth/userinfo", headers=bearer(token["access_token"])).status_code == 403
+
+
+def test_expired_access_token_is_refused(client, clock, issued):
+    _, _, body = issued
+    clock.advance(seconds=3601)
+    assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 401
+
+
+def test_introspection_active_answer(client, services, issued, alice):
+    gallery, secret, body = issued
+    info = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=(gallery.client_id, secret)).json
+    assert info["active"] is True
+    assert info["scope"] == "openid profile email groups" and info["client_id"] == gallery.client_id
+    assert info["sub"] == alice.sub and info["username"] == "alice" and info["token_type"] == "Bearer"
+    assert info["iss"] == services.settings.issuer and info["aud"] == gallery.client_id
+    assert info["exp"] - info["iat"] == 3600
+
+
+def test_introspection_by_another_confidential_client(client, services, issued):
+    _, _, body = issued
+    resource, secret = make_client(services, "Photo API", redirect_uris=(), grants=["client_credentials"], scope="x")
+    info = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=(resource.client_id, secret))
+    assert info.json["active"] is True
+
+
+@pytest.mark.parametrize("hint", ["access_token", "refresh_token", "pkid_key", "nonsense"])
+def test_introspection_ignores_unknown_and_wrong_hints(client, issued, hint):
+    gallery, secret, body = issued
+    for token in (body["access_token"], body["refresh_token"]):
+        response = client.post("/oauth/introspect", data={"token": token, "token_type_hint": hint},
+                               auth=(gallery.client_id, secret))
+        assert response.status_code == 200 and response.json["active"] is True
+
+
+@pytest.mark.parametrize("token", ["unknown", "x" * 4000])
+def test_inactive_is_exactly_active_false(client, issued, token):
+    gallery, secret, _ = issued
+    response = client.post("/oauth/introspect", data={"token": token}, auth=(gallery.client_id, secret))
+    assert response.status_code == 200 and response.json == {"active": False}
+
+
+def test_introspection_requires_client_authentication(client, services, issued):
+    gallery, secret, body = issued
+    assert client.post("/oauth/introspect", data={"token": body["access_token"]}).status_code == 401
+    wrong = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=(gallery.client_id, "bad"))
+    assert wrong.status_code == 401 and wrong.json["error"] == "invalid_client"
+    public, _ = make_client(services, "App", public=True)
+    by_public = client.post("/oauth/introspect", data={"token": body["access_token"], "client_id": public.client_id})
+    assert by_public.status_code in (400, 401)
+    missing = client.post("/oauth/introspect", data={}, auth=(gallery.client_id, secret))
+    assert missing.status_code == 400 and missing.json["error"] == "invalid_request"
+
+
+def test_revocation_of_access_token(client, issued):
+    gallery, secret, body = issued
+    response = client.post("/oauth/revoke", data={"token": body["access_token"]}, auth=(gallery.client_id, secret))
+    assert response.status_code == 200
+    assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 401
+
+
+def test_revoking_a_refresh_token_revokes_its_access_tokens(client, issued):
+    gallery, secret, body = issued
+    assert client.post("/oauth/revoke", data={"token": body["refresh_token"], "token_type_hint": "refresh_token"},
+                       auth=(gallery.client_id, secret)).status_code == 200
+    info = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=(gallery.client_id, secret))
+    assert info.json == {"active": False}
+    again = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+                        auth=(gallery.client_id, secret))
+    assert again.json["error"] == "invalid_grant"
+
+
+def test_revocation_of_unknown_token_is_200_and_needs_client_auth(client, issued):
+    gallery, secret, _ = issued
+    assert client.post("/oauth/revoke", data={"token": "unknown", "token_type_hint": "whatever"},
+                       auth=(gallery.client_id, secret)).status_code == 200
+    assert client.post("/oauth/revoke", data={"token": "unknown"}, auth=(gallery.client_id, "bad")).status_code == 401
+
+
+def test_another_client_cannot_revoke_my_token(client, services, issued):
+    _, _, body = issued
+    other, secret = make_client(services, "Other")
+    client.post("/oauth/revoke", data={"token": body["access_token"]}, auth=(other.client_id, secret))
+    assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 200
+
+
+def test_api_me_with_an_access_token(client, issued, alice):
+    gallery, _, body = issued
+    me = client.get("/api/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200
+    assert me.json["username"] == "alice" and me.json["auth_method"] == "oauth_token"
+    assert me.json["scopes"] == ["email", "groups", "openid", "profile"] and me.json["client_id"] == gallery.client_id
+    bad = client.get("/api/me", headers=bearer("nope"))
+    assert bad.status_code == 401 and bad.json["error"] == "invalid_token"
+
+
+def test_consents_listed_and_revoked_with_the_clients_tokens(client, services, alice):
+    gallery, secret = make_client(services, "Photo Gallery")
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid profile")
+    body = exchange(client, gallery, secret, code).json
+    listed = client.get("/api/me/consents").json["consents"]
+    assert listed == [{"client_id": gallery.client_id, "client_name": "Photo Gallery", "scopes": ["openid", "profile"],
+                       "granted_at": listed[0]["granted_at"], "updated_at": listed[0]["updated_at"]}]
+    app_only = client.application.test_client()
+    assert app_only.delete("/api/me/consents/" + gallery.client_id, headers=bearer(body["access_token"])).status_code == 403
+    assert client.delete("/api/me/consents/" + gallery.client_id).status_code == 200
+    assert client.get("/api/me/consents").json == {"consents": []}
+    assert client.delete("/api/me/consents/" + gallery.client_id).status_code == 404
+    refreshed = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
+                            auth=(gallery.client_id, secret))
+    assert refreshed.json["error"] == "invalid_grant"
+    from tests.oidc.conftest import authorize_params
+
+    assert client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid")).status_code == 200
+
+
+def test_consent_api_needs_a_login(client):
+    assert client.get("/api/me/consents").status_code == 401
+
+
+def test_account_page_lists_connected_apps_and_revokes_them(client, services, alice):
+    from tests.oidc.conftest import authorize_params, csrf_token
+
+    gallery, secret = make_client(services, "Photo Gallery")
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid profile")
+    body = exchange(client, gallery, secret, code).json
+    page = client.get("/account")
+    assert "Photo Gallery" in page.text and "openid profile" in page.text
+    action = f"/account/apps/{gallery.client_id}/revoke"
+    assert client.post(action).status_code == 400
+    response = client.post(action, data={"csrf_token": csrf_token(page.text)})
+    assert response.status_code == 302
+    assert "Photo Gallery" not in client.get("/account").text
+    assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 401
+    assert client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid")).status_code == 200

@@ -1,0 +1,159 @@
+"""Discovery documents, JWKS, signing keys sealed at rest and rotated, client registration."""
+
+import json
+import subprocess
+
+import pytest
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from authlib.oauth2.rfc9207 import AuthorizationServerMetadata as IssMetadata
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from authserver import create_app
+from authserver.crypto import SealError, SecretSealer, keyed_hash
+from authserver.oidc.models import OAuthClient, SigningKey
+from authserver.oidc.service import ClientError
+from tests.conftest import cli_command, subprocess_env
+from tests.factories import make_client
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"])
+def test_discovery_lists_every_endpoint_and_capability(client, services, path):
+    doc = client.get(path).json
+    AuthorizationServerMetadata(doc).validate(metadata_classes=[IssMetadata])
+    issuer = services.settings.issuer
+    assert doc["issuer"] == issuer
+    for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri", "introspection_endpoint",
+                 "revocation_endpoint", "end_session_endpoint"):
+        assert doc[name].startswith(issuer + "/oauth/")
+        assert client.options(doc[name].removeprefix(issuer)).status_code in (200, 204)
+    assert doc["response_types_supported"] == ["code"]
+    assert doc["code_challenge_methods_supported"] == ["S256"]
+    assert set(doc["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
+    assert set(doc["token_endpoint_auth_methods_supported"]) == {
+        "client_secret_basic", "client_secret_post", "private_key_jwt", "none"}
+    assert doc["id_token_signing_alg_values_supported"] == ["RS256", "ES256", "EdDSA"]
+    assert doc["authorization_response_iss_parameter_supported"] is True
+    assert {"openid", "profile", "email", "groups"} <= set(doc["scopes_supported"])
+    assert {"sub", "email", "email_verified", "name", "preferred_username", "groups"} <= set(doc["claims_supported"])
+    assert doc["backchannel_logout_supported"] is True and doc["request_parameter_supported"] is False
+
+
+def test_issuer_is_byte_for_byte_with_trailing_slash(services, clock):
+    app = create_app(services.settings.replace(issuer="https://photos.example/auth/"), clock=clock)
+    doc = app.test_client().get("/.well-known/openid-configuration").json
+    assert doc["issuer"] == "https://photos.example/auth/"
+    assert doc["token_endpoint"] == "https://photos.example/auth/oauth/token"
+
+
+def test_jwks_publishes_public_keys_with_kids(client):
+    keys = client.get("/oauth/jwks").json["keys"]
+    assert len(keys) == 1 and keys[0]["kid"] and keys[0]["alg"] == "RS256" and keys[0]["use"] == "sig"
+    assert "d" not in keys[0] and "p" not in keys[0]
+
+
+def test_private_keys_are_sealed_under_the_master_key(services, db):
+    services.signing.active_key("ES256")
+    row = db.session.scalar(db.select(SigningKey).where(SigningKey.alg == "ES256"))
+    assert row.private_sealed.startswith("v1.") and '"d"' not in row.private_sealed
+    opened = json.loads(services.sealer.unseal(row.private_sealed, b"signing-key:" + row.kid.encode()))
+    assert opened["d"]
+    other = SecretSealer([b"\x01" * 32])
+    with pytest.raises(SealError):
+        other.unseal(row.private_sealed, b"signing-key:" + row.kid.encode())
+
+
+def test_rotation_signs_with_the_new_key_and_keeps_the_old_published_until_expiry(services, clock):
+    old = services.signing.active_key("RS256").kid
+    old_token = services.signing.sign({"x": 1})
+    new_kids = services.signing.rotate()
+    assert old not in new_kids
+    token = services.signing.sign({"x": 2})
+    keys = KeySet.import_key_set(services.signing.jwks())
+    assert jwt.decode(token, keys).header["kid"] in new_kids
+    assert jwt.decode(old_token, keys).claims == {"x": 1}
+    clock.advance(seconds=3600 + 301)
+    kids = {k["kid"] for k in services.signing.jwks()["keys"]}
+    assert old not in kids and set(new_kids) <= kids
+
+
+def test_reseal_all_moves_keys_to_the_current_master_key(services, app, db, clock):
+    services.signing.active_key("RS256")
+    new_master = b"\x02" * 32
+    rotated = services.settings.replace(master_keys=(new_master, *services.settings.master_keys))
+    later = create_app(rotated, clock=clock).extensions["authserver"]
+    assert later.signing.reseal_all(later.sealer) == 1
+    db.session.commit()
+    row = db.session.scalar(db.select(SigningKey))
+    assert SecretSealer([new_master]).unseal(row.private_sealed, b"signing-key:" + row.kid.encode())
+
+
+def test_client_secret_is_an_hmac_under_the_pepper(services, db):
+    gallery, secret = make_client(services)
+    row = db.session.scalar(db.select(OAuthClient).where(OAuthClient.client_id == gallery.client_id))
+    assert len(secret) >= 43 and secret not in row.secret_hmac
+    assert row.secret_hmac == keyed_hash(services.settings.pepper, secret)
+    assert gallery.check_client_secret(secret) and not gallery.check_client_secret(secret + "x")
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"redirect_uris": []}, "redirect-uri"),
+    ({"redirect_uris": ["javascript:alert(1)"]}, "not allowed"),
+    ({"redirect_uris": ["https://x.example/cb#frag"]}, "fragment"),
+    ({"grant_types": ["password"]}, "Unknown grant"),
+    ({"public": True, "grant_types": ["client_credentials"]}, "public client"),
+    ({"id_token_signed_response_alg": "HS256"}, "algorithm"),
+    ({"extra_claims": ["role"]}, "NAME=KIND"),
+    ({"extra_claims": ["sub=static:x"]}, "standard claim"),
+    ({"token_endpoint_auth_method": "private_key_jwt"}, "JWKS"),
+])
+def test_invalid_client_registrations_are_refused(services, options, message):
+    options = {"redirect_uris": ["https://x.example/cb"], "grant_types": ["authorization_code"], **options}
+    with pytest.raises(ClientError, match=message):
+        services.oidc.clients.create(name="x", **options)
+
+
+def test_cli_client_create_prints_credentials_once_as_json(tmp_path):
+    env = subprocess_env(AUTHSERVER_INSTANCE_PATH=str(tmp_path), AUTHSERVER_LOG_LEVEL="ERROR")
+
+    def run(*args):
+        return subprocess.run([*cli_command(), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    assert run("db", "upgrade").returncode == 0
+    created = run("client", "create", "--name", "Immich", "--redirect-uri", "app.immich:///oauth-callback",
+                  "--redirect-uri", "https://photos.example/auth/login", "--scope", "openid email profile",
+                  "--grant", "authorization_code", "--grant", "refresh_token", "--trusted", "--broker",
+                  "--allow-missing-state", "--extra-claim", "immich_role=admin_flag:admin:user", "--json")
+    assert created.returncode == 0, created.stderr
+    payload = json.loads(created.stdout)
+    assert set(payload) == {"client_id", "client_secret"}
+    public = json.loads(run("client", "create", "--name", "App", "--public", "--redirect-uri", "app.x:///cb", "--json").stdout)
+    assert set(public) == {"client_id"}
+    bad = run("client", "create", "--name", "Bad", "--json")
+    assert bad.returncode == 1 and "redirect-uri" in bad.stderr
+    rotated = run("signing-key", "rotate", "--json")
+    assert rotated.returncode == 0 and json.loads(rotated.stdout)["kids"]
+    first = run("seed")
+    assert "demo client id" in first.stdout and "demo secret" in first.stdout
+    second = run("seed")
+    assert "demo" not in second.stdout and "already set up" in second.stdout
+
+
+def test_broker_flags_are_stored(services):
+    created = services.oidc.clients.create(name="Thin", redirect_uris=["app.thin:///cb"], public=True, broker=True,
+                                           allow_missing_state=True)
+    assert created.row.is_broker and created.row.allow_missing_state and created.client_secret is None
+
+
+def test_broker_client_secret_is_sealed_for_the_broker_only(services, db, clock):
+    created = services.oidc.clients.create(name="Legacy app", redirect_uris=["https://legacy.example/cb"], broker=True)
+    assert services.oidc.clients.broker_secret(created.row.client_id) == created.client_secret
+    row = db.session.scalar(db.select(OAuthClient).where(OAuthClient.client_id == created.row.client_id))
+    assert created.client_secret not in row.secret_sealed
+    plain, _ = make_client(services, "Plain")
+    assert services.oidc.clients.broker_secret(plain.client_id) is None
+    rotated = services.settings.replace(master_keys=(b"\x03" * 32, *services.settings.master_keys))
+    later = create_app(rotated, clock=clock).extensions["authserver"]
+    assert later.oidc.clients.reseal_all(later.sealer) == 1
+    db.session.commit()
+    assert later.oidc.clients.broker_secret(created.row.client_id) == created.client_secret

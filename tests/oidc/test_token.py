@@ -1,0 +1,364 @@
+"""The token endpoint: code redemption, PKCE, client authentication, refresh rotation,
+client credentials, private_key_jwt, ID tokens and RFC 9068 access tokens."""
+
+import threading
+import time
+
+import pytest
+import requests
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
+from tests.factories import make_client, make_user
+from tests.oidc.conftest import (
+    REDIRECT,
+    decode_id_token,
+    exchange,
+    get_code,
+    live_browser,
+    live_code,
+    logged_in,
+    pkce_pair,
+)
+
+
+@pytest.fixture
+def alice(services):
+    return make_user(services, "alice", groups=["family"])
+
+
+def introspect(client, resource, secret, token, **extra):
+    return client.post("/oauth/introspect", data={"token": token, **extra}, auth=(resource.client_id, secret))
+
+
+def refresh(client, gallery, secret, refresh_token):
+    return client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                       auth=(gallery.client_id, secret))
+
+
+def test_code_exchange_gives_tokens_and_a_complete_id_token(client, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    verifier, challenge = pkce_pair()
+    code, _, params = get_code(client, gallery, challenge=challenge, scope="openid profile email groups")
+    response = exchange(client, gallery, secret, code, verifier=verifier)
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600 and body["refresh_token"]
+    assert response.headers["Cache-Control"] == "no-store"
+    claims = decode_id_token(services, body["id_token"])
+    assert claims["iss"] == services.settings.issuer
+    assert claims["sub"] == alice.sub and claims["aud"] == gallery.client_id and claims["azp"] == gallery.client_id
+    assert claims["nonce"] == params["nonce"]
+    assert claims["amr"] == ["pwd"] and claims["acr"] == "1" and claims["sid"]
+    assert claims["auth_time"] <= claims["iat"] < claims["exp"]
+    assert claims["email"] == "alice@photos.example" and claims["groups"] == ["family"]
+    assert claims["preferred_username"] == "alice"
+    from authlib.oidc.core.util import create_half_hash
+
+    assert claims["at_hash"] == create_half_hash(body["access_token"], "RS256").decode()
+    header = jwt.decode(body["id_token"], KeySet.import_key_set(services.signing.jwks())).header
+    assert header["kid"] in {k["kid"] for k in services.signing.jwks()["keys"]}
+
+
+def test_client_secret_post_with_immich_default_scope_just_works(client, services, alice):
+    immich, secret = make_client(services, "Immich", scope="openid email profile", token_endpoint_auth_method="client_secret_post")
+    logged_in(client, "alice")
+    verifier, challenge = pkce_pair()
+    code, _, _ = get_code(client, immich, scope="openid email profile", challenge=challenge)
+    response = client.post("/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier,
+        "client_id": immich.client_id, "client_secret": secret})
+    assert response.status_code == 200 and response.json["id_token"]
+
+
+def test_tokens_are_stored_hashed(client, services, alice, db):
+    from authserver.oidc.models import OAuthToken
+
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    body = exchange(client, gallery, secret, code).json
+    row = db.session.scalar(db.select(OAuthToken))
+    assert body["access_token"] not in (row.access_token_hash, row.refresh_token_hash)
+    import hashlib
+
+    assert row.access_token_hash == hashlib.sha256(body["access_token"].encode()).hexdigest()
+
+
+def test_second_redemption_fails_and_revokes_what_the_first_issued(client, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    first = exchange(client, gallery, secret, code).json
+    second = exchange(client, gallery, secret, code)
+    assert second.status_code == 400 and second.json["error"] == "invalid_grant"
+    assert introspect(client, gallery, secret, first["access_token"]).json == {"active": False}
+    assert refresh(client, gallery, secret, first["refresh_token"]).json["error"] == "invalid_grant"
+
+
+def test_code_expires_after_60_seconds(client, services, clock, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    clock.advance(seconds=61)
+    assert exchange(client, gallery, secret, code).json["error"] == "invalid_grant"
+
+
+def test_code_is_bound_to_its_client_and_redirect_uri(client, services, alice):
+    gallery, secret = make_client(services)
+    other, other_secret = make_client(services, "Other")
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    assert exchange(client, other, other_secret, code).json["error"] == "invalid_grant"
+    code, _, _ = get_code(client, gallery)
+    assert exchange(client, gallery, secret, code, redirect_uri=REDIRECT + "x").json["error"] == "invalid_grant"
+
+
+def test_missing_or_wrong_verifier_is_refused(client, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    verifier, challenge = pkce_pair()
+    code, _, _ = get_code(client, gallery, challenge=challenge)
+    missing = exchange(client, gallery, secret, code)
+    assert missing.status_code == 400 and missing.json["error"] == "invalid_request"
+    # The failed attempt did not burn the code: the client with the right verifier still gets its tokens.
+    wrong = exchange(client, gallery, secret, code, verifier=pkce_pair()[0])
+    assert wrong.json["error"] == "invalid_grant"
+    assert exchange(client, gallery, secret, code, verifier=verifier).status_code == 200
+
+
+def test_verifier_for_a_code_issued_without_challenge_is_refused(client, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    response = exchange(client, gallery, secret, code, verifier=pkce_pair()[0])
+    assert response.status_code == 400 and "code_challenge" in response.json["error_description"]
+
+
+def test_public_client_exchanges_with_verifier_only(client, services, alice):
+    app_client, _ = make_client(services, "App", redirect_uris=["app.immich:///oauth-callback"], public=True)
+    logged_in(client, "alice")
+    verifier, challenge = pkce_pair()
+    code, _, _ = get_code(client, app_client, redirect_uri="app.immich:///oauth-callback", challenge=challenge)
+    no_verifier = exchange(client, app_client, None, code, redirect_uri="app.immich:///oauth-callback")
+    assert no_verifier.json["error"] == "invalid_request"
+    ok = exchange(client, app_client, None, code, verifier=verifier, redirect_uri="app.immich:///oauth-callback")
+    assert ok.status_code == 200 and ok.json["refresh_token"]
+
+
+@pytest.mark.parametrize("auth", ["wrong secret", "unknown client", "no auth"])
+def test_wrong_client_authentication_is_invalid_client(client, services, alice, auth):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+    if auth == "wrong secret":
+        response = client.post("/oauth/token", data=data, auth=(gallery.client_id, secret[:-1] + "x"))
+    elif auth == "unknown client":
+        response = client.post("/oauth/token", data=data, auth=("nobody", secret))
+    else:
+        response = client.post("/oauth/token", data={**data, "client_id": gallery.client_id})
+    assert response.status_code in (400, 401) and response.json["error"] == "invalid_client"
+    assert exchange(client, gallery, secret, code).status_code == 200
+
+
+def test_failed_client_authentication_is_throttled(client, services):
+    gallery, secret = make_client(services, grants=["client_credentials"], scope="photos:read")
+    for _ in range(60):
+        client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(gallery.client_id, "bad"))
+    response = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(gallery.client_id, secret))
+    assert response.status_code == 429 and response.headers["Retry-After"]
+
+
+@pytest.mark.parametrize("body", [
+    {"grant_type": "password", "username": "alice", "password": "x"},
+    {"grant_type": "implicit"},
+    {},
+])
+def test_unsupported_grants_are_refused(client, services, body):
+    gallery, secret = make_client(services)
+    response = client.post("/oauth/token", data=body, auth=(gallery.client_id, secret))
+    assert response.status_code == 400 and response.json["error"] == "unsupported_grant_type"
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(client, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    first = exchange(client, gallery, secret, code).json
+    second = refresh(client, gallery, secret, first["refresh_token"]).json
+    assert second["refresh_token"] != first["refresh_token"] and second["access_token"] != first["access_token"]
+    third = refresh(client, gallery, secret, second["refresh_token"]).json
+    assert third["access_token"]
+    reused = refresh(client, gallery, secret, first["refresh_token"])
+    assert reused.status_code == 400 and reused.json["error"] == "invalid_grant"
+    for token in (first["access_token"], second["access_token"], third["access_token"], third["refresh_token"]):
+        assert introspect(client, gallery, secret, token).json == {"active": False}
+    assert refresh(client, gallery, secret, third["refresh_token"]).json["error"] == "invalid_grant"
+
+
+def test_refresh_id_token_keeps_session_claims_and_carries_no_nonce(client, services, clock, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    first = exchange(client, gallery, secret, code).json
+    clock.advance(seconds=30)
+    again = refresh(client, gallery, secret, first["refresh_token"]).json
+    original, renewed = decode_id_token(services, first["id_token"]), decode_id_token(services, again["id_token"])
+    assert "nonce" in original and "nonce" not in renewed
+    for claim in ("iss", "sub", "aud", "auth_time", "sid", "amr"):
+        assert renewed[claim] == original[claim]
+    assert renewed["iat"] == original["iat"] + 30
+
+
+def test_client_without_nonce_gets_id_tokens_without_nonce(client, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, nonce=None)
+    first = exchange(client, gallery, secret, code).json
+    assert "nonce" not in decode_id_token(services, first["id_token"])
+    again = refresh(client, gallery, secret, first["refresh_token"]).json
+    assert "nonce" not in decode_id_token(services, again["id_token"])
+
+
+def test_refresh_with_narrower_scope_and_not_wider(client, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid profile")
+    first = exchange(client, gallery, secret, code).json
+    wider = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
+                                              "scope": "openid profile email"}, auth=(gallery.client_id, secret))
+    assert wider.json["error"] == "invalid_scope"
+    narrower = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
+                                                 "scope": "openid"}, auth=(gallery.client_id, secret))
+    assert narrower.status_code == 200 and narrower.json["scope"] == "openid"
+
+
+def test_client_credentials(client, services):
+    service, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"], scope="photos:read photos:write")
+    response = client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "photos:read"},
+                           auth=(service.client_id, secret))
+    assert response.status_code == 200
+    body = response.json
+    assert body["scope"] == "photos:read" and "refresh_token" not in body and "id_token" not in body
+    info = introspect(client, service, secret, body["access_token"]).json
+    assert info["active"] is True and info["sub"] == service.client_id and info["client_id"] == service.client_id
+    assert "username" not in info
+    beyond = client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "admin"},
+                         auth=(service.client_id, secret))
+    assert beyond.json["error"] == "invalid_scope"
+
+
+def test_client_credentials_needs_the_grant(client, services):
+    gallery, secret = make_client(services)
+    response = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(gallery.client_id, secret))
+    assert response.json["error"] == "unauthorized_client"
+
+
+def test_jwt_access_tokens_follow_rfc_9068(client, services, alice):
+    gallery, secret = make_client(services, access_token_format="jwt")
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    body = exchange(client, gallery, secret, code).json
+    token = jwt.decode(body["access_token"], KeySet.import_key_set(services.signing.jwks()))
+    assert token.header["typ"] == "at+jwt" and token.header["kid"]
+    claims = token.claims
+    assert claims["iss"] == services.settings.issuer and claims["sub"] == alice.sub
+    assert claims["aud"] == gallery.client_id and claims["client_id"] == gallery.client_id
+    assert claims["scope"] == "openid profile email" and claims["jti"] and claims["exp"] > claims["iat"]
+    assert introspect(client, gallery, secret, body["access_token"]).json["active"] is True
+    assert client.get("/oauth/userinfo", headers={"Authorization": "Bearer " + body["access_token"]}).json["sub"] == alice.sub
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_id_tokens_signed_with_the_clients_algorithm(client, services, alice, alg):
+    gallery, secret = make_client(services, id_token_signed_response_alg=alg)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    body = exchange(client, gallery, secret, code).json
+    token = jwt.decode(body["id_token"], KeySet.import_key_set(services.signing.jwks()), algorithms=[alg])
+    assert token.header["alg"] == alg
+    from authlib.oidc.core.util import create_half_hash
+
+    assert token.claims["at_hash"] == create_half_hash(body["access_token"], alg).decode()
+
+
+def _assertion(key, client_id, audience, jti="jti-1"):
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": audience, "exp": now + 60, "iat": now, "jti": jti}
+    return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+
+
+def test_private_key_jwt_and_jti_replay(live):
+    key = RSAKey.generate_key(2048)
+    key.ensure_kid()
+    public = {"keys": [key.as_dict(private=False)]}
+    service, secret = make_client(live.services, "Signer", redirect_uris=(), grants=["client_credentials"],
+                                  scope="photos:read", token_endpoint_auth_method="private_key_jwt", jwks=public)
+    assert secret is None
+    token_url = live.url + "/oauth/token"
+    data = {"grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    ok = requests.post(token_url, data={**data, "client_assertion": _assertion(key, service.client_id, token_url)})
+    assert ok.status_code == 200, ok.text
+    replay = requests.post(token_url, data={**data, "client_assertion": _assertion(key, service.client_id, token_url)})
+    assert replay.status_code in (400, 401) and replay.json()["error"] == "invalid_client"
+    stranger = RSAKey.generate_key(2048)
+    stranger.ensure_kid()
+    forged = requests.post(token_url, data={**data, "client_assertion": _assertion(stranger, service.client_id, token_url, "jti-2")})
+    assert forged.json()["error"] == "invalid_client"
+    wrong_aud = requests.post(token_url, data={**data, "client_assertion": _assertion(key, service.client_id, "https://elsewhere", "jti-3")})
+    assert wrong_aud.json()["error"] == "invalid_client"
+
+
+def test_parallel_redemption_has_one_winner_and_revokes_it(live, backend):
+    make_user(live.services, "alice")
+    gallery, secret = make_client(live.services, trusted=True)
+    browser = live_browser(live, "alice")
+    for _ in range(3):
+        code, _ = live_code(browser, live, gallery)
+        barrier = threading.Barrier(4)
+        results = []
+
+        def redeem(code=code, barrier=barrier, results=results):
+            barrier.wait()
+            response = requests.post(live.url + "/oauth/token", auth=(gallery.client_id, secret), data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}, timeout=30)
+            results.append(response)
+
+        threads = [threading.Thread(target=redeem) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        winners = [r for r in results if r.status_code == 200]
+        losers = [r for r in results if r.status_code == 400]
+        assert len(winners) == 1 and len(losers) == 3, [(r.status_code, r.text) for r in results]
+        assert all(r.json()["error"] == "invalid_grant" for r in losers)
+        access = winners[0].json()["access_token"]
+        check = requests.post(live.url + "/oauth/introspect", auth=(gallery.client_id, secret), data={"token": access})
+        assert check.json() == {"active": False}
+
+
+def test_parallel_refresh_has_one_winner(live):
+    make_user(live.services, "alice")
+    gallery, secret = make_client(live.services, trusted=True)
+    browser = live_browser(live, "alice")
+    code, _ = live_code(browser, live, gallery)
+    first = requests.post(live.url + "/oauth/token", auth=(gallery.client_id, secret), data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}).json()
+    barrier = threading.Barrier(3)
+    results = []
+
+    def use():
+        barrier.wait()
+        results.append(requests.post(live.url + "/oauth/token", auth=(gallery.client_id, secret), timeout=30, data={
+            "grant_type": "refresh_token", "refresh_token": first["refresh_token"]}))
+
+    threads = [threading.Thread(target=use) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.status_code for r in results) == [200, 400, 400], [r.text for r in results]
