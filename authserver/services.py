@@ -56,7 +56,7 @@ class Services:
         self.sealed.register("totp_secrets", self.totp.reseal_all)
         self.sealed.register("signing_keys", self.signing.reseal_all)
         self.sealed.register("client_secrets", self.oidc.clients.reseal_all)
-        self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock)
+        self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:

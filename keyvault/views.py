@@ -51,7 +51,7 @@ def render_keys(identity, *, admin: bool, mint_form=None, minted=None, revoke_fo
         rows = keys.list_as(identity, limit=PAGE_LIMIT + 1)
         catalogue = keys.scopes_for(identity.user)
     mint_form = mint_form or MintKeyForm(formdata=None)
-    mint_form.scopes.choices = [(s, s) for s in catalogue]
+    mint_form.scopes.choices = list(catalogue)
     if mint_form.scopes.data is None:
         mint_form.scopes.data = [s for s in catalogue if s != "admin"]
     if admin and filter_user and not mint_form.user.data:
@@ -85,7 +85,7 @@ def mint_from_form(admin: bool):
         return login_redirect()
     keys = services().keys
     form = MintKeyForm()
-    form.scopes.choices = [(s, s) for s in (keys.catalogue if admin else keys.scopes_for(identity.user))]
+    form.scopes.choices = list(keys.catalogue if admin else keys.scopes_for(identity.user))
     if not form.validate_on_submit():
         if form.csrf_token.errors:
             raise CSRF_FAILED

@@ -1,4 +1,4 @@
-"""The admin console at /admin: users and the audit log (keys: keyvault's /admin/keys)."""
+"""The admin console at /admin: users, clients, signing keys, the audit log (keys: keyvault's /admin/keys)."""
 
 from flask import Blueprint
 
@@ -8,7 +8,9 @@ bp = Blueprint("admin", __name__)
 SECTIONS: list[tuple[str, str]] = [
     ("/admin", "Overview"),
     ("/admin/users", "Users"),
+    ("/admin/clients", "Clients"),
     ("/admin/keys", "API keys"),
+    ("/admin/signing-keys", "Signing keys"),
     ("/admin/audit", "Audit log"),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from flask_wtf import FlaskForm
@@ -9,15 +10,27 @@ from wtforms import (
     BooleanField,
     IntegerField,
     PasswordField,
+    SelectField,
+    SelectMultipleField,
     StringField,
+    TextAreaField,
     ValidationError,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+from wtforms.widgets import CheckboxInput, ListWidget
 
 from ..accounts.forms import EMAIL
+from ..oidc.service import DEFAULT_SCOPE, GRANT_TYPES
+from ..oidc.signing import SUPPORTED_ALGS
 
 TIME_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 GROUPS_HINT = "Separate names with commas or spaces, e.g. photos, family."
+
+
+class CheckboxesField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
 
 
 class UserFields(FlaskForm):
@@ -79,3 +92,41 @@ class AuditFilterForm(FlaskForm):
     since = TimeField("From", validators=[Length(max=40)])
     until = TimeField("Until", validators=[Length(max=40)], end_of_day=True)
     before = IntegerField(validators=[Optional(), NumberRange(min=1)])
+
+
+class ClientForm(FlaskForm):
+    """A new OAuth/OIDC client; the registry checks the combination (ClientError names the fix)."""
+
+    name = StringField("Name", validators=[DataRequired("Give the client a name people recognise on the consent page."),
+                                           Length(max=200)])
+    redirect_uris = TextAreaField("Redirect URIs", validators=[Length(max=20000)])
+    token_endpoint_auth_method = SelectField("How the client authenticates", choices=[
+        SelectChoice("client_secret_basic", "Secret in an Authorization header (client_secret_basic)"),
+        SelectChoice("client_secret_post", "Secret in the request body (client_secret_post)"),
+        SelectChoice("private_key_jwt", "Signed assertion with its own key (private_key_jwt)"),
+        SelectChoice("none", "None: a public app (mobile, single-page) with PKCE"),
+    ])
+    grant_types = CheckboxesField("Grants", choices=list(GRANT_TYPES), default=["authorization_code", "refresh_token"])
+    scope = StringField("Scopes it may ask for", default=DEFAULT_SCOPE, validators=[Length(max=1000)])
+    is_trusted = BooleanField("Trusted first-party app (skips the consent page)")
+    is_broker = BooleanField("Broker: this server runs the OAuth exchange for it (thin clients)")
+    allow_missing_state = BooleanField("Allow a missing state on broker callbacks (old app versions)")
+    extra_claims = TextAreaField("Extra claims", validators=[Length(max=4000)])
+    id_token_signed_response_alg = SelectField("ID token algorithm", choices=list(SUPPORTED_ALGS))
+    access_token_format = SelectField("Access tokens", choices=[SelectChoice("opaque", "Opaque (introspect them)"),
+                                                                 SelectChoice("jwt", "JWT (RFC 9068)")])
+    jwks = TextAreaField("Public keys (JWKS, for private_key_jwt)", validators=[Length(max=20000)])
+
+    def jwks_value(self) -> dict | None:
+        """The JWKS as a dict, or None; a field error when it is not a JSON object."""
+        text = (self.jwks.data or "").strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            self.jwks.errors = ['Paste a JSON object like {"keys": [...]}.']
+            return None
+        return value

@@ -25,6 +25,8 @@ from ..audit.models import AuditEvent
 from ..audit.service import AuditLog
 from ..clock import Clock
 from ..extensions import db
+from ..oidc.models import SigningKey
+from ..oidc.signing import SigningKeyService
 from ..totp.models import TotpCredential
 from ..totp.service import TotpService
 
@@ -93,12 +95,13 @@ class AuditPage:
 
 class AdminService:
     def __init__(self, accounts: AccountService, sessions: SessionService, totp: TotpService, audit: AuditLog,
-                 clock: Clock):
+                 clock: Clock, signing: SigningKeyService):
         self.accounts = accounts
         self.sessions = sessions
         self.totp = totp
         self.audit = audit
         self.clock = clock
+        self.signing = signing
 
     # -- users ---------------------------------------------------------------
 
@@ -199,6 +202,24 @@ class AdminService:
         self.audit.record("session.revoke_all", actor=actor_of(admin), target=target_of(user),
                           details={"sessions": count}, commit=True)
         return count
+
+    # -- signing keys ----------------------------------------------------------------
+
+    def signing_keys(self) -> list[SigningKey]:
+        """Every key still published (active first, then retired, newest first)."""
+        now = self.clock.now()
+        rows = db.session.scalars(
+            select(SigningKey).where(or_(SigningKey.unpublish_at.is_(None), SigningKey.unpublish_at > now))
+            .order_by(SigningKey.created_at.desc(), SigningKey.kid)
+        )
+        return sorted(rows, key=lambda row: row.retired_at is not None)
+
+    def rotate_signing_keys(self, admin: User) -> list[str]:
+        """New keys sign from now on; the old ones stay published until what they signed expires."""
+        kids = self.signing.rotate()
+        self.audit.record("signing_key.rotate", actor=actor_of(admin), target="signing_keys",
+                          details={"kids": kids}, commit=True)
+        return kids
 
     # -- audit log -------------------------------------------------------------
 

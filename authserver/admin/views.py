@@ -1,4 +1,4 @@
-"""The admin console: /admin (users, audit log; keys live in keyvault's /admin/keys).
+"""The admin console: /admin (users, clients, signing keys, audit log; keys live in keyvault's /admin/keys).
 
 Every page calls `signed_in(admin=True)`: logged out goes to the login page,
 a non-admin gets 403. Every change is a CSRF-checked form, audited by the service.
@@ -17,7 +17,9 @@ from ..errors import ApiError
 from ..extensions import db
 from ..web import services, signed_in
 from . import bp
-from .forms import GROUPS_HINT, AuditFilterForm, CreateUserForm, EditUserForm
+from ..oidc.claims import EXTRA_CLAIM_KINDS
+from ..oidc.service import SECRET_METHODS, ClientError
+from .forms import GROUPS_HINT, AuditFilterForm, ClientForm, CreateUserForm, EditUserForm
 from .service import AdminError, AuditFilter, parse_groups
 
 CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
@@ -220,3 +222,145 @@ def audit():
     newest = url_for("admin.audit", **{k: v for k, v in request.args.items() if k != "before" and v})
     return render_template("admin/audit.html", identity=identity, form=form, page=page, older=older,
                            newest=newest, paged=bool(form.before.data)), status
+
+
+# -- OAuth / OIDC clients ----------------------------------------------------------
+
+
+def registry():
+    return services().oidc.clients
+
+
+def lines(text: str | None) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+@bp.get("/admin/clients")
+def clients():
+    identity = signed_in(admin=True)
+    return render_clients(identity, ClientForm(formdata=None))
+
+
+def render_clients(identity, form, error: str | None = None, status: int = 200):
+    return render_template("admin/clients.html", identity=identity, clients=registry().list_registered(),
+                           form=form, error=error, claim_kinds=EXTRA_CLAIM_KINDS), status
+
+
+@bp.post("/admin/clients")
+def create_client():
+    identity = signed_in(admin=True)
+    form = ClientForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            raise CSRF_FAILED
+        return render_clients(identity, form, status=400)
+    jwks = form.jwks_value()
+    if form.jwks.errors:
+        return render_clients(identity, form, status=400)
+    method = form.token_endpoint_auth_method.data
+    try:
+        created = registry().create(
+            name=form.name.data, redirect_uris=lines(form.redirect_uris.data), public=method == "none",
+            trusted=form.is_trusted.data, broker=form.is_broker.data,
+            allow_missing_state=form.allow_missing_state.data, scope=form.scope.data or "",
+            grant_types=form.grant_types.data or [], token_endpoint_auth_method=method,
+            id_token_signed_response_alg=form.id_token_signed_response_alg.data,
+            access_token_format=form.access_token_format.data, extra_claims=lines(form.extra_claims.data),
+            jwks=jwks, actor=identity.actor,
+        )
+    except ClientError as exc:
+        db.session.rollback()
+        # The registry's message names the setting to change; it goes beside that setting.
+        field = client_error_field(form, str(exc))
+        field.errors = [str(exc)]
+        return render_clients(identity, form, status=400)
+    if created.client_secret is None:
+        flash(f'Client "{created.row.name}" created.')
+        return redirect(url_for("admin.client", client_id=created.row.client_id))
+    return render_client(identity, created.row, secret=created.client_secret, status=201)
+
+
+def client_error_field(form, message: str):
+    text = message.lower()
+    for words, field in (
+        (("redirect",), form.redirect_uris), (("grant", "client_credentials"), form.grant_types),
+        (("public", "auth method", "authenticates"), form.token_endpoint_auth_method),
+        (("jwks", "private_key_jwt"), form.jwks), (("claim",), form.extra_claims), (("scope",), form.scope),
+        (("algorithm",), form.id_token_signed_response_alg), (("token format",), form.access_token_format),
+    ):
+        if any(word in text for word in words):
+            return field
+    return form.name
+
+
+def find_client(client_id: str):
+    row = registry().registered(client_id)
+    if row is None:
+        raise ApiError(404, "client_not_found", "There is no such client; it may have been deleted. See the client list.")
+    return row
+
+
+@bp.get("/admin/clients/<client_id>")
+def client(client_id: str):
+    identity = signed_in(admin=True)
+    return render_client(identity, find_client(client_id))
+
+
+def render_client(identity, row, *, secret: str | None = None, confirm_form=None, confirm_for: str = "",
+                  status: int = 200):
+    page = render_template(
+        "admin/client.html", identity=identity, client=row, secret=secret,
+        confirm_form=confirm_form or ConfirmForm(formdata=None), confirm_for=confirm_for,
+        has_secret=row.token_endpoint_auth_method in SECRET_METHODS,
+    )
+    return page, status
+
+
+@bp.post("/admin/clients/<client_id>/<action>")
+def client_action(client_id: str, action: str):
+    identity = signed_in(admin=True)
+    if action not in ("rotate-secret", "delete"):
+        abort(404)
+    row = find_client(client_id)
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            raise CSRF_FAILED
+        return render_client(identity, row, confirm_form=form, confirm_for=action, status=400)
+    try:
+        if action == "rotate-secret":
+            secret = registry().rotate_secret(row.client_id, actor=identity.actor)
+            return render_client(identity, row, secret=secret)
+        registry().delete(row.client_id, actor=identity.actor)
+    except ClientError as exc:
+        form.confirm.errors = [str(exc)]
+        return render_client(identity, row, confirm_form=form, confirm_for=action, status=400)
+    flash(f'Client "{row.name}" deleted; its tokens no longer work.')
+    return redirect(url_for("admin.clients"))
+
+
+# -- signing keys ------------------------------------------------------------------
+
+
+@bp.get("/admin/signing-keys")
+def signing_keys():
+    identity = signed_in(admin=True)
+    return render_signing_keys(identity)
+
+
+def render_signing_keys(identity, form=None, status: int = 200):
+    return render_template("admin/signing_keys.html", identity=identity, keys=admin_service().signing_keys(),
+                           form=form or ConfirmForm(formdata=None), now=services().clock.now()), status
+
+
+@bp.post("/admin/signing-keys/rotate")
+def rotate_signing_keys():
+    identity = signed_in(admin=True)
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        if form.csrf_token.errors:
+            raise CSRF_FAILED
+        return render_signing_keys(identity, form, 400)
+    kids = admin_service().rotate_signing_keys(identity.user)
+    flash(f"New signing keys: {', '.join(kids)}. The old ones stay published until their tokens expire.")
+    return redirect(url_for("admin.signing_keys"))

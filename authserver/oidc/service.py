@@ -305,6 +305,57 @@ class ClientRegistry:
         db.session.commit()
         return CreatedClient(row, secret)
 
+    def registered(self, client_id: str) -> OAuthClient | None:
+        """A client's row for the admin console (not deleted); None when there is none."""
+        if not client_id or len(client_id) > 64:
+            return None
+        return db.session.scalar(
+            select(OAuthClient).where(OAuthClient.client_id == client_id, OAuthClient.disabled_at.is_(None))
+        )
+
+    def list_registered(self) -> list[OAuthClient]:
+        return list(db.session.scalars(
+            select(OAuthClient).where(OAuthClient.disabled_at.is_(None)).order_by(OAuthClient.name, OAuthClient.id)
+        ))
+
+    def rotate_secret(self, client_id: str, *, actor: str) -> str:
+        """A new secret (shown once); the old one stops working here at once, in other workers
+        within CACHE_SECONDS."""
+        row = self.registered(client_id)
+        if row is None:
+            raise ClientError("There is no such client; it may have been deleted.")
+        if row.token_endpoint_auth_method not in SECRET_METHODS:
+            raise ClientError("This client signs in without a secret (public or private_key_jwt): there is none to rotate.")
+        secret = random_token(32)
+        row.secret_hmac = keyed_hash(self.pepper, secret)
+        if row.is_broker:
+            row.secret_sealed = self.sealer.seal(secret.encode(), _secret_context(row.client_id))
+        self.audit.record("client.secret_rotate", actor=actor, target=f"client:{row.client_id}")
+        db.session.commit()
+        self._cache.pop(row.client_id, None)
+        return secret
+
+    def delete(self, client_id: str, *, actor: str) -> OAuthClient:
+        """Retire a client for good: refused from now on, its tokens revoked and its consents forgotten.
+
+        The row stays (disabled) so the audit log and old token rows keep naming it.
+        """
+        row = self.registered(client_id)
+        if row is None:
+            raise ClientError("There is no such client; it may have been deleted already.")
+        now = self.clock.now()
+        row.disabled_at = now
+        revoked = db.session.execute(
+            update(OAuthToken).where(OAuthToken.client_id == row.client_id, OAuthToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        ).rowcount
+        db.session.execute(delete(Consent).where(Consent.client_id == row.client_id))
+        self.audit.record("client.delete", actor=actor, target=f"client:{row.client_id}",
+                          details={"name": row.name, "revoked_tokens": revoked})
+        db.session.commit()
+        self._cache.pop(row.client_id, None)
+        return row
+
     def broker_secret(self, client_id: str) -> str | None:
         """The secret of a confidential broker client, for the broker's own code exchange."""
         row = db.session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))

@@ -35,7 +35,8 @@ def routes(tmp_path_factory) -> dict[str, list[str]]:
 
 def test_the_route_list_holds_the_known_pages(routes):
     assert {"/account", "/account/keys", "/account/totp"} <= set(routes["/account"])
-    assert {"/admin", "/admin/users", "/admin/users/1", "/admin/audit", "/admin/keys", "/admin/keys/x"} <= set(routes["/admin"])
+    assert {"/admin", "/admin/users", "/admin/users/1", "/admin/audit", "/admin/keys", "/admin/keys/x",
+            "/admin/clients", "/admin/clients/x", "/admin/signing-keys"} <= set(routes["/admin"])
 
 
 def test_every_page_sends_a_logged_out_visitor_to_the_login_page(client, routes):

@@ -206,3 +206,83 @@ def test_pages_fit_a_phone_screen(browsing, services):
         assert b.fits_the_screen(), (path, b.page.evaluate(WIDEST))
     b.page.goto("/account")
     b.shot("account-phone")
+
+
+def register_client_in_the_console(admin, redirect_uri: str) -> tuple[str, str]:
+    """The admin registers a confidential client on /admin/clients; answers (client_id, secret)."""
+    page = admin.page
+    page.goto("/admin/clients")
+    form = page.locator("form[action='/admin/clients']")
+    form.get_by_label("Name", exact=True).fill("Holiday Photos")
+    form.get_by_label("Redirect URIs").fill(redirect_uri)
+    form.get_by_label("Scopes it may ask for").fill("openid profile email")
+    form.get_by_label("Extra claims").fill("gallery_role=admin_flag:admin:viewer")
+    form.get_by_role("button", name="Register client").click()
+    client_id = page.locator("#client-id-value").input_value()
+    secret = page.locator("#client-secret").input_value()
+    admin.shot("client-created")
+    page.goto("/admin/clients")
+    assert page.locator(f"tr[data-client-id='{client_id}']").count() == 1
+    admin.shot("admin-clients")
+    return client_id, secret
+
+
+def test_consent_deny_then_allow_through_a_real_oidc_redirect(browsing, services, live_server):
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    from tests.oidc.conftest import pkce_pair
+
+    make_user(services, "root", admin=True)
+    make_user(services, "hana")
+    redirect_uri = f"{live_server.url}/callback"
+    admin = browsing()
+    sign_in(admin, "root")
+    admin.page.wait_for_url("**/account")
+    client_id, secret = register_client_in_the_console(admin, redirect_uri)
+
+    user = browsing()
+    page = user.page
+
+    def authorize(state: str) -> dict:
+        verifier, challenge = pkce_pair()
+        page.goto("/oauth/authorize?" + urlencode({
+            "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": "openid profile",
+            "state": state, "nonce": state + "-nonce", "code_challenge": challenge, "code_challenge_method": "S256",
+        }))
+        return {"verifier": verifier}
+
+    authorize("first")
+    assert urlsplit(page.url).path == "/login"  # sent to sign in first, then back to the request
+    page.get_by_label("Username").fill("hana")
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert page.locator("#consent-client").inner_text() == "Holiday Photos"
+    user.shot("consent")
+    page.locator("#consent-deny").click()
+    page.wait_for_url(redirect_uri + "?**")
+    denied = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+    assert denied["error"] == "access_denied" and denied["state"] == "first" and "code" not in denied
+
+    pkce = authorize("second")
+    assert page.locator("#consent-client").inner_text() == "Holiday Photos"
+    page.locator("#consent-allow").click()
+    page.wait_for_url(redirect_uri + "?**")
+    allowed = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+    assert allowed["state"] == "second" and allowed["code"]
+    tokens = requests.post(f"{live_server.url}/oauth/token", auth=(client_id, secret), timeout=10, data={
+        "grant_type": "authorization_code", "code": allowed["code"], "redirect_uri": redirect_uri,
+        "code_verifier": pkce["verifier"],
+    })
+    assert tokens.status_code == 200 and tokens.json()["id_token"]
+    me = requests.get(f"{live_server.url}/oauth/userinfo", timeout=10,
+                      headers={"Authorization": f"Bearer {tokens.json()['access_token']}"})
+    assert me.json()["preferred_username"] == "hana"
+
+    page.goto("/account")
+    apps = page.locator("#connected-apps")
+    assert "Holiday Photos" in apps.inner_text()
+    user.shot("connected-apps")
+    apps.get_by_role("button", name="Revoke access").click()
+    assert "No apps have access" in page.locator("#connected-apps").inner_text()
+    assert requests.get(f"{live_server.url}/oauth/userinfo", timeout=10, headers={
+        "Authorization": f"Bearer {tokens.json()['access_token']}"}).status_code == 401
