@@ -15,11 +15,17 @@ from ..accounts.service import AccountError, UsernameTaken
 from ..audit.models import AuditEvent
 from ..errors import ApiError
 from ..extensions import db
-from ..web import services, signed_in
-from . import bp
 from ..oidc.claims import EXTRA_CLAIM_KINDS
 from ..oidc.service import SECRET_METHODS, ClientError
-from .forms import GROUPS_HINT, AuditFilterForm, ClientForm, CreateUserForm, EditUserForm
+from ..web import services, signed_in
+from . import bp
+from .forms import (
+    GROUPS_HINT,
+    AuditFilterForm,
+    ClientForm,
+    CreateUserForm,
+    EditUserForm,
+)
 from .service import AdminError, AuditFilter, parse_groups
 
 CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")

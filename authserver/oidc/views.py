@@ -9,7 +9,15 @@ from urllib.parse import urlencode
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from flask import Blueprint, flash, jsonify, make_response, redirect, render_template, request
+from flask import (
+    Blueprint,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+)
 
 from ..accounts.forms import PostOnlyForm
 from ..accounts.views import clear_session_cookie, identity_or_none
