@@ -5,7 +5,9 @@ from wtforms import BooleanField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp
 
 # Deliberately loose: one "@" with something either side; the address is the user's to get right.
-EMAIL = r"^[^@\s]+@[^@\s]+$"
+EMAIL = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
+# Names are shown on pages and put in tokens: no control characters (PostgreSQL refuses NUL anyway).
+PRINTABLE = Regexp(r"^[^\x00-\x1f\x7f]*$", message="Remove the control characters.")
 
 
 class LoginForm(FlaskForm):
@@ -19,7 +21,7 @@ class PostOnlyForm(FlaskForm):
 
 
 class ProfileForm(FlaskForm):
-    name = StringField("Name", validators=[Length(max=200)])
+    name = StringField("Name", validators=[Length(max=200), PRINTABLE])
     email = StringField("Email", validators=[Optional(), Regexp(EMAIL, message="Enter an email address like name@example.org."),
                                              Length(max=320)])
 

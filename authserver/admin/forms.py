@@ -20,7 +20,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from ..accounts.forms import EMAIL
+from ..accounts.forms import EMAIL, PRINTABLE
 from ..oidc.service import DEFAULT_SCOPE, GRANT_TYPES
 from ..oidc.signing import SUPPORTED_ALGS
 
@@ -34,7 +34,7 @@ class CheckboxesField(SelectMultipleField):
 
 
 class UserFields(FlaskForm):
-    name = StringField("Display name", validators=[Length(max=200)])
+    name = StringField("Display name", validators=[Length(max=200), PRINTABLE])
     email = StringField("Email", validators=[Optional(), Regexp(EMAIL, message="Enter an email address like name@example.org."),
                                              Length(max=320)])
     groups = StringField("Groups", validators=[Length(max=4000)])
@@ -98,7 +98,7 @@ class ClientForm(FlaskForm):
     """A new OAuth/OIDC client; the registry checks the combination (ClientError names the fix)."""
 
     name = StringField("Name", validators=[DataRequired("Give the client a name people recognise on the consent page."),
-                                           Length(max=200)])
+                                           Length(max=200), PRINTABLE])
     redirect_uris = TextAreaField("Redirect URIs", validators=[Length(max=20000)])
     token_endpoint_auth_method = SelectField("How the client authenticates", choices=[
         SelectChoice("client_secret_basic", "Secret in an Authorization header (client_secret_basic)"),

@@ -196,7 +196,7 @@ def test_admin_sees_every_key_and_the_audit_log(browsing, services):
     b.shot("admin-audit")
 
 
-def test_pages_fit_a_phone_screen(browsing, services):
+def test_pages_fit_a_phone_screen_with_unique_ids_and_labelled_fields(browsing, services):
     make_user(services, "root", admin=True)
     b = browsing(viewport=PHONE)
     sign_in(b, "root")
@@ -204,6 +204,7 @@ def test_pages_fit_a_phone_screen(browsing, services):
     for path in ("/account", "/account/keys", "/account/totp", "/admin", "/admin/users", "/admin/keys", "/admin/audit"):
         b.page.goto(path)
         assert b.fits_the_screen(), (path, b.page.evaluate(WIDEST))
+        b.check_markup()
     b.page.goto("/account")
     b.shot("account-phone")
 
