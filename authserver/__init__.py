@@ -27,8 +27,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.extensions["authserver"] = build_services(settings, clock or SystemClock())
 
     from . import accounts, health, models  # noqa: F401  (models: every table on the metadata)
+    from .forwardauth import views as forwardauth
 
-    for blueprint in (health.bp, accounts.bp):
+    for blueprint in (health.bp, accounts.bp, forwardauth.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     _install_request_hooks(app, settings)

@@ -6,6 +6,7 @@ from .accounts.service import AccountService, SessionCookieStrategy, SessionServ
 from .audit.service import AuditLog
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
+from .forwardauth.service import ForwardAuthService
 from .identity import IdentityResolver
 from .settings import Settings
 from .throttle import Throttle
@@ -26,6 +27,9 @@ class Services:
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])
+        self.forward_auth = ForwardAuthService(
+            settings.forward_auth_rules, settings.trusted_proxies, settings.forward_auth_domains, settings.issuer
+        )
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:

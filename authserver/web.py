@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 from flask import current_app, request
 
+from .forwardauth.rules import allowed_redirect
+
 
 def services():
     """The wired-up services of the running app (see services.build_services)."""
@@ -17,9 +19,12 @@ def client_ip() -> str:
 
 
 def safe_next(target: str | None, default: str = "/account") -> str:
-    """Only this server's own paths: no scheme, no host, no `//` or backslash tricks."""
+    """This server's own paths (no scheme, no host, no `//` or backslash tricks), or an
+    absolute URL on a forward-auth domain (AUTHSERVER_FORWARD_AUTH_DOMAINS): never elsewhere."""
     if not target or len(target) > 2000:
         return default
+    if allowed_redirect(target, services().settings.forward_auth_domains):
+        return target
     if "\\" in target or any(ord(c) < 0x20 for c in target):
         return default
     parts = urlsplit(target)
