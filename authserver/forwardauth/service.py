@@ -157,8 +157,18 @@ def valid_host(host: str) -> bool:
     return True
 
 
-def remote_headers(identity: Identity) -> dict[str, str]:
-    """The `Remote-*` headers the proxy copies onto the upstream request."""
+REMOTE_HEADERS = ("Remote-User", "Remote-Email", "Remote-Name", "Remote-Groups", "Remote-Auth-Method")
+
+
+def remote_headers(identity: Identity | None) -> dict[str, str]:
+    """The `Remote-*` headers the proxy copies onto the upstream request.
+
+    Always all five, empty when nobody is identified (a bypass rule): proxies
+    that copy a header missing from the answer may otherwise leave the
+    client's own value, or (Caddy 2.6) an unexpanded placeholder, in its place.
+    """
+    if identity is None:
+        return dict.fromkeys(REMOTE_HEADERS, "")
     user = identity.user
     return {
         "Remote-User": header_value(user.username),

@@ -54,8 +54,7 @@ def check_request(redirect_status: int) -> Response:
     decision = svc.decide(rule, identity)
 
     if decision.verdict == ALLOW:
-        headers = remote_headers(identity) if identity is not None else {}
-        return Response(status=200, headers=headers)
+        return Response(status=200, headers=remote_headers(identity))
     if decision.verdict in (LOGIN, STEP_UP) and wants_redirect():
         return Response(status=redirect_status, headers={"Location": svc.login_url(target)})
     if decision.verdict == LOGIN:
