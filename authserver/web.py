@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import current_app, request
+from flask.sessions import SecureCookieSessionInterface
 
 from .forwardauth.rules import allowed_redirect
 
@@ -31,3 +32,14 @@ def safe_next(target: str | None, default: str = "/account") -> str:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return default
     return target
+
+
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session (it carries the forms' CSRF secret), opened only
+    when its cookie is there: the stock one builds a signer on every request, which
+    the cookie-less API and forward-auth requests pay for nothing."""
+
+    def open_session(self, app, request):
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
