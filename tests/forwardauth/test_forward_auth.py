@@ -286,3 +286,35 @@ def test_login_page_sends_back_to_forward_auth_domains_only(client, services, ta
                                            "csrf_token": csrf_token(page.text), "next": target})
     assert response.status_code == 302
     assert response.headers["Location"] == expected
+
+
+@pytest.fixture
+def statements(app):
+    """The SQL statements the app runs while the test watches."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement.split(None, 1)[0].upper())
+
+    engine = _db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_check_is_one_read_and_no_write(client, services, statements):
+    use_session(client, services, make_user(services))
+    assert ask(client).status_code == 200  # the first request of a worker may warm up; measure the next ones
+    statements.clear()
+    for _ in range(3):
+        assert ask(client).status_code == 200
+    assert statements == ["SELECT"] * 3
+
+
+def test_bypass_reads_nothing(client, services, statements):
+    use_session(client, services, make_user(services))
+    statements.clear()
+    assert ask(client, "https://photos.test/share/x").status_code == 200
+    assert statements == []
