@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -36,9 +37,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds of load (1-120)")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (one leaves the cores to the server)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp instance")
+    parser.add_argument("--path", default="/api/authz/forward-auth",
+                        help="what wrk asks for; /healthz shows the floor of the stack for comparison")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if not 1 <= args.duration <= 120:
@@ -50,7 +53,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="authserver-bench-") as instance:
         env = server_env(instance, args)
         cli([sys.executable, "-m", "authserver", "db", "upgrade"], env)
-        cli([sys.executable, "-m", "authserver", "user", "create", "bench", "--email", "bench@bench.test",
+        username = f"bench-{secrets.token_hex(4)}"  # a shared database may hold earlier runs' users
+        cli([sys.executable, "-m", "authserver", "user", "create", username, "--email", "bench@bench.test",
              "--password", PASSWORD, "--group", "photos"], env)
         port = free_port()
         with open(Path(instance) / "serve.log", "wb") as log:
@@ -61,14 +65,14 @@ def main() -> int:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base, server, args.workers)
-            cookie = log_in(base)
+            cookie = log_in(base, username)
             processes = [server.pid, *children(server.pid)]
             check = requests.get(base + "/api/authz/forward-auth", headers=load_headers(cookie), timeout=5)
-            assert check.status_code == 200 and check.headers["Remote-User"] == "bench", check.status_code
+            assert check.status_code == 200 and check.headers["Remote-User"] == username, check.status_code
             load_before = os.getloadavg()[0]
             cpu_before = cpu_seconds(processes)
             result = run_wrk(wrk, base, cookie, args)
-            cpu_used = cpu_seconds(processes) - cpu_before
+            cpu_after = cpu_seconds(processes)
             rss = [peak_rss_kib(pid) for pid in processes[1:]]
         finally:
             server.send_signal(signal.SIGTERM)
@@ -78,11 +82,14 @@ def main() -> int:
                 server.kill()
 
     result.update(
+        path=args.path,
         database="postgresql" if args.database_url else "sqlite",
         workers=args.workers,
         connections=args.connections,
         duration_s=args.duration,
-        cpu_per_request_us=round(cpu_used / max(result["requests"], 1) * 1e6),
+        cpu_per_request_us=per_request(sum(cpu_after) - sum(cpu_before), result["requests"]),
+        cpu_user_per_request_us=per_request(cpu_after[0] - cpu_before[0], result["requests"]),
+        cpu_system_per_request_us=per_request(cpu_after[1] - cpu_before[1], result["requests"]),
         peak_rss_per_worker_mib=round(max(rss) / 1024, 1) if rss else None,
         load_average_before=round(load_before, 2),
         cpus=os.cpu_count(),
@@ -134,8 +141,8 @@ def wait_ready(base: str, server: subprocess.Popen, workers: int) -> None:
     sys.exit("authserver serve did not become ready within 30 s")
 
 
-def log_in(base: str) -> str:
-    response = requests.post(base + "/api/session/login", json={"username": "bench", "password": PASSWORD}, timeout=10)
+def log_in(base: str, username: str) -> str:
+    response = requests.post(base + "/api/session/login", json={"username": username, "password": PASSWORD}, timeout=10)
     response.raise_for_status()
     return response.cookies["authserver_session"]
 
@@ -148,7 +155,7 @@ def run_wrk(wrk: str, base: str, cookie: str, args) -> dict:
     command = [wrk, "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s", "--latency"]
     for name, value in load_headers(cookie).items():
         command += ["-H", f"{name}: {value}"]
-    command.append(base + "/api/authz/forward-auth")
+    command.append(base + args.path)
     out = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
     requests_done = int(re.search(r"(\d+) requests in", out).group(1))
@@ -163,6 +170,10 @@ def run_wrk(wrk: str, base: str, cookie: str, args) -> dict:
         "socket_errors": socket_errors.group(1).strip() if socket_errors else "none",
         "command": " ".join(c if " " not in c else repr(c) for c in command).replace(cookie, "<cookie>"),
     }
+
+
+def per_request(seconds: float, requests_done: int) -> int:
+    return round(seconds / max(requests_done, 1) * 1e6)
 
 
 def to_ms(text: str) -> float:
@@ -183,15 +194,17 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes so far."""
+    user = system = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / TICKS
+        user += int(fields[11])  # utime and stime: fields 14 and 15 of /proc/PID/stat
+        system += int(fields[12])
+    return user / TICKS, system / TICKS
 
 
 def peak_rss_kib(pid: int) -> int:
