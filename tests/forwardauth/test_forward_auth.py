@@ -11,6 +11,7 @@ from authserver import create_app
 from authserver.accounts.service import SESSION_COOKIE
 from authserver.extensions import db as _db
 from authserver.forwardauth.rules import load_rules, parse_host_patterns
+from authserver.identity import AuthenticationFailed, Identity
 from tests.conftest import make_settings
 from tests.factories import DEFAULT_PASSWORD, login, make_user
 
@@ -318,3 +319,40 @@ def test_bypass_reads_nothing(client, services, statements):
     statements.clear()
     assert ask(client, "https://photos.test/share/x").status_code == 200
     assert statements == []
+
+
+class StandInKeyStrategy:
+    """Stands in for the key vault's strategies (another branch): any strategy in the chain is honoured."""
+
+    name = "api_key"
+
+    def __init__(self, user):
+        self.user = user
+
+    def authenticate(self, req):
+        value = req.headers.get("X-API-Key")
+        if value is None:
+            return None
+        if value != "pkid-20260101-good:secret":
+            raise AuthenticationFailed("The API key is not valid.", "invalid_api_key")
+        return Identity(user=self.user, auth_method="api_key", via="api_key", key_id="pkid-20260101-good")
+
+
+def test_any_strategy_in_the_chain_is_honoured(client, services):
+    owner = make_user(services, "uploader", groups=["photos"])
+    services.identity.add(StandInKeyStrategy(owner))
+    response = ask(client, **{"X-API-Key": "pkid-20260101-good:secret"})
+    assert response.status_code == 200
+    assert response.headers["Remote-User"] == "uploader"
+    assert response.headers["Remote-Auth-Method"] == "api_key"
+    assert response.headers["Remote-Groups"] == "photos"
+    assert ask(client, "https://photos.test/admin", **{"X-API-Key": "pkid-20260101-good:secret"}).status_code == 200
+    assert ask(client, "https://photos.test/upload", **{"X-API-Key": "pkid-20260101-good:secret"}).status_code == 403
+
+
+def test_wrong_credentials_from_any_strategy_are_401_with_their_reason(client, services):
+    services.identity.add(StandInKeyStrategy(make_user(services)))
+    response = ask(client, **{"X-API-Key": "pkid-20260101-bad:secret"})
+    assert response.status_code == 401
+    assert response.json == {"error": "invalid_api_key", "error_description": "The API key is not valid."}
+    assert "Remote-User" not in response.headers
