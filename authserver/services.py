@@ -13,6 +13,7 @@ from .accounts.service import AccountService, SessionCookieStrategy, SessionServ
 from .audit.service import AuditLog
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
+from .forwardauth.service import ForwardAuthService
 from .identity import IdentityResolver
 from .oidc.server import OidcProvider
 from .oidc.service import BearerTokenStrategy
@@ -55,6 +56,9 @@ class Services:
         self.sealed.register("totp_secrets", self.totp.reseal_all)
         self.sealed.register("signing_keys", self.signing.reseal_all)
         self.sealed.register("client_secrets", self.oidc.clients.reseal_all)
+        self.forward_auth = ForwardAuthService(
+            settings.forward_auth_rules, settings.trusted_proxies, settings.forward_auth_domains, settings.issuer
+        )
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
