@@ -15,6 +15,7 @@ from .clock import Clock, SystemClock
 from .metrics import LATENCY, REQUESTS
 from .services import build_services
 from .settings import Settings
+from .web import CookieSessionInterface
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.json = jsonapi.StrictJSONProvider(app)
     app.config.from_mapping(settings.flask_config())
     app.url_map.converters["int"] = web.DatabaseInt
+    app.session_interface = CookieSessionInterface()
     logs.configure(settings.log_level)
     extensions.init_app(app)
     app.extensions["authserver"] = build_services(settings, clock or SystemClock())
@@ -35,10 +37,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     from . import accounts, admin, health, models, oidc  # noqa: F401  (models: every table on the metadata)
 
+    from .forwardauth import views as forwardauth
+
     # The totp package does not import its views itself: accounts imports totp.service.
     from .totp.views import bp as totp_bp
 
-    for blueprint in (health.bp, accounts.bp, totp_bp, keyvault.bp, oidc.bp, admin.bp):
+    for blueprint in (health.bp, accounts.bp, totp_bp, keyvault.bp, oidc.bp, forwardauth.bp, admin.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     _install_request_hooks(app, settings)
@@ -83,18 +87,37 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         return response
 
 
-def _security_headers(response, settings: Settings) -> None:
-    headers = response.headers
-    headers.setdefault(
+_SECURITY_HEADERS = (
+    (
         "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    )
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        ),
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+_HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+_NO_STORE = ("Cache-Control", "no-store")
+_NO_STORE_PREFIXES = ("/api/", "/login", "/oauth/", "/account", "/admin")
+
+
+def _security_headers(response, settings: Settings) -> None:
+    """Adds each header the view did not set itself.
+
+    One pass over the response's headers: werkzeug's `setdefault` scans them all
+    (and raises internally) once per name, a measurable share of a forward-auth request.
+    """
+    headers = response.headers
+    present = {name.lower() for name, _ in headers.items()}
+    wanted = list(_SECURITY_HEADERS)
     if settings.is_https:
-        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    if request.path.startswith(("/api/", "/login", "/oauth/", "/account", "/admin")):
-        headers.setdefault("Cache-Control", "no-store")
+        wanted.append(_HSTS)
+    if request.path.startswith(_NO_STORE_PREFIXES):
+        wanted.append(_NO_STORE)
+    for name, value in wanted:
+        if name.lower() not in present:
+            headers.add(name, value)

@@ -14,6 +14,7 @@ from .admin.service import AdminService
 from .audit.service import AuditLog
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
+from .forwardauth.service import ForwardAuthService
 from .identity import IdentityResolver
 from .oidc.server import OidcProvider
 from .oidc.service import BearerTokenStrategy
@@ -56,6 +57,9 @@ class Services:
         self.sealed.register("totp_secrets", self.totp.reseal_all)
         self.sealed.register("signing_keys", self.signing.reseal_all)
         self.sealed.register("client_secrets", self.oidc.clients.reseal_all)
+        self.forward_auth = ForwardAuthService(
+            settings.forward_auth_rules, settings.trusted_proxies, settings.forward_auth_domains, settings.issuer
+        )
         self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing)
 
 

@@ -20,6 +20,17 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .forwardauth.rules import (
+    POLICIES,
+    AccessRules,
+    HostPattern,
+    IPNetwork,
+    RuleError,
+    load_rules,
+    parse_host_patterns,
+    parse_networks,
+)
+
 PREFIX = "AUTHSERVER_"
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.env"
 
@@ -30,6 +41,7 @@ OWASP_ARGON2_TIME_COST = 2
 DEFAULT_KEY_SCOPES = ("profile", "photos:read", "photos:write", "admin")
 # RFC 6749 section 3.3 scope-token: printable ASCII except space, `"` and backslash.
 _SCOPE_TOKEN = re.compile(r'^[\x21\x23-\x5B\x5D-\x7E]{1,64}$')
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1/32,::1/128"
 
 
 class SettingsError(Exception):
@@ -58,6 +70,12 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     # Scopes an API key may carry; `admin` only ever for administrators.
     key_scopes: tuple[str, ...] = DEFAULT_KEY_SCOPES
+    # Forward-auth: who may tell us the original URL, where `next` may point, who may pass.
+    trusted_proxies: tuple[IPNetwork, ...] = parse_networks(DEFAULT_TRUSTED_PROXIES)
+    forward_auth_domains: tuple[HostPattern, ...] = ()
+    forward_auth_rules: AccessRules = field(default_factory=AccessRules)
+    forward_auth_redirect: str = "rd"
+    session_cookie_domain: str | None = None  # None: host-only cookie
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -131,6 +149,28 @@ class Settings:
         if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
             raise SettingsError(f'AUTHSERVER_REDIS_URL must be a redis:// URL (got "{redact(redis_url)}")')
 
+        try:
+            trusted_proxies = parse_networks(get("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES))
+        except RuleError as exc:
+            raise SettingsError(f"AUTHSERVER_TRUSTED_PROXIES: {exc}") from None
+        try:
+            forward_auth_domains = parse_host_patterns(get("FORWARD_AUTH_DOMAINS", ""))
+        except RuleError as exc:
+            raise SettingsError(f"AUTHSERVER_FORWARD_AUTH_DOMAINS: {exc}") from None
+        default_policy = choice(
+            get("FORWARD_AUTH_DEFAULT_POLICY", "one_factor"),
+            "FORWARD_AUTH_DEFAULT_POLICY",
+            POLICIES,
+        )
+        try:
+            forward_auth_rules = load_rules(get("FORWARD_AUTH_RULES", ""), default_policy, Path.cwd())
+        except RuleError as exc:
+            raise SettingsError(f"AUTHSERVER_FORWARD_AUTH_RULES: {exc}") from None
+
+        session_cookie_domain = get("SESSION_COOKIE_DOMAIN")
+        if session_cookie_domain:
+            session_cookie_domain = check_cookie_domain(session_cookie_domain, parts.hostname or "")
+
         known = {f.name.upper() for f in dataclasses.fields(cls)}
         extra = {
             k[len(PREFIX):]: v
@@ -163,6 +203,11 @@ class Settings:
             argon2_parallelism=integer(get("ARGON2_PARALLELISM", "1"), "ARGON2_PARALLELISM", 1, 64),
             log_level=choice(get("LOG_LEVEL", "INFO").upper(), "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             key_scopes=scope_list(get("KEY_SCOPES", " ".join(DEFAULT_KEY_SCOPES)), "KEY_SCOPES"),
+            trusted_proxies=trusted_proxies,
+            forward_auth_domains=forward_auth_domains,
+            forward_auth_rules=forward_auth_rules,
+            forward_auth_redirect=choice(get("FORWARD_AUTH_REDIRECT", "rd"), "FORWARD_AUTH_REDIRECT", ("rd", "browsers")),
+            session_cookie_domain=session_cookie_domain,
             extra=extra,
         )
 
@@ -228,6 +273,19 @@ def check_database_url(url: str) -> str:
         # psycopg 3 is the only PostgreSQL driver we ship.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return url
+
+
+def check_cookie_domain(value: str, issuer_host: str) -> str:
+    """A parent domain of the issuer's host: browsers drop a cookie for any other domain."""
+    try:
+        pattern = HostPattern.parse(value)
+    except RuleError:
+        pattern = None
+    if pattern is None or "." not in pattern.host or not HostPattern(pattern.host, True).matches(issuer_host):
+        raise SettingsError(
+            f'AUTHSERVER_SESSION_COOKIE_DOMAIN must be the issuer\'s host or a parent domain of it (got "{value}")'
+        )
+    return pattern.host
 
 
 def engine_options(url: str) -> dict:

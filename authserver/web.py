@@ -5,7 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import current_app, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import IntegerConverter
+
+from .forwardauth.rules import allowed_redirect
 
 
 def services():
@@ -18,9 +21,12 @@ def client_ip() -> str:
 
 
 def safe_next(target: str | None, default: str = "/account") -> str:
-    """Only this server's own paths: no scheme, no host, no `//` or backslash tricks."""
+    """This server's own paths (no scheme, no host, no `//` or backslash tricks), or an
+    absolute URL on a forward-auth domain (AUTHSERVER_FORWARD_AUTH_DOMAINS): never elsewhere."""
     if not target or len(target) > 2000:
         return default
+    if allowed_redirect(target, services().settings.forward_auth_domains):
+        return target
     if "\\" in target or any(ord(c) < 0x20 for c in target):
         return default
     parts = urlsplit(target)
@@ -34,6 +40,17 @@ class DatabaseInt(IntegerConverter):
 
     def __init__(self, url_map, fixed_digits: int = 0, min: int | None = None, max: int | None = None, signed: bool = False):
         super().__init__(url_map, fixed_digits, min, 2**63 - 1 if max is None else max, signed)
+
+
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session (it carries the forms' CSRF secret), opened only
+    when its cookie is there: the stock one builds a signer on every request, which
+    the cookie-less API and forward-auth requests pay for nothing."""
+
+    def open_session(self, app, request):
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 class LoginRequired(Exception):

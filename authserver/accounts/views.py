@@ -51,12 +51,15 @@ def set_session_cookie(response, opened: OpenedSession):
         secure=settings.is_https,
         samesite="Lax",
         path="/",
+        domain=settings.session_cookie_domain,
     )
     return response
 
 
 def clear_session_cookie(response):
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Lax", secure=services().settings.is_https)
+    settings = services().settings
+    response.delete_cookie(SESSION_COOKIE, path="/", domain=settings.session_cookie_domain, httponly=True,
+                           samesite="Lax", secure=settings.is_https)
     return response
 
 

@@ -1,0 +1,79 @@
+"""GET /api/authz/forward-auth (Traefik, Caddy) and /api/authz/auth-request (nginx).
+
+Both answer the same question the same way; they differ only in how a
+redirect to the login page is expressed: a 302 for proxies that pass the
+answer through, a 401 carrying `Location` for nginx `auth_request`, which
+accepts nothing but 2xx, 401 and 403 (its `error_page 401` turns that into
+the browser's 302).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, request
+
+from ..errors import ApiError
+from ..identity import AuthenticationFailed, current_identity
+from ..web import client_ip, services
+from .service import ALLOW, LOGIN, STEP_UP, BadForwardedRequest, remote_headers
+
+log = logging.getLogger("authserver.forwardauth")
+
+bp = Blueprint("forwardauth", __name__)
+
+# Proxies forward the original method; every one of them gets the same check.
+# Flask's automatic OPTIONS answer would let a preflight through unchecked.
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@bp.route("/api/authz/forward-auth", methods=METHODS, provide_automatic_options=False)
+def forward_auth():
+    return check_request(redirect_status=302)
+
+
+@bp.route("/api/authz/auth-request", methods=METHODS, provide_automatic_options=False)
+def auth_request():
+    return check_request(redirect_status=401)
+
+
+def check_request(redirect_status: int) -> Response:
+    svc = services().forward_auth
+    try:
+        target = svc.target(client_ip(), request.headers)
+    except BadForwardedRequest as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+    rule = svc.rule_for(target)
+
+    identity, failure = None, None
+    if rule.policy not in ("bypass", "deny"):
+        try:
+            identity = current_identity()
+        except AuthenticationFailed as exc:
+            failure = exc
+    decision = svc.decide(rule, identity)
+
+    if decision.verdict == ALLOW:
+        return Response(status=200, headers=remote_headers(identity))
+    if decision.verdict in (LOGIN, STEP_UP) and wants_redirect():
+        return Response(status=redirect_status, headers={"Location": svc.login_url(target)})
+    if decision.verdict == LOGIN:
+        error, description = "unauthorized", decision.description
+        if failure is not None:
+            error, description = failure.error, failure.description
+        raise ApiError(401, error, description, {"WWW-Authenticate": 'Bearer realm="authserver"'})
+    log.info(
+        "forward-auth refused",
+        extra={"actor": identity.actor if identity else "anonymous", "host": target.host if target else None,
+               "policy": rule.policy},
+    )
+    raise ApiError(403, "forbidden", decision.description)
+
+
+def wants_redirect() -> bool:
+    """The proxy asked for redirects (`?rd`), or redirects are configured for browsers."""
+    if "rd" in request.args:
+        return True
+    if services().settings.forward_auth_redirect != "browsers":
+        return False
+    return "text/html" in request.headers.get("Accept", "")
