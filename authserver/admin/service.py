@@ -14,6 +14,8 @@ from datetime import datetime
 
 from sqlalchemy import func, or_, select
 
+from keyvault.models import ApiKey
+
 from ..accounts.models import SsoSession, User
 from ..accounts.service import (
     AccountError,
@@ -25,7 +27,7 @@ from ..audit.models import AuditEvent
 from ..audit.service import AuditLog
 from ..clock import Clock
 from ..extensions import db
-from ..oidc.models import SigningKey
+from ..oidc.models import OAuthClient, SigningKey
 from ..oidc.signing import SigningKeyService
 from ..totp.models import TotpCredential
 from ..totp.service import TotpService
@@ -102,6 +104,22 @@ class AdminService:
         self.audit = audit
         self.clock = clock
         self.signing = signing
+
+    def counts(self) -> dict[str, int]:
+        """The overview page's figures."""
+        now = self.clock.now()
+
+        def count(model, *where) -> int:
+            return db.session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+        return {
+            "users": count(User),
+            "admins": count(User, User.is_admin.is_(True)),
+            "disabled": count(User, User.is_disabled.is_(True)),
+            "sessions": count(SsoSession, SsoSession.revoked_at.is_(None), SsoSession.expires_at > now),
+            "clients": count(OAuthClient, OAuthClient.disabled_at.is_(None)),
+            "keys": count(ApiKey, ApiKey.revoked_at.is_(None)),
+        }
 
     # -- users ---------------------------------------------------------------
 

@@ -7,12 +7,10 @@ a non-admin gets 403. Every change is a CSRF-checked form, audited by the servic
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import func, select
 
 from ..accounts.forms import ConfirmForm, PostOnlyForm
-from ..accounts.models import SsoSession, User
+from ..accounts.models import User
 from ..accounts.service import AccountError, UsernameTaken
-from ..audit.models import AuditEvent
 from ..errors import ApiError
 from ..extensions import db
 from ..oidc.claims import EXTRA_CLAIM_KINDS
@@ -41,15 +39,8 @@ def admin_service():
 @bp.get("/admin")
 def overview():
     identity = signed_in(admin=True)
-    now = services().clock.now()
-    counts = {
-        "users": db.session.scalar(select(func.count()).select_from(User)),
-        "admins": db.session.scalar(select(func.count()).select_from(User).where(User.is_admin.is_(True))),
-        "disabled": db.session.scalar(select(func.count()).select_from(User).where(User.is_disabled.is_(True))),
-        "sessions": db.session.scalar(select(func.count()).select_from(SsoSession).where(
-            SsoSession.revoked_at.is_(None), SsoSession.expires_at > now)),
-    }
-    recent = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(10)).all()
+    counts = admin_service().counts()
+    recent = admin_service().audit_page(AuditFilter(), limit=10).events
     return render_template("admin/overview.html", identity=identity, counts=counts, recent=recent)
 
 

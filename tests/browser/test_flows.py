@@ -16,16 +16,22 @@ WIDEST = """[...document.querySelectorAll('body *')].filter(e => e.getBoundingCl
   .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 8)"""
 
 
+def follow(target):
+    """Click a button or link and wait for the page it loads, so no check reads the old page."""
+    with target.page.expect_navigation():
+        target.click()
+
+
 def sign_in(b, username: str, password: str = DEFAULT_PASSWORD):
     page = b.page
     page.goto("/login")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    follow(page.get_by_role("button", name="Sign in"))
 
 
 def sign_out(b):
-    b.page.locator("header form[action='/logout'] button").click()
+    follow(b.page.locator("header form[action='/logout'] button"))
     b.page.wait_for_url("**/login")
 
 
@@ -38,12 +44,12 @@ def test_admin_creates_a_user_who_then_signs_in(browsing, services):
     admin.shot("login")
     page.get_by_label("Username").fill("root")
     page.get_by_label("Password").fill("wrong password")
-    page.get_by_role("button", name="Sign in").click()
+    follow(page.get_by_role("button", name="Sign in"))
     assert "not correct" in page.locator("#login-error").inner_text()
     assert page.get_by_label("Username").get_attribute("aria-describedby") == "login-error"
     admin.shot("login-error")
     page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    follow(page.get_by_role("button", name="Sign in"))
     page.wait_for_url("**/admin/users")
 
     form = page.locator("form[action='/admin/users'][method='post']")
@@ -51,12 +57,12 @@ def test_admin_creates_a_user_who_then_signs_in(browsing, services):
     form.get_by_label("Display name").fill("Dora Explorer")
     form.get_by_label("Email").fill("not-an-address")
     form.get_by_label("Groups").fill("family, photos")
-    form.get_by_role("button", name="Create user").click()
+    follow(form.get_by_role("button", name="Create user"))
     email = page.locator("form[action='/admin/users'][method='post']").get_by_label("Email")
     assert email.get_attribute("aria-invalid") == "true"
     assert "email address" in page.locator("#email-error").inner_text()
     email.fill("dora@photos.example")
-    page.locator("form[action='/admin/users'][method='post']").get_by_role("button", name="Create user").click()
+    follow(page.locator("form[action='/admin/users'][method='post']").get_by_role("button", name="Create user"))
     password = page.locator("#generated-password").input_value()
     assert page.locator("#user-name").inner_text() == "dora"
     admin.shot("user-created")
@@ -90,8 +96,8 @@ def test_user_enrols_totp_then_signs_in_with_a_code_and_with_a_recovery_code(bro
     page = b.page
     sign_in(b, "erin")
     page.wait_for_url("**/account")
-    page.locator("#totp-section a").click()
-    page.get_by_role("button", name="Set up two-factor authentication").click()
+    follow(page.locator("#totp-section a"))
+    follow(page.get_by_role("button", name="Set up two-factor authentication"))
     secret = page.locator("#totp-secret").inner_text().strip()
     assert page.locator("#totp-qr svg").count() == 1
     b.shot("totp-enrolment")
@@ -101,14 +107,14 @@ def test_user_enrols_totp_then_signs_in_with_a_code_and_with_a_recovery_code(bro
         return authenticator.at(clock.now().timestamp())
 
     page.get_by_label("Code from the app").fill("000000" if code() != "000000" else "111111")
-    page.get_by_role("button", name="Turn on two-factor authentication").click()
+    follow(page.get_by_role("button", name="Turn on two-factor authentication"))
     assert "not correct" in page.locator("#enrol-error").inner_text()
     page.get_by_label("Code from the app").fill(code())
-    page.get_by_role("button", name="Turn on two-factor authentication").click()
+    follow(page.get_by_role("button", name="Turn on two-factor authentication"))
     recovery_codes = [c.strip() for c in page.locator("#recovery-codes li").all_inner_texts()]
     assert len(recovery_codes) == 10
     b.shot("recovery-codes")
-    page.locator("#continue").click()
+    follow(page.locator("#continue"))
     assert page.locator("#recovery-left").inner_text() == "10"
     sign_out(b)
 
@@ -119,7 +125,7 @@ def test_user_enrols_totp_then_signs_in_with_a_code_and_with_a_recovery_code(bro
     assert code_field.get_attribute("autocomplete") == "one-time-code"
     b.shot("login-totp")
     code_field.fill(code())
-    page.get_by_role("button", name="Verify").click()
+    follow(page.get_by_role("button", name="Verify"))
     page.wait_for_url("**/account")
     assert "password+totp" in page.locator("#profile").inner_text()
     sign_out(b)
@@ -127,17 +133,17 @@ def test_user_enrols_totp_then_signs_in_with_a_code_and_with_a_recovery_code(bro
     sign_in(b, "erin")
     page.wait_for_url("**/login/totp")
     page.get_by_label("Code", exact=True).fill(code())  # the same step again: refused
-    page.get_by_role("button", name="Verify").click()
+    follow(page.get_by_role("button", name="Verify"))
     assert "already used" in page.locator("#totp-error").inner_text()
     page.get_by_text("Use a recovery code").click()
     page.get_by_label("Recovery code").fill("not-a-code")
-    page.get_by_role("button", name="Use recovery code").click()
+    follow(page.get_by_role("button", name="Use recovery code"))
     recovery = page.get_by_label("Recovery code")
     assert recovery.is_visible() and "recovery-error" in recovery.get_attribute("aria-describedby")
     assert "not correct" in page.locator("#recovery-error").inner_text()
     b.shot("login-recovery-code")
     recovery.fill(recovery_codes[0])
-    page.get_by_role("button", name="Use recovery code").click()
+    follow(page.get_by_role("button", name="Use recovery code"))
     page.wait_for_url("**/account")
     page.goto("/account/totp")
     assert page.locator("#recovery-left").inner_text() == "9"
@@ -149,10 +155,10 @@ def test_user_mints_rotates_and_revokes_a_key_and_old_secrets_stop_working(brows
     page = b.page
     sign_in(b, "frank")
     page.wait_for_url("**/account")
-    page.locator("#keys a[href='/account/keys']").click()
+    follow(page.locator("#keys a[href='/account/keys']"))
     page.get_by_label("Name").fill("lightroom")
     page.get_by_label("photos:write").uncheck()
-    page.get_by_role("button", name="Mint").click()
+    follow(page.get_by_role("button", name="Mint"))
     first = page.locator("#minted-token").input_value()
     key_id = first.split(":")[0]
     b.shot("account-keys")
@@ -163,23 +169,23 @@ def test_user_mints_rotates_and_revokes_a_key_and_old_secrets_stop_working(brows
     assert me(first) == 200
     row = page.locator(f"tr[data-key-id='{key_id}']")
     row.get_by_label("Grace (s)").fill("0")
-    row.get_by_role("button", name="Rotate").click()
+    follow(row.get_by_role("button", name="Rotate"))
     second = page.locator("#minted-token").input_value()
     assert second.split(":")[0] == key_id and second != first
     assert me(first) == 401 and me(second) == 200
 
     row = page.locator(f"tr[data-key-id='{key_id}']")
-    row.get_by_role("button", name="Revoke").click()  # without the box ticked: refused, and said why
+    follow(row.get_by_role("button", name="Revoke"))  # without the box ticked: refused, and said why
     assert page.locator("[id$='-error']").first.inner_text() == "Tick the box to confirm."
     assert me(second) == 200
     row = page.locator(f"tr[data-key-id='{key_id}']")
     row.get_by_label("Yes, revoke lightroom").check()
-    row.get_by_role("button", name="Revoke").click()
+    follow(row.get_by_role("button", name="Revoke"))
     assert "revoked" in page.locator(f"tr[data-key-id='{key_id}']").inner_text()
     assert me(second) == 401
 
 
-def test_admin_sees_every_key_and_the_audit_log(browsing, services):
+def test_admin_sees_every_key_the_audit_log_and_rotates_signing_keys(browsing, services):
     from tests.factories import make_key
 
     make_user(services, "root", admin=True)
@@ -194,6 +200,19 @@ def test_admin_sees_every_key_and_the_audit_log(browsing, services):
     page.goto("/admin/audit?action=key.")
     assert "key.mint" in page.locator("table.events").inner_text()
     b.shot("admin-audit")
+
+    page.goto("/oauth/jwks")  # the first key is made on first need
+    page.goto("/admin/signing-keys")
+    follow(page.get_by_role("button", name="Rotate signing keys"))  # box not ticked: refused
+    assert page.locator("#confirm-rotate-error").inner_text() == "Tick the box to confirm."
+    page.get_by_label("Yes, rotate the signing keys").check()
+    follow(page.get_by_role("button", name="Rotate signing keys"))
+    assert "New signing keys" in page.locator("#flash").inner_text()
+    assert page.locator("#signing-keys tbody tr").count() == 2
+    b.shot("admin-signing-keys")
+    page.goto("/admin")
+    assert "signing_key.rotate" in page.locator("table.events").inner_text()
+    b.shot("admin-overview")
 
 
 def test_pages_fit_a_phone_screen_with_unique_ids_and_labelled_fields(browsing, services):
@@ -218,7 +237,7 @@ def register_client_in_the_console(admin, redirect_uri: str) -> tuple[str, str]:
     form.get_by_label("Redirect URIs").fill(redirect_uri)
     form.get_by_label("Scopes it may ask for").fill("openid profile email")
     form.get_by_label("Extra claims").fill("gallery_role=admin_flag:admin:viewer")
-    form.get_by_role("button", name="Register client").click()
+    follow(form.get_by_role("button", name="Register client"))
     client_id = page.locator("#client-id-value").input_value()
     secret = page.locator("#client-secret").input_value()
     admin.shot("client-created")
@@ -256,17 +275,17 @@ def test_consent_deny_then_allow_through_a_real_oidc_redirect(browsing, services
     assert urlsplit(page.url).path == "/login"  # sent to sign in first, then back to the request
     page.get_by_label("Username").fill("hana")
     page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    follow(page.get_by_role("button", name="Sign in"))
     assert page.locator("#consent-client").inner_text() == "Holiday Photos"
     user.shot("consent")
-    page.locator("#consent-deny").click()
+    follow(page.locator("#consent-deny"))
     page.wait_for_url(redirect_uri + "?**")
     denied = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
     assert denied["error"] == "access_denied" and denied["state"] == "first" and "code" not in denied
 
     pkce = authorize("second")
     assert page.locator("#consent-client").inner_text() == "Holiday Photos"
-    page.locator("#consent-allow").click()
+    follow(page.locator("#consent-allow"))
     page.wait_for_url(redirect_uri + "?**")
     allowed = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
     assert allowed["state"] == "second" and allowed["code"]
@@ -283,7 +302,7 @@ def test_consent_deny_then_allow_through_a_real_oidc_redirect(browsing, services
     apps = page.locator("#connected-apps")
     assert "Holiday Photos" in apps.inner_text()
     user.shot("connected-apps")
-    apps.get_by_role("button", name="Revoke access").click()
+    follow(apps.get_by_role("button", name="Revoke access"))
     assert "No apps have access" in page.locator("#connected-apps").inner_text()
     assert requests.get(f"{live_server.url}/oauth/userinfo", timeout=10, headers={
         "Authorization": f"Bearer {tokens.json()['access_token']}"}).status_code == 401
