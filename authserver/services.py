@@ -11,6 +11,7 @@ from keyvault.strategies import ApiKeyStrategy
 from .accounts.login import LoginService
 from .accounts.service import AccountService, SessionCookieStrategy, SessionService
 from .audit.service import AuditLog
+from .broker.service import BrokerService
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
 from .identity import IdentityResolver
@@ -55,6 +56,8 @@ class Services:
         self.sealed.register("totp_secrets", self.totp.reseal_all)
         self.sealed.register("signing_keys", self.signing.reseal_all)
         self.sealed.register("client_secrets", self.oidc.clients.reseal_all)
+        self.broker = BrokerService(self.oidc, self.sealer, settings.pepper, self.audit, self.throttle, clock)
+        self.sealed.register("broker_verifiers", self.broker.reseal_all)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
