@@ -139,7 +139,7 @@ class BrokerCodeMissing(BrokerError):
 class BrokerCodeVerifierMissing(BrokerError):
     error = "code_verifier_missing"
     description = (
-        "This sign-in was started with the app's own code_challenge, but the callback carries no code_verifier; "
+        "The callback carries no code_verifier: this sign-in was started with the app's own code_challenge; "
         "send the code_verifier the app made that challenge from."
     )
 
