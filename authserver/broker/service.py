@@ -19,6 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import ClassVar
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from authlib.oauth2 import OAuth2Error
@@ -214,7 +215,7 @@ class BrokerInvalidScope(BrokerError):
 class BrokerProviderError(BrokerError):
     """The login server's own error in the callback URL, passed through with its description."""
 
-    FIXES = {
+    FIXES: ClassVar[dict[str, str]] = {
         "access_denied": "the sign-in was cancelled or consent was refused; start the sign-in again and choose Allow.",
         "login_required": "the user is not signed in and the app asked not to show the login page; start the "
                           "sign-in again without prompt=none.",
@@ -330,6 +331,16 @@ class BrokerService:
         starts = Bucket(STARTS, address)
         self.throttle.check(starts)
         self.throttle.fail(starts)
+        try:
+            return self._start(client_id, redirect_uri, scope, state, code_challenge, code_challenge_method)
+        except BrokerError as error:
+            db.session.rollback()
+            self.audit.record("broker.start", actor=f"client:{client_id[:64]}", outcome="failure",
+                              details={"error": error.error}, commit=True)
+            raise
+
+    def _start(self, client_id: str, redirect_uri: str, scope: str | None, state: str | None,
+               code_challenge: str | None, code_challenge_method: str | None) -> StartedTransaction:
         client = self._broker_client(client_id)
         if not client.check_redirect_uri(redirect_uri):
             raise BrokerRedirectUriMismatch()

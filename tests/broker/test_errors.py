@@ -24,119 +24,119 @@ from tests.oidc.conftest import query_of
 
 
 @pytest.fixture
-def app(live, alice):
+def mobile(live, alice):
     client, _ = broker_client(live)
     return MobileApp(live, client.client_id)
 
 
-def signed_in(live, app, **extra) -> tuple[dict, str]:
-    started = app.started(**extra)
+def signed_in(live, mobile, **extra) -> tuple[dict, str]:
+    started = mobile.started(**extra)
     return started, browser_sign_in(live, started["authorization_url"])
 
 
-def test_state_unknown_when_the_state_was_never_issued(live, app):
-    started, callback = signed_in(live, app)
-    response = app.callback(transaction=started["transaction"], url=with_param(callback, "state", "forged-state"))
+def test_state_unknown_when_the_state_was_never_issued(live, mobile):
+    started, callback = signed_in(live, mobile)
+    response = mobile.callback(transaction=started["transaction"], url=with_param(callback, "state", "forged-state"))
     assert_broker_error(response, "state_unknown", "never issued by this server", "open exactly the authorization_url")
 
 
-def test_state_mismatch_when_the_app_mixes_up_two_sign_ins(live, app):
-    first = app.started()
-    second, callback = signed_in(live, app)
-    response = app.callback(transaction=first["transaction"], url=callback)
+def test_state_mismatch_when_the_app_mixes_up_two_sign_ins(live, mobile):
+    first = mobile.started()
+    second, callback = signed_in(live, mobile)
+    response = mobile.callback(transaction=first["transaction"], url=callback)
     assert_broker_error(response, "state_mismatch", "different sign-in", "start the sign-in again")
     # Refused before anything was spent: the right pairing still works.
-    assert app.callback(transaction=second["transaction"], url=callback).status_code == 200
+    assert mobile.callback(transaction=second["transaction"], url=callback).status_code == 200
 
 
-def test_state_expired_after_ten_minutes(live, app):
-    started, callback = signed_in(live, app)
+def test_state_expired_after_ten_minutes(live, mobile):
+    started, callback = signed_in(live, mobile)
     live.clock.advance(seconds=601)
-    response = app.callback(transaction=started["transaction"], url=callback)
+    response = mobile.callback(transaction=started["transaction"], url=callback)
     assert_broker_error(response, "state_expired", "longer than 10 minutes", "start the sign-in again")
 
 
-def test_state_used_when_the_callback_is_sent_twice(live, app):
-    started, callback = signed_in(live, app)
-    assert app.callback(transaction=started["transaction"], url=callback).status_code == 200
-    response = app.callback(transaction=started["transaction"], url=callback)
+def test_state_used_when_the_callback_is_sent_twice(live, mobile):
+    started, callback = signed_in(live, mobile)
+    assert mobile.callback(transaction=started["transaction"], url=callback).status_code == 200
+    response = mobile.callback(transaction=started["transaction"], url=callback)
     assert_broker_error(response, "state_used", "already used", "start a new sign-in")
 
 
-def test_transaction_unknown_and_bad_handles_are_throttled_per_address(live, app):
-    response = app.callback(transaction=secrets.token_urlsafe(32), url="app.immich:///oauth-callback?code=x&state=y")
+def test_transaction_unknown_and_bad_handles_are_throttled_per_address(live, mobile):
+    response = mobile.callback(transaction=secrets.token_urlsafe(32), url="app.immich:///oauth-callback?code=x&state=y")
     assert_broker_error(response, "transaction_unknown", "not known to this server", "POST /api/oauth/authorize")
     for _ in range(29):
-        assert app.callback(transaction="nope", code="x", state="y").json()["error"] == "transaction_unknown"
-    refused = app.callback(transaction="nope", code="x", state="y")
+        assert mobile.callback(transaction="nope", code="x", state="y").json()["error"] == "transaction_unknown"
+    refused = mobile.callback(transaction="nope", code="x", state="y")
     assert refused.status_code == 429 and refused.json()["error"] == "too_many_requests"
     assert int(refused.headers["Retry-After"]) >= 1
 
 
-def test_transaction_missing(live, app):
-    started, callback = signed_in(live, app)
-    assert_broker_error(app.callback(url=callback), "transaction_missing", '"transaction"')
+def test_transaction_missing(live, mobile):
+    _, callback = signed_in(live, mobile)
+    assert_broker_error(mobile.callback(url=callback), "transaction_missing", '"transaction"')
 
 
-def test_code_rejected_when_the_code_is_altered(live, app):
-    started, callback = signed_in(live, app)
-    response = app.callback(transaction=started["transaction"], url=with_param(callback, "code", "tampered"))
+def test_code_rejected_when_the_code_is_altered(live, mobile):
+    started, callback = signed_in(live, mobile)
+    response = mobile.callback(transaction=started["transaction"], url=with_param(callback, "code", "tampered"))
     assert_broker_error(response, "code_rejected", "rejected the authorization code", "invalid_grant",
                         "start the sign-in again")
     # The transaction is spent either way: one sign-in, one attempt.
-    assert app.callback(transaction=started["transaction"], url=callback).json()["error"] == "state_used"
+    assert mobile.callback(transaction=started["transaction"], url=callback).json()["error"] == "state_used"
 
 
-def test_code_rejected_when_the_apps_own_verifier_is_wrong(live, app):
-    verifier, challenge = pkce_pair()
-    started, callback = signed_in(live, app, state="own-state-1", code_challenge=challenge)
+def test_code_rejected_when_the_apps_own_verifier_is_wrong(live, mobile):
+    _, challenge = pkce_pair()
+    started, callback = signed_in(live, mobile, state="own-state-1", code_challenge=challenge)
     received = query_of(callback)
-    response = app.callback(transaction=started["transaction"], code=received["code"], state=received["state"],
+    response = mobile.callback(transaction=started["transaction"], code=received["code"], state=received["state"],
                             code_verifier=pkce_pair()[0])
     assert_broker_error(response, "code_rejected", "PKCE verifier")
     # A code whose exchange failed stays unredeemed: nothing was issued for it.
     assert db.session.scalars(select(OAuthToken)).all() == []
 
 
-def test_code_verifier_missing_when_the_app_made_the_challenge(live, app):
+def test_code_verifier_missing_when_the_app_made_the_challenge(live, mobile):
     _, challenge = pkce_pair()
-    started, callback = signed_in(live, app, code_challenge=challenge)
+    started, callback = signed_in(live, mobile, code_challenge=challenge)
     received = query_of(callback)
-    response = app.callback(transaction=started["transaction"], code=received["code"], state=received["state"])
+    response = mobile.callback(transaction=started["transaction"], code=received["code"], state=received["state"])
     assert_broker_error(response, "code_verifier_missing", "send the code_verifier")
 
 
-def test_code_missing_when_the_url_is_not_the_redirect(live, app):
-    started, _ = signed_in(live, app)
-    response = app.callback(transaction=started["transaction"], url="app.immich:///oauth-callback")
+def test_code_missing_when_the_url_is_not_the_redirect(live, mobile):
+    started, _ = signed_in(live, mobile)
+    response = mobile.callback(transaction=started["transaction"], url="app.immich:///oauth-callback")
     assert_broker_error(response, "code_missing", "send the full URL")
 
 
-def test_nonce_mismatch_when_the_authorization_url_was_altered_and_tokens_are_revoked(live, app):
-    started = app.started()
+def test_nonce_mismatch_when_the_authorization_url_was_altered_and_tokens_are_revoked(live, mobile):
+    started = mobile.started()
     callback = browser_sign_in(live, without_param(started["authorization_url"], "nonce"))
-    response = app.callback(transaction=started["transaction"], url=callback)
+    response = mobile.callback(transaction=started["transaction"], url=callback)
     assert_broker_error(response, "nonce_mismatch", "nonce does not match", "open exactly the authorization_url")
     db.session.rollback()
     issued = db.session.scalars(select(OAuthToken)).all()
     assert len(issued) == 1 and issued[0].revoked_at is not None
 
 
-def test_nonce_mismatch_when_an_app_reuses_its_state_and_challenge(live, app):
+def test_nonce_mismatch_when_an_app_reuses_its_state_and_challenge(live, mobile):
     verifier, challenge = pkce_pair()
-    first = app.started(state="same-state", code_challenge=challenge)
-    second, callback = signed_in(live, app, state="same-state", code_challenge=challenge)
+    first = mobile.started(state="same-state", code_challenge=challenge)
+    _, callback = signed_in(live, mobile, state="same-state", code_challenge=challenge)
     received = query_of(callback)
-    response = app.callback(transaction=first["transaction"], code=received["code"], state=received["state"],
+    response = mobile.callback(transaction=first["transaction"], code=received["code"], state=received["state"],
                             code_verifier=verifier)
     assert_broker_error(response, "nonce_mismatch")
 
 
-def test_provider_error_is_passed_through_with_its_description(live, app):
-    started = app.started()
+def test_provider_error_is_passed_through_with_its_description(live, mobile):
+    started = mobile.started()
     callback = browser_sign_in(live, started["authorization_url"], allow=False)
     assert query_of(callback)["error"] == "access_denied"
-    response = app.callback(transaction=started["transaction"], url=callback)
+    response = mobile.callback(transaction=started["transaction"], url=callback)
     body = assert_broker_error(response, "access_denied", "The login server answered access_denied",
                                "choose Allow")
     description = query_of(callback).get("error_description")
@@ -144,16 +144,16 @@ def test_provider_error_is_passed_through_with_its_description(live, app):
         assert description.rstrip(". ") in body["error_description"]
 
 
-def test_provider_error_code_that_is_not_a_code_is_not_reflected(live, app):
-    started = app.started()
-    response = app.callback(transaction=started["transaction"], error="<script>", error_description="x\x07y")
+def test_provider_error_code_that_is_not_a_code_is_not_reflected(live, mobile):
+    started = mobile.started()
+    response = mobile.callback(transaction=started["transaction"], error="<script>", error_description="x\x07y")
     body = assert_broker_error(response, "provider_error", "(xy)")
     assert "<script>" not in body["error_description"]
 
 
-def test_issuer_mismatch_when_another_server_answered(live, app):
-    started, callback = signed_in(live, app)
-    response = app.callback(transaction=started["transaction"],
+def test_issuer_mismatch_when_another_server_answered(live, mobile):
+    started, callback = signed_in(live, mobile)
+    response = mobile.callback(transaction=started["transaction"],
                             url=with_param(callback, "iss", "https://evil.example"))
     assert_broker_error(response, "issuer_mismatch", "another login server")
 
@@ -167,8 +167,8 @@ def test_issuer_mismatch_when_another_server_answered(live, app):
     ({"code_challenge": "A" * 43, "code_challenge_method": "plain"}, "invalid_request", "S256"),
     ({"state": "tab\there"}, "invalid_request", "visible ASCII"),
 ], ids=["unknown-client", "redirect", "scope-beyond", "scope-without-openid", "challenge", "plain", "state"])
-def test_start_errors_name_cause_and_fix(live, app, body, error, phrase):
-    assert_broker_error(app.start(**body), error, phrase)
+def test_start_errors_name_cause_and_fix(live, mobile, body, error, phrase):
+    assert_broker_error(mobile.start(**body), error, phrase)
 
 
 def test_start_refuses_a_client_not_registered_for_the_broker(live, alice):
@@ -211,3 +211,27 @@ def test_bad_start_bodies_are_clear_400s(live, body):
     response = requests.post(live.url + "/api/oauth/authorize", json=body, timeout=10)
     assert response.status_code == 400, response.text
     assert response.json()["error"] in {"invalid_request", "invalid_client"}
+
+
+def test_starts_are_throttled_per_address_and_failed_starts_audited(client, services, db):
+    from authserver.audit.models import AuditEvent
+
+    body = {"client_id": "nobody", "redirect_uri": "app.x:///cb"}
+    for _ in range(120):
+        assert client.post("/api/oauth/authorize", json=body).json["error"] == "invalid_client"
+    refused = client.post("/api/oauth/authorize", json=body)
+    assert refused.status_code == 429 and refused.headers["Retry-After"]
+    failures = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "broker.start")).all()
+    assert len(failures) == 120 and {e.outcome for e in failures} == {"failure"}
+    assert failures[0].actor == "client:nobody" and failures[0].details == {"error": "invalid_client"}
+
+
+def test_the_apps_version_header_is_audited_with_its_callback(live, mobile):
+    from authserver.audit.models import AuditEvent
+
+    started, callback = signed_in(live, mobile)
+    mobile.http.headers["X-App-Version"] = "1.94.0+build.7"
+    assert mobile.callback(transaction=started["transaction"], url=callback).status_code == 200
+    db.session.rollback()
+    done = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "broker.complete"))
+    assert done.details["app_version"] == "1.94.0+build.7" and done.target == "user:alice"

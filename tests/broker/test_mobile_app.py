@@ -46,7 +46,7 @@ def test_old_app_dropping_state_is_told_state_missing_with_the_fix(live, alice):
 
     # The old app version drops `state` when it hands the redirect back.
     response = app.callback(transaction=started["transaction"], url=without_param(callback, "state"))
-    body = assert_broker_error(response, "state_missing", "OAuth state is missing", "did not pass back the state",
+    assert_broker_error(response, "state_missing", "OAuth state is missing", "did not pass back the state",
                                "update the app")
     assert "Traceback" not in response.text and response.headers["Content-Type"].startswith("application/json")
     assert "broker.callback" in audit_actions(live.services, "failure")

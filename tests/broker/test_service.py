@@ -12,7 +12,12 @@ from sqlalchemy import select, text
 
 from authserver.broker import service as broker_service
 from authserver.broker.models import BrokerTransaction
-from authserver.broker.service import BrokerError, BrokerIdTokenInvalid, BrokerNonceMismatch, s256
+from authserver.broker.service import (
+    BrokerError,
+    BrokerIdTokenInvalid,
+    BrokerNonceMismatch,
+    s256,
+)
 from authserver.crypto import SecretSealer
 from tests.factories import make_client, make_user
 
