@@ -11,6 +11,7 @@ from keyvault.strategies import ApiKeyStrategy
 from .accounts.login import LoginService
 from .accounts.service import AccountService, SessionCookieStrategy, SessionService
 from .audit.service import AuditLog
+from .broker.service import BrokerService
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
 from .forwardauth.service import ForwardAuthService
@@ -59,6 +60,8 @@ class Services:
         self.forward_auth = ForwardAuthService(
             settings.forward_auth_rules, settings.trusted_proxies, settings.forward_auth_domains, settings.issuer
         )
+        self.broker = BrokerService(self.oidc, self.sealer, settings.pepper, self.audit, self.throttle, clock)
+        self.sealed.register("broker_verifiers", self.broker.reseal_all)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
