@@ -35,14 +35,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     import keyvault
 
-    from . import accounts, admin, health, models, oidc  # noqa: F401  (models: every table on the metadata)
+    from . import accounts, admin, broker, health, models, oidc  # noqa: F401  (models: every table on the metadata)
 
     from .forwardauth import views as forwardauth
 
     # The totp package does not import its views itself: accounts imports totp.service.
     from .totp.views import bp as totp_bp
 
-    for blueprint in (health.bp, accounts.bp, totp_bp, keyvault.bp, oidc.bp, forwardauth.bp, admin.bp):
+    for blueprint in (health.bp, accounts.bp, totp_bp, keyvault.bp, oidc.bp, forwardauth.bp, broker.bp, admin.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     _install_request_hooks(app, settings)

@@ -12,6 +12,7 @@ from .accounts.login import LoginService
 from .accounts.service import AccountService, SessionCookieStrategy, SessionService
 from .admin.service import AdminService
 from .audit.service import AuditLog
+from .broker.service import BrokerService
 from .clock import Clock
 from .crypto import PasswordHasher, SecretSealer
 from .forwardauth.service import ForwardAuthService
@@ -60,6 +61,8 @@ class Services:
         self.forward_auth = ForwardAuthService(
             settings.forward_auth_rules, settings.trusted_proxies, settings.forward_auth_domains, settings.issuer
         )
+        self.broker = BrokerService(self.oidc, self.sealer, settings.pepper, self.audit, self.throttle, clock)
+        self.sealed.register("broker_verifiers", self.broker.reseal_all)
         self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing)
 
 

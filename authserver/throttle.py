@@ -22,6 +22,8 @@ DEFAULT_RULES = {
     "totp:address": "30/5minutes",
     "key:address": "30/minute",
     "client:address": "60/minute",
+    "broker:address": "30/minute",  # unknown broker transaction handles
+    "broker-start:address": "120/minute",  # broker transactions started (rows written unauthenticated)
 }
 
 
