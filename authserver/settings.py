@@ -294,10 +294,10 @@ def engine_options(url: str) -> dict:
     # hide_parameters: a logged database error never carries the row values (hashes, sealed secrets).
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 15, "check_same_thread": False}, "hide_parameters": True}
-    # pre_ping lets the pool notice a restarted database and reconnect by itself; the
-    # connect timeout keeps a request from hanging on an unreachable host.
+    # No pool_pre_ping (a round trip per request): extensions.check_pooled_connections
+    # tests a connection at check-out only when it may be stale. The connect timeout keeps
+    # a request from hanging on an unreachable host.
     return {
-        "pool_pre_ping": True,
         "pool_size": 10,
         "max_overflow": 20,
         "pool_recycle": 1800,
