@@ -1,4 +1,4 @@
-# authserver: `make run` serves with defaults, `make test` runs the whole suite.
+# authserver: `make run` serves with defaults, `make test` runs the whole suite, `make bench` the benchmarks.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -25,6 +25,11 @@ run: venv
 
 test: venv
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Every benchmark (docs/benchmarks.md): SQLite, and PostgreSQL when AUTHSERVER_BENCH_DATABASE_URL
+# names a database it may empty. Needs wrk. BENCH_ARGS e.g. "--duration 5 --verify-sizes 1000".
+bench: venv
+	PYTHONPATH=. $(PY) bench/run_all.py $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check authserver keyvault tests bench

@@ -52,10 +52,10 @@ def cli():
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--dev", is_flag=True, help="Flask's reloading development server instead of gunicorn.")
+@click.option("--dev", is_flag=True, help="Flask's reloading development server instead of Granian.")
 @with_appcontext
 def serve(host: str, port: int, dev: bool):
-    """Serve the app (gunicorn, AUTHSERVER_WORKERS workers)."""
+    """Serve the app (Granian: AUTHSERVER_WORKERS processes of AUTHSERVER_THREADS threads)."""
     settings = services().settings
     if dev:
         from werkzeug.serving import run_simple
@@ -68,17 +68,17 @@ def serve(host: str, port: int, dev: bool):
                    exclude_patterns={"*/__pycache__/*", "*.pyc"})
         return
     # prometheus-client picks its multi-process mode when it is imported, so the
-    # variable must be set before the workers import the app: exec a fresh gunicorn.
+    # variable must be set before the workers import the app: exec a fresh server process.
     metrics_dir = settings.instance_path / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     args = [
-        sys.executable, "-m", "gunicorn",
-        "--bind", f"{host}:{port}",
+        sys.executable, "-m", "authserver.server",
+        "--host", host,
+        "--port", str(port),
         "--workers", str(settings.workers),
-        "--config", "python:authserver.gunicorn_conf",
-        "authserver:create_app()",
+        "--threads", str(settings.threads),
     ]
     sys.stdout.flush()
     os.execve(sys.executable, args, env)

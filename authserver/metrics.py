@@ -1,4 +1,4 @@
-"""Prometheus metrics; multi-process aware when PROMETHEUS_MULTIPROC_DIR is set (gunicorn)."""
+"""Prometheus metrics; multi-process aware when PROMETHEUS_MULTIPROC_DIR is set (`authserver serve`)."""
 
 from __future__ import annotations
 

@@ -61,6 +61,7 @@ class Settings:
     totp_required: str = "none"
     pkce_required: str = "public"
     workers: int = 2
+    threads: int = 4  # per worker process
     session_idle_seconds: int = 8 * 3600
     session_absolute_seconds: int = 7 * 24 * 3600
     argon2_time_cost: int = OWASP_ARGON2_TIME_COST
@@ -189,6 +190,7 @@ class Settings:
             totp_required=choice(get("TOTP_REQUIRED", "none"), "TOTP_REQUIRED", ("none", "admins", "all")),
             pkce_required=choice(get("PKCE_REQUIRED", "public"), "PKCE_REQUIRED", ("public", "all")),
             workers=integer(get("WORKERS", "2"), "WORKERS", 1, 64),
+            threads=integer(get("THREADS", "4"), "THREADS", 1, 64),
             session_idle_seconds=integer(get("SESSION_IDLE_SECONDS", str(8 * 3600)), "SESSION_IDLE_SECONDS", 60, 10**8),
             session_absolute_seconds=integer(
                 get("SESSION_ABSOLUTE_SECONDS", str(7 * 24 * 3600)), "SESSION_ABSOLUTE_SECONDS", 60, 10**9
@@ -292,10 +294,10 @@ def engine_options(url: str) -> dict:
     # hide_parameters: a logged database error never carries the row values (hashes, sealed secrets).
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 15, "check_same_thread": False}, "hide_parameters": True}
-    # pre_ping lets the pool notice a restarted database and reconnect by itself; the
-    # connect timeout keeps a request from hanging on an unreachable host.
+    # No pool_pre_ping (a round trip per request): extensions.check_pooled_connections
+    # tests a connection at check-out only when it may be stale. The connect timeout keeps
+    # a request from hanging on an unreachable host.
     return {
-        "pool_pre_ping": True,
         "pool_size": 10,
         "max_overflow": 20,
         "pool_recycle": 1800,

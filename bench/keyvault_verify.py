@@ -12,6 +12,7 @@ under 100 µs that stays flat as N grows.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import statistics
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -107,7 +109,9 @@ def main() -> None:
             owner_id = owner.id
             known: list = []
             stored = 0
-            print(f"backend: {db.engine.dialect.name}; {args.samples} verifications per size")
+            rows = []
+            backend = db.engine.dialect.name
+            print(f"backend: {backend}; {args.samples} verifications per size")
             print(f"{'stored keys':>12} {'fill s':>7} {'p50 µs':>8} {'p90 µs':>8} {'p99 µs':>8} {'mean µs':>8}")
             for size in sizes:
                 started = time.perf_counter()
@@ -116,11 +120,16 @@ def main() -> None:
                 stored = size
                 measure(services, known, 500, rng)  # warm caches and the statement cache
                 timings = measure(services, known, args.samples, rng)
+                rows.append({"backend": backend, "stored_keys": size, "fill_s": round(filled, 1),
+                             **{f"p{q}_us": round(percentile(timings, q), 1) for q in (50, 90, 99)},
+                             "mean_us": round(statistics.fmean(timings), 1)})
                 print(f"{size:>12,} {filled:>7.1f} {percentile(timings, 50):>8.1f} {percentile(timings, 90):>8.1f} "
                       f"{percentile(timings, 99):>8.1f} {statistics.fmean(timings):>8.1f}", flush=True)
             if args.database_url:
                 db.session.remove()
                 downgrade(revision="base")
+            if args.json:
+                print(json.dumps(rows))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

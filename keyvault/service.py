@@ -16,8 +16,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Row, bindparam, or_, select, update
-from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.util import identity_key
 
 from authserver.accounts.models import SsoSession, User
 from authserver.audit.models import AuditEvent
@@ -25,6 +23,7 @@ from authserver.audit.service import AuditLog
 from authserver.clock import Clock
 from authserver.crypto import keyed_hash, same
 from authserver.extensions import db
+from authserver.hotpath import attach, read_one
 from authserver.throttle import Bucket, Throttle, TooManyAttempts
 
 from . import keyformat
@@ -146,18 +145,8 @@ _VERIFY = (
 
 
 def _owner_from(record: Row) -> User:
-    session = db.session()
-    known = session.identity_map.get(identity_key(User, record.owner_id))
-    if known is not None:
-        return known
     values = record._mapping
-    # What the ORM's own loader does with a row: a new instance without __init__ (no change
-    # events), its columns straight into __dict__, then attached as persistent and clean.
-    user = User.__mapper__.class_manager.new_instance()
-    user.__dict__.update({column.key: values[_OWNER + column.key] for column in _USERS.columns})
-    make_transient_to_detached(user)
-    session.add(user)
-    return user
+    return attach(User, {column.key: values[_OWNER + column.key] for column in _USERS.columns})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -245,7 +234,7 @@ class KeyService:
             keyformat.check_pair(key_id, secret)
         except keyformat.MalformedKey:
             raise KeyMalformed() from None
-        key = db.session.execute(_VERIFY, {"key_id": key_id}).first()
+        key = read_one(_VERIFY, {"key_id": key_id})
         digest = keyed_hash(self.pepper, secret)
         if key is None:
             raise KeyUnknown()

@@ -14,15 +14,24 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import PasswordHasher, random_token, token_hash
 from ..extensions import db
+from ..hotpath import attach, read_one, write_one
 from ..identity import Identity
 from .models import SsoSession, User
 
 SESSION_COOKIE = "authserver_session"
 # Touching last_seen_at on every request would turn every read into a write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
-# Built once: every authenticated request runs it, and rebuilding the statement
-# (and its cache key) cost a third of the lookup (bench/forward_auth.py).
-SESSION_BY_TOKEN = select(SsoSession).where(SsoSession.token_hash == bindparam("token_hash"))
+# Built once: every authenticated request runs it. A Core read of the session and its
+# user (columns prefixed `user__`), made into ORM objects without the ORM's loading
+# machinery (docs/benchmarks.md).
+_SESSIONS = SsoSession.__table__
+_USERS = User.__table__
+_USER = "user__"
+SESSION_BY_TOKEN = (
+    select(_SESSIONS, *(column.label(_USER + column.key) for column in _USERS.columns))
+    .join_from(_SESSIONS, _USERS, _USERS.c.id == _SESSIONS.c.user_id)
+    .where(_SESSIONS.c.token_hash == bindparam("token_hash"))
+)
 
 
 class AccountError(Exception):
@@ -218,13 +227,17 @@ class SessionService:
         """The live session behind a cookie, or None (expired, idle, revoked, unknown)."""
         if not cookie_value or len(cookie_value) > 128:
             return None
-        record = db.session.scalar(SESSION_BY_TOKEN, {"token_hash": token_hash(cookie_value)})
-        if record is None or not self.is_live(record):
+        row = read_one(SESSION_BY_TOKEN, {"token_hash": token_hash(cookie_value)})
+        if row is None:
+            return None
+        values = row._mapping
+        user = attach(User, {column.key: values[_USER + column.key] for column in _USERS.columns})
+        record = attach(SsoSession, {column.key: values[column.key] for column in _SESSIONS.columns}, user=user)
+        if not self.is_live(record):
             return None
         now = self.clock.now()
         if now - record.last_seen_at >= LAST_SEEN_RESOLUTION:
-            db.session.execute(update(SsoSession).where(SsoSession.id == record.id).values(last_seen_at=now))
-            db.session.commit()
+            write_one(update(SsoSession).where(SsoSession.id == record.id).values(last_seen_at=now), {})
         return record
 
     def is_live(self, record: SsoSession) -> bool:

@@ -252,7 +252,7 @@ class AccessTokenValidator(BearerTokenValidator):
         self.provider = provider
 
     def authenticate_token(self, token_string):
-        return self.provider.tokens.find_access(token_string)
+        return self.provider.tokens.find_bearer(token_string)
 
 
 class ResourceProtector(FlaskResourceProtector):

@@ -28,6 +28,7 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash, random_token, same, token_hash
 from ..extensions import db
+from ..hotpath import attach, read_one, write_one
 from ..identity import AuthenticationFailed, Identity
 from ..sealing import SealedColumn
 from .claims import ExtraClaimError, parse_extra_claim
@@ -205,7 +206,7 @@ class ClientRegistry:
         cached = self._cache.get(client_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        row = db.session.execute(_CLIENT_BY_ID, {"client_id": client_id}).first()
+        row = read_one(_CLIENT_BY_ID, {"client_id": client_id})
         if row is None or row.disabled_at is not None:
             self._cache.pop(client_id, None)
             return None
@@ -463,6 +464,11 @@ _TOKEN_WITH_USER = select(
     _USERS.c.is_disabled.label("user_disabled"),
 ).select_from(_TOKENS.outerjoin(_USERS, _USERS.c.id == _TOKENS.c.user_id))
 _BY_ACCESS = _TOKEN_WITH_USER.where(_TOKENS.c.access_token_hash == bindparam("hash"))
+# A bearer credential answers as its user: every user column (prefixed `user__`), same one query.
+_USER = "user__"
+_BEARER = _TOKEN_WITH_USER.add_columns(*(column.label(_USER + column.key) for column in _USERS.columns)).where(
+    _TOKENS.c.access_token_hash == bindparam("hash")
+)
 _BY_REFRESH = _TOKEN_WITH_USER.where(_TOKENS.c.refresh_token_hash == bindparam("hash"))
 _INSERT_TOKEN = insert(_TOKENS)
 
@@ -502,7 +508,12 @@ class IssuedToken(TokenMixin):
         return self.kind == "refresh_token" and self.row.rotated_at is not None
 
     def get_user(self):
-        return db.session.get(User, self.row.user_id) if self.row.user_id is not None else None
+        if self.row.user_id is None:
+            return None
+        values = self.row._mapping
+        if _USER + "id" in values:  # read with the token (find_bearer)
+            return attach(User, {column.key: values[_USER + column.key] for column in _USERS.columns})
+        return db.session.get(User, self.row.user_id)
 
     def get_client(self):
         return self._clients.get(self.row.client_id)
@@ -579,26 +590,36 @@ class TokenStore:
             "expires_at": now + timedelta(seconds=int(token.get("expires_in") or ACCESS_TOKEN_SECONDS)),
             "refresh_expires_at": now + timedelta(seconds=REFRESH_TOKEN_SECONDS) if refresh else None,
         }
-        # A prepared INSERT with parameters: compiled once, not rebuilt per token.
-        db.session.execute(_INSERT_TOKEN, values)
         row = SavedToken(**values)
-        if grant_type != "client_credentials":
-            self.audit.record("oauth.token_issued", actor=f"client:{client.client_id}",
-                              target=f"user:{user.username}" if user is not None else "",
-                              details={"grant_type": grant_type, "family": row.family_id})
+        # A prepared INSERT with parameters: compiled once, not rebuilt per token.
+        if grant_type == "client_credentials":
+            # Nothing else to write: the insert commits on its own (one round trip on PostgreSQL).
+            write_one(_INSERT_TOKEN, values)
+            return row
+        db.session.execute(_INSERT_TOKEN, values)
+        self.audit.record("oauth.token_issued", actor=f"client:{client.client_id}",
+                          target=f"user:{user.username}" if user is not None else "",
+                          details={"grant_type": grant_type, "family": row.family_id})
         db.session.commit()
         return row
 
     def find_access(self, value: str) -> IssuedToken | None:
         if not isinstance(value, str) or not 0 < len(value) <= 4096:
             return None
-        row = db.session.execute(_BY_ACCESS, {"hash": token_hash(value)}).first()
+        row = read_one(_BY_ACCESS, {"hash": token_hash(value)})
+        return IssuedToken(row, self.clock, self.clients) if row else None
+
+    def find_bearer(self, value: str) -> IssuedToken | None:
+        """An access token presented as a credential, read with its user's columns (one query)."""
+        if not isinstance(value, str) or not 0 < len(value) <= 4096:
+            return None
+        row = read_one(_BEARER, {"hash": token_hash(value)})
         return IssuedToken(row, self.clock, self.clients) if row else None
 
     def find_refresh(self, value: str) -> IssuedToken | None:
         if not isinstance(value, str) or not 0 < len(value) <= 4096:
             return None
-        row = db.session.execute(_BY_REFRESH, {"hash": token_hash(value)}).first()
+        row = read_one(_BY_REFRESH, {"hash": token_hash(value)})
         return IssuedToken(row, self.clock, self.clients, "refresh_token") if row else None
 
     def find(self, value: str, hint: str | None = None) -> IssuedToken | None:
@@ -854,7 +875,7 @@ class BearerTokenStrategy:
         value = value.strip()
         if scheme.lower() != "bearer" or not value or value.startswith("pkid-"):
             return None
-        token = self.tokens.find_access(value)
+        token = self.tokens.find_bearer(value)
         if token is None or token.is_expired() or token.is_revoked():
             raise AuthenticationFailed("The access token is not valid, expired or revoked.", "invalid_token")
         user = token.get_user()

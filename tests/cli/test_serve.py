@@ -1,9 +1,11 @@
-"""`authserver serve` as an operator runs it: gunicorn workers, then the development server."""
+"""`authserver serve` as an operator runs it: Granian workers, then the development server."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import re
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -40,12 +42,12 @@ def seed_admin(inst: Instance) -> str:
     return re.search(r"admin password : (\S+)", seeded.stdout).group(1)
 
 
-def test_serve_runs_gunicorn_and_the_seeded_admin_logs_in(instance):
+def test_serve_runs_granian_and_the_seeded_admin_logs_in(instance):
     password = seed_admin(instance)
     instance.serve()
     base = instance.url
     assert requests.get(base + "/readyz").json() == {"status": "ok", "database": "ok"}
-    assert requests.get(base).headers["Server"].startswith("gunicorn")
+    assert requests.get(base).headers["Server"] == "granian"
 
     browser = requests.Session()
     page = browser.get(base + "/login?next=/account")
@@ -70,7 +72,23 @@ def test_serve_runs_gunicorn_and_the_seeded_admin_logs_in(instance):
     assert lines and all('"request_id"' in line for line in lines)
 
 
-def test_metrics_add_up_across_gunicorn_workers(instance):
+def test_serve_keeps_connections_alive(instance):
+    """Proxies and clients reuse connections: three requests, one TCP connection, three answers."""
+    seed_admin(instance)
+    instance.serve()
+    address = urlsplit(instance.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        received = b""
+        for answered in range(1, 4):
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: authserver.test\r\n\r\n")
+            while received.count(b'"status":"ok"') < answered:
+                chunk = conn.recv(65536)
+                assert chunk, f"the server closed the connection after {answered - 1} answers"
+                received += chunk
+    assert received.count(b"HTTP/1.1 200") == 3 and b"connection: close" not in received.lower()
+
+
+def test_metrics_add_up_across_workers(instance):
     password = seed_admin(instance)
     instance.serve()
     base = instance.url

@@ -21,6 +21,8 @@ from tests.servers import Instance
         ("ISSUER", "https://auth.example/?tenant=1", "must be an http(s) URL"),
         ("WORKERS", "many", "must be a whole number"),
         ("WORKERS", "0", "must be between 1 and 64"),
+        ("THREADS", "0", "must be between 1 and 64"),
+        ("THREADS", "four", "must be a whole number"),
         ("ENV", "staging", "must be one of development, production, test"),
         ("REDIS_URL", "http://cache", "must be a redis:// URL"),
     ],

@@ -1,0 +1,281 @@
+"""The HTTP half of the benchmarks: a served instance on 127.0.0.1, seeded, loaded by wrk.
+
+`ServedInstance` makes a throw-away instance (SQLite in a temporary folder, or
+an emptied PostgreSQL database), seeds one user, one API key, one
+client_credentials client, an access token and a session cookie through the
+CLI and the HTTP API, and runs `authserver serve` (2 workers by default).
+`load()` runs one bounded wrk scenario after a warm-up and measures the
+server's own CPU time from /proc (master and workers, user + system) and the
+peak RSS of each server process. Linux only; needs `wrk` on PATH.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+PASSWORD = "bench-password-not-secret"
+ORIGINAL_URL = "https://photos.bench.test/albums/1"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One wrk run: a name, a path, and how to build its request from the seeded credentials."""
+
+    name: str
+    path: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""
+
+
+@dataclass
+class Credentials:
+    api_key: str = ""  # pkid-…:secret
+    client_basic: str = ""  # "Basic …" for the client_credentials client
+    access_token: str = ""
+    session_cookie: str = ""
+
+
+def scenarios(creds: Credentials) -> list[Scenario]:
+    form = ("Content-Type", "application/x-www-form-urlencoded")
+    client = ("Authorization", creds.client_basic)
+    original = ("X-Original-URL", ORIGINAL_URL)
+    return [
+        Scenario("token (client_credentials)", "/oauth/token", "POST", (form, client), "grant_type=client_credentials"),
+        Scenario("introspection", "/oauth/introspect", "POST", (form, client), f"token={creds.access_token}"),
+        Scenario("GET /api/me, API key", "/api/me", headers=(("X-API-Key", creds.api_key),)),
+        Scenario("forward-auth, API key", "/api/authz/forward-auth", headers=(("X-API-Key", creds.api_key), original)),
+        Scenario("forward-auth, session cookie", "/api/authz/forward-auth",
+                 headers=(("Cookie", f"authserver_session={creds.session_cookie}"), original)),
+        Scenario("GET /healthz (floor)", "/healthz"),
+    ]
+
+
+@dataclass
+class ServedInstance:
+    database_url: str = ""  # empty: SQLite in the temporary instance folder
+    workers: int = 2
+    extra_env: dict = field(default_factory=dict)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="authserver-bench-")))
+    process: subprocess.Popen | None = None
+    base: str = ""
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.database_url else "sqlite"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+        env.update(
+            PYTHONPATH=str(ROOT),
+            AUTHSERVER_INSTANCE_PATH=str(self.workdir),
+            AUTHSERVER_WORKERS=str(self.workers),
+            AUTHSERVER_LOG_LEVEL="WARNING",
+            AUTHSERVER_ISSUER=self.base or "http://127.0.0.1:5000",
+            **self.extra_env,
+        )
+        if self.database_url:
+            env["AUTHSERVER_DATABASE_URL"] = self.database_url
+        return env
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "authserver", *args], env=self.env(), cwd=ROOT,
+                              capture_output=True, text=True, timeout=180, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"authserver {' '.join(args[:2])} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def start(self) -> Credentials:
+        """Empty the database, seed it, serve, and return working credentials."""
+        self.base = f"http://127.0.0.1:{free_port()}"
+        if self.database_url:
+            empty_postgresql(self.database_url)
+        self.cli("db", "upgrade")
+        self.cli("user", "create", "bench", "--email", "bench@bench.test", "--name", "Bench User",
+                 "--password", PASSWORD, "--group", "photos")
+        key = json.loads(self.cli("key", "mint", "--user", "bench", "--name", "bench", "--json"))
+        client = json.loads(self.cli("client", "create", "--name", "bench", "--grant", "client_credentials",
+                                     "--scope", "photos:read", "--json"))
+        port = self.base.rsplit(":", 1)[1]
+        with open(self.workdir / "serve.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "authserver", "serve", "--host", "127.0.0.1", "--port", port],
+                env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self._wait_ready()
+        basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+        creds = Credentials(api_key=f"{key['key_id']}:{key['secret']}", client_basic=f"Basic {basic}")
+        token = requests.post(self.base + "/oauth/token", data={"grant_type": "client_credentials"},
+                              headers={"Authorization": creds.client_basic}, timeout=10)
+        token.raise_for_status()
+        creds.access_token = token.json()["access_token"]
+        login = requests.post(self.base + "/api/session/login", json={"username": "bench", "password": PASSWORD},
+                              timeout=30)
+        login.raise_for_status()
+        creds.session_cookie = login.cookies["authserver_session"]
+        return creds
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"authserver serve exited: {(self.workdir / 'serve.log').read_text()[-2000:]}")
+            try:
+                if requests.get(self.base + "/readyz", timeout=1).status_code == 200 and \
+                        len(children(self.process.pid)) >= self.workers:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("authserver serve did not become ready within 60 s")
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *children(self.process.pid)]
+
+    def check(self, scenario: Scenario) -> None:
+        """One request as wrk will send it must succeed (a benchmark of 401s measures nothing)."""
+        response = requests.request(scenario.method, self.base + scenario.path, headers=dict(scenario.headers),
+                                    data=scenario.body or None, timeout=10)
+        if response.status_code != 200:
+            raise SystemExit(f"{scenario.name}: {response.status_code} {response.text[:300]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def load(instance: ServedInstance, scenario: Scenario, *, duration: int, connections: int, threads: int,
+         warmup: int = 2) -> dict:
+    """Warm up, then one bounded wrk run; req/s, latency percentiles, server CPU per request."""
+    instance.check(scenario)
+    script = instance.workdir / "request.lua"
+    script.write_text(wrk_script(scenario))
+    command = ["wrk", f"-t{threads}", f"-c{connections}", "--latency", "-s", str(script), instance.base + scenario.path]
+    if warmup:
+        subprocess.run([*command[:1], f"-d{warmup}s", *command[1:]], capture_output=True, check=True,
+                       timeout=warmup + 30)
+    pids = instance.pids()
+    load_before = os.getloadavg()[0]
+    cpu_before = cpu_seconds(pids)
+    output = subprocess.run([*command[:1], f"-d{duration}s", *command[1:]], capture_output=True, text=True,
+                            check=True, timeout=duration + 60).stdout
+    cpu_used = sum(cpu_seconds(pids)) - sum(cpu_before)
+    result = parse_wrk(output)
+    result.update(
+        scenario=scenario.name,
+        backend=instance.backend,
+        server_cpu_ms_per_request=round(cpu_used * 1000 / max(result["requests"], 1), 3),
+        server_cpu_share=round(cpu_used / duration, 2),  # cores' worth of CPU the server got
+        load_average_before=round(load_before, 2),
+    )
+    return result
+
+
+def wrk_script(scenario: Scenario) -> str:
+    lines = [f'wrk.method = "{scenario.method}"']
+    for name, value in scenario.headers:
+        lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
+    if scenario.body:
+        lines.append(f"wrk.body = {json.dumps(scenario.body)}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_wrk(output: str) -> dict:
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    requests_done = int(re.search(r"(\d+) requests in", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)$", output, re.MULTILINE)
+    return {
+        "requests": requests_done,
+        "requests_per_s": round(float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))),
+        "p50_ms": to_ms(latency["50"]),
+        "p99_ms": to_ms(latency["99"]),
+        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
+    }
+
+
+def to_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return round(float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 2)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of `pid` (the server's workers, and any process they start)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, pending = [], [pid]
+    while pending:
+        for child in parents.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds these processes have used so far (fields 14 and 15 of /proc/PID/stat)."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / TICKS, system / TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return round(int(match.group(1)) / 1024, 1) if match else 0.0
+
+
+def empty_postgresql(url: str) -> None:
+    """Drop everything in the benchmark database (it is named for benchmarks only)."""
+    from sqlalchemy import create_engine, text
+
+    from authserver.settings import check_database_url
+
+    engine = create_engine(check_database_url(url))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
