@@ -12,6 +12,7 @@ import base64
 import os
 import secrets
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,38 @@ class LiveServer:
     def stop(self):
         self._server.shutdown()
         self._thread.join(timeout=5)
+
+
+class _Dispatch:
+    """The WSGI app is made after the socket is bound, so the issuer can be the real URL."""
+
+    app = None
+
+    def __call__(self, environ, start_response):
+        return self.app(environ, start_response)
+
+
+@contextmanager
+def serve_with_own_issuer(make_app):
+    """Bind a loopback port, build the app with that URL as its issuer, serve it in a thread.
+
+    Yields (app, url) inside the app's context; afterwards the tables are emptied.
+    """
+    dispatch = _Dispatch()
+    server = make_server("127.0.0.1", 0, dispatch, threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    app = make_app(url)
+    dispatch.app = app
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with app.app_context():
+        try:
+            yield app, url
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+            _empty_tables()
+            _db.engine.dispose()
 
 
 @pytest.fixture

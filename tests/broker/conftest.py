@@ -4,19 +4,16 @@ mobile app that drives the broker over real HTTP, with a browser for the login i
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urljoin
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from authserver import create_app
 from authserver.clock import FixedClock
-from authserver.extensions import db as _db
-from tests.conftest import _empty_tables, make_settings
+from tests.conftest import make_settings, serve_with_own_issuer
 from tests.factories import DEFAULT_PASSWORD, make_client, make_user
 from tests.oidc.conftest import csrf_token, form_action
 
@@ -33,31 +30,15 @@ class BrokerLive:
     clock: FixedClock
 
 
-class _Dispatch:
-    """The WSGI app is made after the socket is bound, so the issuer can be the real URL."""
-
-    app = None
-
-    def __call__(self, environ, start_response):
-        return self.app(environ, start_response)
-
-
 @pytest.fixture
 def live(backend, database_urls, tmp_path):
-    dispatch = _Dispatch()
-    server = make_server("127.0.0.1", 0, dispatch, threaded=True)
-    url = f"http://127.0.0.1:{server.server_port}"
     clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
-    app = create_app(make_settings(tmp_path, database_urls[backend], issuer=url), clock=clock)
-    dispatch.app = app
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    with app.app_context():
+
+    def make_app(url):
+        return create_app(make_settings(tmp_path, database_urls[backend], issuer=url), clock=clock)
+
+    with serve_with_own_issuer(make_app) as (app, url):
         yield BrokerLive(app, url, app.extensions["authserver"], clock)
-        server.shutdown()
-        thread.join(timeout=5)
-        _empty_tables()
-        _db.engine.dispose()
 
 
 @pytest.fixture

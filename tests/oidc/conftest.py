@@ -7,18 +7,15 @@ import base64
 import hashlib
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from werkzeug.serving import make_server
 
 from authserver import create_app
-from authserver.extensions import db as _db
-from tests.conftest import _empty_tables, make_settings
+from tests.conftest import make_settings, serve_with_own_issuer
 from tests.factories import login
 
 REDIRECT = "https://gallery.example/callback"
@@ -100,30 +97,13 @@ class Live:
     services: object
 
 
-class _Dispatch:
-    """The WSGI app is made after the socket is bound, so the issuer can be the real URL."""
-
-    app = None
-
-    def __call__(self, environ, start_response):
-        return self.app(environ, start_response)
-
-
 @pytest.fixture
 def live(backend, database_urls, tmp_path):
-    dispatch = _Dispatch()
-    server = make_server("127.0.0.1", 0, dispatch, threaded=True)
-    url = f"http://127.0.0.1:{server.server_port}"
-    app = create_app(make_settings(tmp_path, database_urls[backend], issuer=url))
-    dispatch.app = app
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    with app.app_context():
+    def make_app(url):
+        return create_app(make_settings(tmp_path, database_urls[backend], issuer=url))
+
+    with serve_with_own_issuer(make_app) as (app, url):
         yield Live(app, url, app.extensions["authserver"])
-        server.shutdown()
-        thread.join(timeout=5)
-        _empty_tables()
-        _db.engine.dispose()
 
 
 def live_browser(live, username: str, password: str = "correct horse battery staple"):
