@@ -9,6 +9,7 @@ import secrets
 import time
 
 from flask import Flask, abort, g, request
+from sqlalchemy.orm import configure_mappers
 
 from . import errors, extensions, jsonapi, logs, web
 from .clock import Clock, SystemClock
@@ -36,6 +37,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     import keyvault
 
     from . import accounts, admin, broker, health, models, oidc  # noqa: F401  (models: every table on the metadata)
+
+    # Configure every mapper now, in one thread: the hot paths build ORM objects from rows
+    # without a query, which would otherwise race the lazy configuration under threads.
+    configure_mappers()
 
     from .forwardauth import views as forwardauth
 
