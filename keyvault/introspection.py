@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import has_request_context
-
 from .keyformat import KEY_ID_PREFIX
 from .service import KeyService
 
@@ -37,5 +35,5 @@ class KeyTokenKind:
             return None
         # The caller is a service, not the key's holder: its address says nothing about the
         # holder's, so a key limited to address ranges is not active here.
-        fields = self.keys.introspect(value, ip=None) if has_request_context() else None
+        fields = self.keys.introspect(value, ip=None)
         return IntrospectedKey(fields) if fields else None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from itertools import count
+
+from tests.conftest import basic_auth
 
 _seq = count(1)
 
@@ -79,3 +82,20 @@ def make_client(services, name: str = "Gallery", *, redirect_uris=("https://gall
     created = services.oidc.clients.create(name=name, redirect_uris=list(redirect_uris), scope=scope,
                                            grant_types=list(grants), actor="test", **options)
     return services.oidc.clients.get(created.row.client_id), created.client_secret
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the (first) form on an HTML page."""
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "the page carries a CSRF token"
+    return match.group(1)
+
+
+def key_headers(form: str, key_id: str, secret: str) -> dict[str, str]:
+    """An API key in one of the header forms clients send: raw, basic or x-api-key."""
+    token = f"{key_id}:{secret}"
+    return {
+        "raw": {"Authorization": token},
+        "basic": {"Authorization": basic_auth(key_id, secret)},
+        "x-api-key": {"X-API-Key": token},
+    }[form]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -31,10 +30,6 @@ def free_port() -> int:
             return port
 
 
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
-    assert match, "the form carries a CSRF token"
-    return match.group(1)
 
 
 class Instance:

@@ -312,9 +312,9 @@ def api_login():
     username = jsonapi.string(body, "username", max_length=200)
     password = jsonapi.string(body, "password", max_length=1024)
     if services().keys.is_key_login(username):
-        return key_login(username, password)
-    result = json_password_login(body, username, password)
-    opened = open_login_session(result)
+        opened = key_login(username, password)
+    else:
+        opened = open_login_session(json_password_login(body, username, password))
     identity = identity_from_session(opened.record)
     return set_session_cookie(api_response({"session_id": opened.record.id, **identity.as_json()}), opened)
 
@@ -341,15 +341,14 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
         raise ApiError(401, exc.error, exc.description) from None
 
 
-def key_login(key_id: str, secret: str):
+def key_login(key_id: str, secret: str) -> OpenedSession:
     """An API key as username/password: a session as its owner, limited to its scopes, never asked for TOTP."""
     keys = services().keys
     verified = keys.authenticate(key_id, secret, ip=client_ip())
     opened = open_session(verified.user, auth_method="api_key", amr=[], key_id=verified.key_id,
                           scopes=sorted(verified.scopes))
     keys.bind_session(opened.record, verified)
-    identity = identity_from_session(opened.record)
-    return set_session_cookie(api_response({"session_id": opened.record.id, **identity.as_json()}), opened)
+    return opened
 
 
 @bp.post("/api/session/logout")

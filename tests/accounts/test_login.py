@@ -1,15 +1,8 @@
-import re
 
 import pytest
 
 from authserver.accounts.service import SESSION_COOKIE
-from tests.factories import DEFAULT_PASSWORD, login, make_user
-
-
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
-    assert match, "login form carries a CSRF token"
-    return match.group(1)
+from tests.factories import DEFAULT_PASSWORD, csrf_token, login, make_user
 
 
 def test_json_login_then_me_shows_the_user(client, services):

@@ -14,8 +14,8 @@ import requests
 from authserver import create_app
 from authserver.clock import FixedClock
 from tests.conftest import make_settings, serve_with_own_issuer
-from tests.factories import DEFAULT_PASSWORD, make_client, make_user
-from tests.oidc.conftest import csrf_token, form_action
+from tests.factories import DEFAULT_PASSWORD, csrf_token, make_client, make_user
+from tests.oidc.conftest import form_action
 
 APP_SCHEME = "app.immich:///oauth-callback"
 WEB_CALLBACK = "https://photos.example/api/oauth/mobile-redirect"

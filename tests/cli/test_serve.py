@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.servers import Instance, csrf_token
+from tests.factories import csrf_token
+from tests.servers import Instance
 
 pytestmark = pytest.mark.live
 

@@ -1,8 +1,6 @@
 """The forward-auth endpoint through the test client: rules, trusted proxies, redirects."""
 
-import base64
 import json
-import re
 from ipaddress import ip_network
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +11,14 @@ from authserver.accounts.service import SESSION_COOKIE
 from authserver.extensions import db as _db
 from authserver.forwardauth.rules import load_rules, parse_host_patterns
 from tests.conftest import make_settings
-from tests.factories import DEFAULT_PASSWORD, login, make_key, make_user
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    csrf_token,
+    key_headers,
+    login,
+    make_key,
+    make_user,
+)
 
 ENDPOINT = "/api/authz/forward-auth"
 NGINX_ENDPOINT = "/api/authz/auth-request"
@@ -265,8 +270,6 @@ def test_malformed_forwarded_headers_are_a_clear_400(client, headers):
     assert response.json["error"] == "invalid_request"
 
 
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
 
 
 @pytest.mark.parametrize(
@@ -325,12 +328,7 @@ def test_bypass_reads_nothing(client, services, statements):
 def test_api_keys_in_every_header_form_pass(client, services, form):
     owner = make_user(services, "uploader", groups=["photos"])
     key_id, secret = make_key(services, owner, scopes=["photos:read"])
-    pair = f"{key_id}:{secret}"
-    headers = {
-        "raw": {"Authorization": pair},
-        "basic": {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()},
-        "x-api-key": {"X-API-Key": pair},
-    }[form]
+    headers = key_headers(form, key_id, secret)
     response = ask(client, **headers)
     assert response.status_code == 200
     assert response.headers["Remote-User"] == "uploader"
@@ -340,9 +338,7 @@ def test_api_keys_in_every_header_form_pass(client, services, form):
     assert ask(client, "https://photos.test/upload", **headers).status_code == 403  # rule says api_keys: false
 
 
-def test_wrong_or_revoked_keys_are_401(client, services, db):
-    from keyvault.models import ApiKey
-
+def test_wrong_or_revoked_keys_are_401(client, services):
     owner = make_user(services)
     key_id, secret = make_key(services, owner)
     _other, other_secret = make_key(services, owner)
@@ -351,5 +347,5 @@ def test_wrong_or_revoked_keys_are_401(client, services, db):
     assert response.json["error"] == "invalid_key"
     assert "Remote-User" not in response.headers
     assert ask(client, **{"X-API-Key": f"{key_id}:{secret}"}).status_code == 200
-    services.keys.revoke(db.session.scalar(db.select(ApiKey).where(ApiKey.key_id == key_id)), actor="test")
+    services.keys.revoke(services.keys.find(key_id), actor="test")
     assert ask(client, **{"X-API-Key": f"{key_id}:{secret}"}).status_code == 401

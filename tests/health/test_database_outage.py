@@ -9,8 +9,8 @@ from flask_migrate import upgrade
 from authserver import create_app
 from authserver.settings import check_database_url
 from tests.conftest import LiveServer, make_settings
-from tests.factories import DEFAULT_PASSWORD, make_user
-from tests.servers import PG_BIN, PostgresCluster, csrf_token
+from tests.factories import DEFAULT_PASSWORD, csrf_token, make_user
+from tests.servers import PG_BIN, PostgresCluster
 
 pytestmark = [
     pytest.mark.live,

@@ -1,10 +1,16 @@
 """Key logins never ask for the second factor; the same user's password login does."""
 
-import base64
 
 import pytest
 
-from tests.factories import DEFAULT_PASSWORD, enrol_totp, login, make_key, make_user
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    enrol_totp,
+    key_headers,
+    login,
+    make_key,
+    make_user,
+)
 
 
 @pytest.fixture
@@ -34,12 +40,7 @@ def test_json_key_login_skips_totp(client, enrolled):
 @pytest.mark.parametrize("header", ["raw", "basic", "x-api-key"])
 def test_key_headers_skip_totp(client, enrolled, header):
     _user, _device, key_id, secret = enrolled
-    pair = f"{key_id}:{secret}"
-    headers = {
-        "raw": {"Authorization": pair},
-        "basic": {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()},
-        "x-api-key": {"X-API-Key": pair},
-    }[header]
+    headers = key_headers(header, key_id, secret)
     response = client.get("/api/me", headers=headers)
     assert response.status_code == 200
     assert response.json["username"] == "alice"

@@ -8,18 +8,11 @@ import pytest
 from authserver.audit.models import AuditEvent
 from keyvault import keyformat
 from tests.conftest import basic_auth
-from tests.factories import make_key, make_user
+from tests.factories import key_headers, make_key, make_user
 
 GENERIC = {"error": "invalid_key", "error_description": "The API key is not valid, or not usable from here."}
 
 
-def key_headers(style: str, key_id: str, secret: str) -> dict:
-    token = f"{key_id}:{secret}"
-    return {
-        "raw": {"Authorization": token},
-        "basic": {"Authorization": basic_auth(key_id, secret)},
-        "x-api-key": {"X-API-Key": token},
-    }[style]
 
 
 HEADER_STYLES = ["raw", "basic", "x-api-key"]

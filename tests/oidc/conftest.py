@@ -16,7 +16,7 @@ from joserfc.jwk import KeySet
 
 from authserver import create_app
 from tests.conftest import make_settings, serve_with_own_issuer
-from tests.factories import login
+from tests.factories import csrf_token, login
 
 REDIRECT = "https://gallery.example/callback"
 
@@ -31,10 +31,6 @@ def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query, keep_blank_values=True).items()}
 
 
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
-    assert match, "the page carries a CSRF token"
-    return match.group(1)
 
 
 def form_action(html: str) -> str:

@@ -177,7 +177,8 @@ def test_consent_api_needs_a_login(client):
 
 
 def test_account_page_lists_connected_apps_and_revokes_them(client, services, alice):
-    from tests.oidc.conftest import authorize_params, csrf_token
+    from tests.factories import csrf_token
+    from tests.oidc.conftest import authorize_params
 
     gallery, secret = make_client(services, "Photo Gallery")
     logged_in(client, "alice")

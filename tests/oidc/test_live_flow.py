@@ -18,8 +18,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from authserver.oidc.service import BACKCHANNEL_EVENT
-from tests.factories import DEFAULT_PASSWORD, make_client, make_user
-from tests.oidc.conftest import REDIRECT, csrf_token, form_action, query_of
+from tests.factories import DEFAULT_PASSWORD, csrf_token, make_client, make_user
+from tests.oidc.conftest import REDIRECT, form_action, query_of
 from tests.oidc.receiver import LogoutReceiver
 
 ALGS = ["RS256", "ES256", "EdDSA"]

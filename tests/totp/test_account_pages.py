@@ -5,8 +5,7 @@ import re
 import pytest
 
 from authserver.accounts.service import SESSION_COOKIE
-from tests.factories import Authenticator, enrol_totp, login, make_user
-from tests.totp.test_login_flow import csrf_token
+from tests.factories import Authenticator, csrf_token, enrol_totp, login, make_user
 
 
 @pytest.fixture

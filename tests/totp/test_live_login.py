@@ -1,15 +1,10 @@
 """The browser's form-post sequence over real HTTP: /login → /login/totp → back to `next`."""
 
-import re
 
 import requests
 
 from authserver.accounts.login import PENDING_LOGIN_COOKIE
-from tests.factories import DEFAULT_PASSWORD, enrol_totp, make_user
-
-
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+from tests.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_user
 
 
 def test_real_form_posts_with_real_cookies(live_server, services):

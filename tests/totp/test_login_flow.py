@@ -12,16 +12,11 @@ from authserver.crypto import token_hash
 from tests.factories import (
     DEFAULT_PASSWORD,
     Authenticator,
+    csrf_token,
     enrol_totp,
     login,
     make_user,
 )
-
-
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
-    assert match, "the form carries a CSRF token"
-    return match.group(1)
 
 
 def password_step(client, username, next_url="/account"):

@@ -5,7 +5,6 @@ Every test uses its own usernames and addresses, so a shared Redis needs no flus
 """
 
 import os
-import re
 import secrets
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from authserver import create_app
 from authserver.audit.models import AuditEvent
 from tests.conftest import make_settings
-from tests.factories import DEFAULT_PASSWORD, enrol_totp, make_user
+from tests.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_user
 
 REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "")
 
@@ -128,8 +127,6 @@ def test_failed_codes_are_throttled_per_address(app, services):
     assert json_login(client_at(app), name, DEFAULT_PASSWORD, totp_code=device.code()).status_code == 200
 
 
-def csrf_token(html: str) -> str:
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
 
 
 def test_browser_forms_answer_429_with_retry_after(app, services):

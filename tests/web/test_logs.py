@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from authserver.accounts.service import SESSION_COOKIE
-from tests.factories import make_user
-from tests.servers import csrf_token
+from tests.factories import csrf_token, make_user
 
 PASSWORD = "Plum-Wizard-7731-never-logged"
 WRONG = "Quince-Dragon-4420-also-never-logged"
