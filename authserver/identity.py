@@ -11,8 +11,7 @@ Capabilities add strategies in `build_services`; views only ask
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
@@ -26,29 +25,75 @@ if TYPE_CHECKING:
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-@dataclass(frozen=True)
 class Identity:
-    user: "User"
-    auth_method: str  # password, password+totp, api_key, oauth_token
-    via: str  # the strategy: session, bearer, api_key
-    scopes: frozenset[str] | None = None  # None: everything the user may do
-    amr: tuple[str, ...] = ()
-    session: "SsoSession | None" = None
-    key_id: str | None = None
-    client_id: str | None = None
-    extra: dict = field(default_factory=dict)
+    """Who the caller is, as one strategy established it.
+
+    `profile` holds the user's columns as they were read with the credential (one
+    query, no ORM session): what `/api/me`, forward-auth and scope checks need.
+    `user` (and `session` for a cookie) are the ORM objects, attached to the request's
+    session the first time a view asks, so code that changes and commits them works.
+    """
+
+    __slots__ = ("profile", "auth_method", "via", "scopes", "amr", "key_id", "client_id", "extra",
+                 "_user", "_load_user", "_session", "_load_session")
+
+    def __init__(
+        self,
+        *,
+        auth_method: str,  # password, password+totp, api_key, oauth_token
+        via: str,  # the strategy: session, bearer, api_key
+        user: "User | None" = None,
+        profile=None,  # the user's columns; a User will do
+        load_user: "Callable[[], User] | None" = None,
+        scopes: frozenset[str] | None = None,  # None: everything the user may do
+        amr: tuple[str, ...] = (),
+        session: "SsoSession | None" = None,
+        load_session: "Callable[[], SsoSession] | None" = None,
+        key_id: str | None = None,
+        client_id: str | None = None,
+        extra: dict | None = None,
+    ):
+        if user is None and load_user is None:
+            raise TypeError("an Identity needs its user, or a way to load it")
+        self.profile = profile if profile is not None else user
+        self.auth_method = auth_method
+        self.via = via
+        self.scopes = scopes
+        self.amr = amr
+        self.key_id = key_id
+        self.client_id = client_id
+        self.extra = extra if extra is not None else {}
+        self._user, self._load_user = user, load_user
+        self._session, self._load_session = session, load_session
+
+    @property
+    def user(self) -> "User":
+        if self._user is None:
+            self._user = self._load_user()
+        return self._user
+
+    @property
+    def session(self) -> "SsoSession | None":
+        if self._session is None and self._load_session is not None:
+            self._session = self._load_session()
+        return self._session
 
     def has_scope(self, scope: str) -> bool:
         return self.scopes is None or scope in self.scopes
 
     @property
+    def is_admin(self) -> bool:
+        """An administrator acting with admin rights (a key or token needs the `admin` scope)."""
+        return bool(self.profile.is_admin) and self.has_scope("admin")
+
+    @property
     def actor(self) -> str:
         if self.key_id:
             return f"key:{self.key_id}"
-        return f"user:{self.user.username}"
+        return f"user:{self.profile.username}"
 
     def as_json(self) -> dict:
-        user = self.user
+        user = self.profile
         return {
             "sub": user.sub,
             "username": user.username,
@@ -62,6 +107,20 @@ class Identity:
             "key_id": self.key_id,
             "client_id": self.client_id,
         }
+
+
+class Profile:
+    """A user's columns as read with a credential: attribute access, read-only, outside any session."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a Profile is read-only; change the user through Identity.user")
+
+    @property
+    def values(self) -> dict:
+        return dict(self.__dict__)
 
 
 class AuthenticationFailed(Exception):
@@ -98,17 +157,24 @@ class IdentityResolver:
 
 
 _UNSET = object()
+# WSGI environ key: (identity, AuthenticationFailed or None) when resolved before Flask saw the request.
+RESOLVED_KEY = "authserver.identity"
 
 
 def current_identity() -> Identity | None:
     """The caller's identity, resolved once per request. Raises AuthenticationFailed."""
     cached = g.get("_identity", _UNSET)
     if cached is _UNSET:
-        try:
-            cached = current_app.extensions["authserver"].identity.resolve(request)
-        except AuthenticationFailed as exc:
-            g._identity_error = exc
-            cached = None
+        # The fast lane may have resolved it already (and then left the answer to the views).
+        known = request.environ.get(RESOLVED_KEY)
+        if known is not None:
+            cached, g._identity_error = known
+        else:
+            try:
+                cached = current_app.extensions["authserver"].identity.resolve(request)
+            except AuthenticationFailed as exc:
+                g._identity_error = exc
+                cached = None
         g._identity = cached
     if g.get("_identity_error") is not None:
         raise g._identity_error
@@ -153,7 +219,7 @@ def require_identity(scope: str | None = None, *, admin: bool = False):
                     {"WWW-Authenticate": 'Bearer realm="authserver"'},
                 )
             check_cookie_write(identity)
-            if admin and not (identity.user.is_admin and identity.has_scope("admin")):
+            if admin and not identity.is_admin:
                 raise ApiError(403, "forbidden", "This needs an administrator.")
             if scope and not identity.has_scope(scope):
                 raise ApiError(403, "insufficient_scope", f'These credentials lack the scope "{scope}".')

@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 
 from flask import g, has_request_context, request
 
+from .layers import CURRENT_ORIGIN
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -24,6 +26,8 @@ class JsonFormatter(logging.Formatter):
             entry["request_id"] = g.get("request_id")
             entry["method"] = request.method
             entry["path"] = request.path
+        elif (origin := CURRENT_ORIGIN.get()) is not None:
+            entry.update(request_id=origin.request_id, method=origin.method, path=origin.path)
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

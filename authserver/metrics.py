@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,6 +16,20 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 # method: the credential (password, password+totp, api_key); outcome: success or failure.
+access_log = logging.getLogger("authserver.access")
+
+
+def record_request(endpoint: str, method: str, status: int, elapsed: float, context: dict | None = None) -> None:
+    """Metrics and the access log line of one answered request (the path only: queries carry codes).
+
+    `context`: fields for the log line when no Flask request is there to give them.
+    """
+    REQUESTS.labels(endpoint, method, str(status)).inc()
+    LATENCY.labels(endpoint).observe(elapsed)
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info("request", extra={"status": status, "duration_ms": round(elapsed * 1000, 2), **(context or {})})
+
+
 LOGINS = Counter("authserver_logins_total", "Login attempts by method and outcome", ["method", "outcome"])
 
 

@@ -76,6 +76,8 @@ class Settings:
     forward_auth_domains: tuple[HostPattern, ...] = ()
     forward_auth_rules: AccessRules = field(default_factory=AccessRules)
     forward_auth_redirect: str = "rd"
+    # The hottest requests answered before Flask (authserver/fastlane.py); off only to rule it out.
+    fast_lane: bool = True
     session_cookie_domain: str | None = None  # None: host-only cookie
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -209,6 +211,7 @@ class Settings:
             forward_auth_domains=forward_auth_domains,
             forward_auth_rules=forward_auth_rules,
             forward_auth_redirect=choice(get("FORWARD_AUTH_REDIRECT", "rd"), "FORWARD_AUTH_REDIRECT", ("rd", "browsers")),
+            fast_lane=choice(get("FAST_LANE", "on"), "FAST_LANE", ("on", "off")) == "on",
             session_cookie_domain=session_cookie_domain,
             extra=extra,
         )

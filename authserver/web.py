@@ -77,7 +77,7 @@ def signed_in(*, admin: bool = False, full: bool = True):
         raise LoginRequired(login_return_path())
     if full and identity.key_id:
         raise ApiError(403, "forbidden", "This page needs a password login; a session opened with an API key cannot use it.")
-    if admin and not (identity.user.is_admin and identity.has_scope("admin")):
+    if admin and not identity.is_admin:
         raise ApiError(403, "forbidden", "This page is for administrators.")
     return identity
 

@@ -13,7 +13,6 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Row, bindparam, or_, select, update
 
@@ -24,13 +23,11 @@ from authserver.clock import Clock
 from authserver.crypto import keyed_hash, same
 from authserver.extensions import db
 from authserver.hotpath import attach, read_one
+from authserver.identity import Identity, Profile
 from authserver.throttle import Bucket, Throttle, TooManyAttempts
 
 from . import keyformat
 from .models import ApiKey
-
-if TYPE_CHECKING:
-    from authserver.identity import Identity
 
 ADMIN_SCOPE = "admin"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -127,9 +124,14 @@ class VerifiedKey:
         return self.record.key_id
 
     @functools.cached_property
+    def owner(self) -> Profile:
+        """The owner's columns, from the row already read: read-only, no ORM session."""
+        return Profile(self.record.prefixed(_OWNER))
+
+    @functools.cached_property
     def user(self) -> User:
         """The owner as a persistent User, built from the row already read (no second query)."""
-        return _owner_from(self.record)
+        return attach(User, self.record.prefixed(_OWNER))
 
 
 # Verification reads the key and its owner with one prebuilt Core statement: the ORM's
@@ -142,11 +144,6 @@ _VERIFY = (
     .join_from(_KEYS, _USERS, _USERS.c.id == _KEYS.c.user_id)
     .where(_KEYS.c.key_id == bindparam("key_id"))
 )
-
-
-def _owner_from(record: Row) -> User:
-    values = record._mapping
-    return attach(User, {column.key: values[_OWNER + column.key] for column in _USERS.columns})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -197,7 +194,7 @@ def can_manage_keys(identity: Identity) -> bool:
 
 
 def acts_as_admin(identity: Identity) -> bool:
-    return bool(identity.user.is_admin) and identity.has_scope(ADMIN_SCOPE)
+    return identity.is_admin
 
 
 class KeyService:

@@ -16,7 +16,8 @@ INVALID_KEY = "The API key is not valid, or not usable from here."
 def key_identity(verified) -> Identity:
     """Who a verified key answers as: its owner, with the key's scopes, never asked for TOTP."""
     return Identity(
-        user=verified.user,
+        profile=verified.owner,
+        load_user=lambda: verified.user,
         auth_method="api_key",
         via="api_key",
         scopes=verified.scopes,

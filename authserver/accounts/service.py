@@ -15,7 +15,7 @@ from ..clock import Clock
 from ..crypto import PasswordHasher, random_token, token_hash
 from ..extensions import db
 from ..hotpath import attach, read_one, write_one
-from ..identity import Identity
+from ..identity import Identity, Profile
 from .models import SsoSession, User
 
 SESSION_COOKIE = "authserver_session"
@@ -32,6 +32,8 @@ SESSION_BY_TOKEN = (
     .join_from(_SESSIONS, _USERS, _USERS.c.id == _SESSIONS.c.user_id)
     .where(_SESSIONS.c.token_hash == bindparam("token_hash"))
 )
+
+_TOUCH_SESSION = update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session_id")).values(last_seen_at=bindparam("now"))
 
 
 class AccountError(Exception):
@@ -223,30 +225,32 @@ class SessionService:
         db.session.commit()
         return OpenedSession(record, cookie_value)
 
-    def resolve(self, cookie_value: str) -> SsoSession | None:
-        """The live session behind a cookie, or None (expired, idle, revoked, unknown)."""
+    def resolve(self, cookie_value: str):
+        """The live session behind a cookie, or None (expired, idle, revoked, unknown).
+
+        The row as read: the session's columns, then its user's prefixed `user__`
+        (`identity_from_row` makes the caller's identity of it without the ORM).
+        """
         if not cookie_value or len(cookie_value) > 128:
             return None
         row = read_one(SESSION_BY_TOKEN, {"token_hash": token_hash(cookie_value)})
-        if row is None:
-            return None
-        values = row._mapping
-        user = attach(User, {column.key: values[_USER + column.key] for column in _USERS.columns})
-        record = attach(SsoSession, {column.key: values[column.key] for column in _SESSIONS.columns}, user=user)
-        if not self.is_live(record):
+        if row is None or not self._live(row, row.user__is_disabled):
             return None
         now = self.clock.now()
-        if now - record.last_seen_at >= LAST_SEEN_RESOLUTION:
-            write_one(update(SsoSession).where(SsoSession.id == record.id).values(last_seen_at=now), {})
-        return record
+        if now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
+            write_one(_TOUCH_SESSION, {"session_id": row.id, "now": now})
+        return row
 
     def is_live(self, record: SsoSession) -> bool:
+        return self._live(record, record.user.is_disabled)
+
+    def _live(self, record, user_disabled: bool) -> bool:
         now = self.clock.now()
         return (
             record.revoked_at is None
             and now < record.expires_at
             and now - record.last_seen_at < self.idle
-            and not record.user.is_disabled
+            and not user_disabled
         )
 
     def find(self, session_id: str) -> SsoSession | None:
@@ -308,10 +312,31 @@ class SessionCookieStrategy:
         cookie = req.cookies.get(SESSION_COOKIE)
         if not cookie:
             return None
-        record = self.sessions.resolve(cookie)
-        if record is None:
+        row = self.sessions.resolve(cookie)
+        if row is None:
             return None  # a stale cookie is not an error: the caller is simply logged out
-        return identity_from_session(record)
+        return identity_from_row(row)
+
+
+def identity_from_row(row) -> Identity:
+    """The identity of a session read by `SessionService.resolve`; ORM objects only when a view asks."""
+    user_values = row.prefixed(_USER)
+    session_values = {column.key: getattr(row, column.key) for column in _SESSIONS.columns}
+
+    def load_session() -> SsoSession:
+        return attach(SsoSession, session_values, user=identity.user)
+
+    identity = Identity(
+        profile=Profile(user_values),
+        load_user=lambda: attach(User, user_values),
+        load_session=load_session,
+        auth_method=row.auth_method,
+        via="session",
+        scopes=frozenset(row.scopes) if row.scopes is not None else None,
+        amr=tuple(row.amr or ()),
+        key_id=row.key_id,
+    )
+    return identity
 
 
 def identity_from_session(record: SsoSession) -> Identity:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import has_request_context, request
 
 from ..clock import Clock
+from ..layers import CURRENT_ORIGIN
 from ..extensions import db
 from .models import AuditEvent
 
@@ -36,6 +37,8 @@ class AuditLog:
         if has_request_context():
             ip = request.remote_addr or ""
             agent = (request.headers.get("User-Agent") or "")[:300]
+        elif (origin := CURRENT_ORIGIN.get()) is not None:
+            ip, agent = origin.ip, origin.user_agent[:300]
         event = AuditEvent(
             at=self.clock.now(),
             actor=actor[:200],

@@ -110,7 +110,7 @@ class ForwardAuthService:
             return Decision(LOGIN, "Log in, or send an API key or a bearer access token.")
         if identity.auth_method == "api_key" and not rule.api_keys:
             return Decision(FORBIDDEN, "API keys are not accepted here; log in with your password instead.")
-        if rule.groups and not rule.groups.intersection(identity.user.groups or ()):
+        if rule.groups and not rule.groups.intersection(identity.profile.groups or ()):
             return Decision(FORBIDDEN, "Your account is not in a group allowed here; ask an administrator.")
         if rule.policy == "two_factor" and not has_second_factor(identity):
             return Decision(STEP_UP, "This address needs two-factor login; log in again with your one-time code.")
@@ -169,7 +169,7 @@ def remote_headers(identity: Identity | None) -> dict[str, str]:
     """
     if identity is None:
         return dict.fromkeys(REMOTE_HEADERS, "")
-    user = identity.user
+    user = identity.profile
     return {
         "Remote-User": header_value(user.username),
         "Remote-Email": header_value(user.email or ""),

@@ -10,13 +10,25 @@ the browser's 302).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import Blueprint, Response, request
 
 from ..errors import ApiError
-from ..identity import AuthenticationFailed, current_identity
+from ..identity import AuthenticationFailed, Identity, current_identity
 from ..web import client_ip, services
-from .service import ALLOW, LOGIN, STEP_UP, BadForwardedRequest, remote_headers
+from .rules import AccessRule
+from .service import (
+    ALLOW,
+    LOGIN,
+    STEP_UP,
+    BadForwardedRequest,
+    Decision,
+    ForwardAuthService,
+    Target,
+    remote_headers,
+)
 
 log = logging.getLogger("authserver.forwardauth")
 
@@ -40,18 +52,10 @@ def auth_request():
 def check_request(redirect_status: int) -> Response:
     svc = services().forward_auth
     try:
-        target = svc.target(client_ip(), request.headers)
+        verdict = assess(svc, client_ip(), request.headers, current_identity)
     except BadForwardedRequest as exc:
         raise ApiError(400, "invalid_request", str(exc)) from None
-    rule = svc.rule_for(target)
-
-    identity, failure = None, None
-    if rule.policy not in ("bypass", "deny"):
-        try:
-            identity = current_identity()
-        except AuthenticationFailed as exc:
-            failure = exc
-    decision = svc.decide(rule, identity)
+    decision, identity, target = verdict.decision, verdict.identity, verdict.target
 
     if decision.verdict == ALLOW:
         return Response(status=200, headers=remote_headers(identity))
@@ -59,15 +63,41 @@ def check_request(redirect_status: int) -> Response:
         return Response(status=redirect_status, headers={"Location": svc.login_url(target)})
     if decision.verdict == LOGIN:
         error, description = "unauthorized", decision.description
-        if failure is not None:
-            error, description = failure.error, failure.description
+        if verdict.failure is not None:
+            error, description = verdict.failure.error, verdict.failure.description
         raise ApiError(401, error, description, {"WWW-Authenticate": 'Bearer realm="authserver"'})
     log.info(
         "forward-auth refused",
         extra={"actor": identity.actor if identity else "anonymous", "host": target.host if target else None,
-               "policy": rule.policy},
+               "policy": verdict.rule.policy},
     )
     raise ApiError(403, "forbidden", decision.description)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: Target | None
+    rule: AccessRule
+    decision: Decision
+    identity: Identity | None = None
+    failure: AuthenticationFailed | None = None
+
+
+def assess(svc: ForwardAuthService, peer: str, headers, resolve: Callable[[], Identity | None]) -> Verdict:
+    """The decision for one forward-auth request: its target, the rule, who is asking.
+
+    `resolve` answers the caller's identity (raising AuthenticationFailed); it is only
+    asked when the rule depends on it. Raises BadForwardedRequest for unusable headers.
+    """
+    target = svc.target(peer, headers)
+    rule = svc.rule_for(target)
+    identity, failure = None, None
+    if rule.policy not in ("bypass", "deny"):
+        try:
+            identity = resolve()
+        except AuthenticationFailed as exc:
+            failure = exc
+    return Verdict(target, rule, svc.decide(rule, identity), identity, failure)
 
 
 def wants_redirect() -> bool:

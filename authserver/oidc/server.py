@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from authlib.consts import default_json_headers
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.integrations.flask_oauth2 import (
     AuthorizationServer as FlaskAuthorizationServer,
 )
@@ -171,6 +172,10 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
     def query_client(self, client_id):
         return self.provider.clients.get(client_id)
+
+    def create_oauth2_request(self, request):
+        # Authlib's Flask server always reads flask.request; the fast lane passes the request it built.
+        return FlaskOAuth2Request(request if request is not None else flask_request)
 
     def handle_response(self, status_code, payload, headers):
         if isinstance(payload, dict):

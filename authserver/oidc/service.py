@@ -29,7 +29,7 @@ from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash, random_token, same, token_hash
 from ..extensions import db
 from ..hotpath import attach, read_one, write_one
-from ..identity import AuthenticationFailed, Identity
+from ..identity import AuthenticationFailed, Identity, Profile
 from ..sealing import SealedColumn
 from .claims import ExtraClaimError, parse_extra_claim
 from .models import AssertionJti, AuthorizationCode, Consent, OAuthClient, OAuthToken
@@ -510,9 +510,8 @@ class IssuedToken(TokenMixin):
     def get_user(self):
         if self.row.user_id is None:
             return None
-        values = self.row._mapping
-        if _USER + "id" in values:  # read with the token (find_bearer)
-            return attach(User, {column.key: values[_USER + column.key] for column in _USERS.columns})
+        if _USER + "id" in self.row._fields:  # read with the token (find_bearer)
+            return attach(User, self.row.prefixed(_USER))
         return db.session.get(User, self.row.user_id)
 
     def get_client(self):
@@ -878,13 +877,14 @@ class BearerTokenStrategy:
         token = self.tokens.find_bearer(value)
         if token is None or token.is_expired() or token.is_revoked():
             raise AuthenticationFailed("The access token is not valid, expired or revoked.", "invalid_token")
-        user = token.get_user()
-        if user is None:
+        if token.row.user_id is None:
             raise AuthenticationFailed("This access token belongs to a client, not a user.", "invalid_token")
-        if user.is_disabled:
+        user_values = token.row.prefixed(_USER)
+        if user_values["is_disabled"]:
             raise AuthenticationFailed("The account is disabled.", "invalid_token")
         return Identity(
-            user=user,
+            profile=Profile(user_values),
+            load_user=lambda: attach(User, user_values),
             auth_method="oauth_token",
             via="bearer",
             scopes=frozenset(scope_to_list(token.get_scope()) or ()),

@@ -1,0 +1,154 @@
+"""The fast lane: the hottest requests answered without Flask's per-request machinery.
+
+Forward-auth (every request of a photo service behind a proxy), `GET /api/me`,
+introspection and the token endpoint are asked thousands of times a second. Through
+Flask each pays the request context, URL matching, the before/after hooks and a
+Response object: measured, more than the credential check and its indexed read.
+
+This WSGI layer sits in front of Flask (behind `layers.ResponseHeaders`, so the
+answers carry the same headers) and answers a request itself only when it is plain
+and its answer is a success: the caller is identified (a key, a cookie, a bearer
+token) and the rule lets it pass; the client authenticated and Authlib answered 200.
+It uses the same services as the views: the identity chain, the forward-auth rules
+(`assess`), and Authlib's own endpoints and grants with the request it built.
+
+Everything else goes to Flask unchanged: a request with a body where none belongs,
+a refused or throttled caller, any OAuth error, any exception. Nothing is recorded
+twice on that way: an identity the lane resolved (or the failure, already counted
+and audited) travels in the environ and `current_identity()` takes it from there,
+and the OAuth endpoints write nothing before they succeed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+from werkzeug.wrappers import Request
+
+from . import layers
+from .layers import CURRENT_ORIGIN, Origin
+from .forwardauth.service import ALLOW, BadForwardedRequest, remote_headers
+from .forwardauth.views import assess
+from .identity import RESOLVED_KEY, AuthenticationFailed
+from .metrics import record_request
+from .throttle import Bucket, TooManyAttempts
+
+log = logging.getLogger("authserver.fastlane")
+
+ANSWERED_KEY = "authserver.fastlane"  # set in the environ of a request the lane answered
+_FORM = "application/x-www-form-urlencoded"
+_JSON_HEADERS = (("Content-Type", "application/json"),)
+_EMPTY_HEADERS = (("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0"))
+
+
+class FastLane:
+    def __init__(self, app, downstream):
+        self.app = app
+        self.downstream = downstream
+        self.services = app.extensions["authserver"]
+        self.max_body = self.services.settings.max_body_bytes
+        self.routes = {
+            ("GET", "/api/me"): self.me,
+            ("GET", "/api/authz/forward-auth"): self.forward_auth,
+            ("GET", "/api/authz/auth-request"): self.forward_auth,
+            ("POST", "/oauth/introspect"): self.introspect,
+            ("POST", "/oauth/token"): self.token,
+        }
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
+        handler = self.routes.get((method, path))
+        if handler is None or not self._plain(environ, method):
+            return self.downstream(environ, start_response)
+        started = time.perf_counter()
+        body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])) if method == "POST" else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        rid = layers.request_id(environ)
+        origin = CURRENT_ORIGIN.set(Origin(rid, environ.get("REMOTE_ADDR") or "", environ.get("HTTP_USER_AGENT", ""),
+                                           method, path))
+        try:
+            with self.app.app_context():
+                answer = handler(Request(environ))
+        except Exception:  # the full stack answers it: its error pages, its logs, its 503
+            log.debug("fast lane passed a request on after an exception", exc_info=True)
+            answer = None
+        finally:
+            CURRENT_ORIGIN.reset(origin)
+        if answer is None:
+            environ["wsgi.input"] = io.BytesIO(body)  # Flask reads the body afresh
+            return self.downstream(environ, start_response)
+        status, headers, body = answer
+        environ[ANSWERED_KEY] = True
+        record_request(path, method, int(status[:3]), time.perf_counter() - started,
+                       {"request_id": rid, "method": method, "path": path})
+        start_response(status, [*headers, ("Content-Length", str(len(body)))] if body else list(headers))
+        return [body]
+
+    def _plain(self, environ, method: str) -> bool:
+        """No body where none belongs; a form body of a stated, acceptable length where one does."""
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            return False
+        length = environ.get("CONTENT_LENGTH") or "0"
+        if method == "GET":
+            return length == "0"
+        return (
+            length.isdigit() and 0 < int(length) <= self.max_body
+            and environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() == _FORM
+        )
+
+    # -- identity: /api/me and forward-auth ------------------------------------
+
+    def _resolve(self, req: Request):
+        """The identity chain's answer, kept in the environ for Flask should the lane pass."""
+        try:
+            identity = self.services.identity.resolve(req)
+        except AuthenticationFailed as exc:
+            req.environ[RESOLVED_KEY] = (None, exc)
+            raise
+        req.environ[RESOLVED_KEY] = (identity, None)
+        return identity
+
+    def me(self, req: Request):
+        try:
+            identity = self._resolve(req)
+        except AuthenticationFailed:
+            return None
+        if identity is None:
+            return None
+        response = self.app.json.response(identity.as_json())
+        return "200 OK", _JSON_HEADERS, response.get_data()
+
+    def forward_auth(self, req: Request):
+        try:
+            verdict = assess(self.services.forward_auth, req.remote_addr or "", req.headers, lambda: self._resolve(req))
+        except BadForwardedRequest:
+            return None
+        if verdict.decision.verdict != ALLOW:
+            return None
+        return "200 OK", (*_EMPTY_HEADERS, *remote_headers(verdict.identity).items()), b""
+
+    # -- OAuth endpoints, by Authlib --------------------------------------------
+
+    def introspect(self, req: Request):
+        return self._client_endpoint(req, lambda server: server.create_endpoint_response("introspection", req))
+
+    def token(self, req: Request):
+        return self._client_endpoint(req, lambda server: server.create_token_response(req))
+
+    def _client_endpoint(self, req: Request, call):
+        # Client secrets only: an assertion (private_key_jwt) records its jti, a write the
+        # lane must not make before it knows it will answer.
+        if "client_assertion" in req.form:
+            return None
+        try:
+            self.services.throttle.check(Bucket("client:address", req.remote_addr or ""))
+        except TooManyAttempts:
+            return None
+        response = call(self.services.oidc.server)
+        if response.status_code != 200:
+            return None
+        headers = [(name, value) for name, value in response.headers.items() if name.lower() != "content-length"]
+        return response.status, headers, response.get_data()

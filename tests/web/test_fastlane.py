@@ -1,0 +1,255 @@
+"""The fast lane answers the hottest requests before Flask, and answers them exactly as the views do.
+
+Every comparison runs the same request against this app (fast lane on, the default)
+and against a twin on the same database with AUTHSERVER_FAST_LANE=off, where Flask
+answers everything.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from authserver import create_app
+from authserver.accounts.service import SESSION_COOKIE
+from authserver.audit.models import AuditEvent
+from authserver.extensions import db as _db
+from authserver.fastlane import ANSWERED_KEY
+from authserver.settings import Settings, SettingsError
+from tests.conftest import basic_auth
+from tests.factories import key_headers, login, make_client, make_key, make_user
+from tests.oidc.conftest import exchange, get_code, logged_in
+
+ORIGINAL = {"X-Original-URL": "https://photos.example/albums/1"}
+# Differ from one answer to the next by design.
+VOLATILE = {"X-Request-ID", "Content-Length"}
+
+
+class Witness:
+    """Outermost WSGI layer: notes whether the fast lane answered each request."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+        self.answered: list[bool] = []
+
+    def __call__(self, environ, start_response):
+        body = self.wsgi_app(environ, start_response)
+        self.answered.append(bool(environ.get(ANSWERED_KEY)))
+        return body
+
+
+@pytest.fixture
+def client(app):
+    app.wsgi_app = Witness(app.wsgi_app)
+    return app.test_client()
+
+
+@pytest.fixture
+def flask_only(settings, clock):
+    """A test client of the same app with the fast lane off: Flask answers everything."""
+    other = create_app(settings.replace(fast_lane=False), clock=clock)
+    other.config["TESTING"] = True
+    other.wsgi_app = Witness(other.wsgi_app)
+    yield other.test_client()
+    with other.app_context():
+        _db.engine.dispose()
+
+
+@pytest.fixture
+def alice(services):
+    return make_user(services, "alice", groups=["family", "friends"], name="Alice Liddell")
+
+
+def lane(test_client) -> bool:
+    """Did the fast lane answer this client's latest request?"""
+    return test_client.application.wsgi_app.answered[-1]
+
+
+def same_answer(fast, slow) -> None:
+    """The two answers (this app's, then the Flask-only twin's) carry the same status, body and headers."""
+    assert fast.status == slow.status
+    assert fast.get_data() == slow.get_data()
+    strip = lambda r: sorted((k, v) for k, v in r.headers.items() if k not in VOLATILE)  # noqa: E731
+    assert strip(fast) == strip(slow)
+    assert fast.headers["X-Request-ID"]
+
+
+def key_failures() -> int:
+    return _db.session.scalar(
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "key.use", AuditEvent.outcome == "failure")
+    )
+
+
+def both(fast_client, slow_client, method: str, path: str, **kwargs):
+    """One request to each app; asserts the lane answered this app's and Flask the twin's."""
+    fast = fast_client.open(path, method=method, **kwargs)
+    assert lane(fast_client), f"the fast lane passed {method} {path} on to Flask"
+    slow = slow_client.open(path, method=method, **kwargs)
+    assert not lane(slow_client)
+    return fast, slow
+
+
+@pytest.mark.parametrize("form", ["raw", "basic", "x-api-key"])
+def test_api_me_with_a_key_is_answered_by_the_lane_as_flask_answers_it(client, flask_only, services, alice, form):
+    headers = key_headers(form, *make_key(services, alice, scopes=["photos:read"]))
+    fast, slow = both(client, flask_only, "GET", "/api/me", headers=headers)
+    same_answer(fast, slow)
+    assert fast.json["username"] == "alice" and fast.json["auth_method"] == "api_key"
+    assert fast.json["scopes"] == ["photos:read"]
+    assert fast.headers["Cache-Control"] == "no-store" and "Content-Security-Policy" in fast.headers
+
+
+def test_api_me_with_a_session_cookie_is_answered_by_the_lane(client, flask_only, alice):
+    assert login(flask_only, "alice").status_code == 200
+    client.set_cookie(SESSION_COOKIE, flask_only.get_cookie(SESSION_COOKIE).value)
+    fast, slow = both(client, flask_only, "GET", "/api/me")
+    same_answer(fast, slow)
+    assert fast.json["auth_method"] == "password"
+
+
+def test_api_me_with_a_bearer_token_is_answered_by_the_lane(client, flask_only, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid profile")
+    token = exchange(client, gallery, secret, code).json["access_token"]
+    client.delete_cookie(SESSION_COOKIE)
+    fast, slow = both(client, flask_only, "GET", "/api/me", headers={"Authorization": f"Bearer {token}"})
+    same_answer(fast, slow)
+    assert fast.json["auth_method"] == "oauth_token" and fast.json["client_id"] == gallery.client_id
+
+
+@pytest.mark.parametrize("form", ["raw", "x-api-key"])
+def test_forward_auth_that_passes_is_answered_by_the_lane(client, flask_only, services, alice, form):
+    headers = {**key_headers(form, *make_key(services, alice)), **ORIGINAL}
+    for path in ("/api/authz/forward-auth", "/api/authz/auth-request"):
+        fast, slow = both(client, flask_only, "GET", path, headers=headers)
+        same_answer(fast, slow)
+        assert fast.headers["Remote-User"] == "alice" and fast.headers["Remote-Groups"] == "family,friends"
+        assert fast.headers["Remote-Auth-Method"] == "api_key" and fast.headers["Remote-Name"] == "Alice Liddell"
+
+
+def test_forward_auth_with_a_session_cookie_is_answered_by_the_lane(client, flask_only, alice):
+    login(flask_only, "alice")
+    client.set_cookie(SESSION_COOKIE, flask_only.get_cookie(SESSION_COOKIE).value)
+    fast, slow = both(client, flask_only, "GET", "/api/authz/forward-auth", headers=ORIGINAL)
+    same_answer(fast, slow)
+    assert fast.headers["Remote-Auth-Method"] == "password"
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ({}, ""),  # nobody: 401
+        ({}, "?rd=https://photos.example/"),  # nobody, the proxy wants a redirect: 302 to the login page
+        ({"X-API-Key": "pkid-20260101-000000000000000000000:" + "0" * 43}, ""),  # a bad key: 401
+    ],
+)
+def test_forward_auth_refusals_are_left_to_flask(client, flask_only, headers, query):
+    fast = client.get("/api/authz/forward-auth" + query, headers={**headers, **ORIGINAL})
+    assert not lane(client)
+    slow = flask_only.get("/api/authz/forward-auth" + query, headers={**headers, **ORIGINAL})
+    assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data())
+    assert fast.status_code in (401, 302)
+
+
+def test_a_refused_key_is_answered_by_flask_and_counted_once(client, flask_only, services, alice):
+    key_id, secret = make_key(services, alice)
+    mistyped = {"X-API-Key": f"{key_id}:{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}"}
+    services.keys.revoke(services.keys.find(key_id), actor="test")
+    revoked = key_headers("x-api-key", key_id, secret)
+    before = key_failures()
+    fast = client.get("/api/me", headers=revoked)
+    assert not lane(client)
+    assert key_failures() == before + 1  # resolved once, by the lane; Flask took its answer from there
+    slow = flask_only.get("/api/me", headers=revoked)
+    assert fast.status_code == slow.status_code == 401
+    assert fast.json == slow.json and fast.json["error"] == "invalid_key"
+    # A mistyped secret (its checksum fails) is refused the same way on both.
+    assert client.get("/api/me", headers=mistyped).json == flask_only.get("/api/me", headers=mistyped).json
+
+
+@pytest.fixture
+def service_client(services):
+    """A confidential client_credentials client: (client_id, secret)."""
+    registered, secret = make_client(services, "Indexer", redirect_uris=(), scope="photos:read",
+                                     grants=("client_credentials",))
+    return registered.client_id, secret
+
+
+def test_client_credentials_tokens_come_from_the_lane_as_from_flask(client, flask_only, service_client):
+    client_id, secret = service_client
+    auth = {"Authorization": basic_auth(client_id, secret)}
+    form = {"grant_type": "client_credentials"}
+    fast, slow = both(client, flask_only, "POST", "/oauth/token", data=form, headers=auth)
+    assert fast.status_code == slow.status_code == 200
+    assert fast.json["access_token"] != slow.json["access_token"]
+    assert {k: v for k, v in fast.json.items() if k != "access_token"} == {
+        k: v for k, v in slow.json.items() if k != "access_token"}
+    for name in ("Cache-Control", "Pragma", "Content-Type"):
+        assert fast.headers[name] == slow.headers[name]
+    posted = client.post("/oauth/token", data={**form, "client_id": client_id, "client_secret": secret})
+    assert lane(client) and posted.status_code == 200
+    # The lane's token is a real one: Flask finds it active too.
+    assert flask_only.post("/oauth/introspect", data={"token": fast.json["access_token"]}, headers=auth).json["active"]
+
+
+def test_introspection_comes_from_the_lane_as_from_flask(client, flask_only, services, alice, service_client):
+    client_id, secret = service_client
+    auth = {"Authorization": basic_auth(client_id, secret)}
+    token = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=auth).json["access_token"]
+    key_id, key_secret = make_key(services, alice)
+    for value in (token, f"{key_id}:{key_secret}", "not-a-token"):
+        fast, slow = both(client, flask_only, "POST", "/oauth/introspect", data={"token": value}, headers=auth)
+        same_answer(fast, slow)
+    assert fast.json == {"active": False}
+
+
+def test_oauth_errors_are_left_to_flask_and_throttled_once(client, flask_only, service_client):
+    client_id, secret = service_client
+    wrong = {"Authorization": basic_auth(client_id, "not-the-secret")}
+    for path, form in (("/oauth/token", {"grant_type": "client_credentials"}), ("/oauth/introspect", {"token": "x"})):
+        fast = client.post(path, data=form, headers=wrong)
+        assert not lane(client)
+        slow = flask_only.post(path, data=form, headers=wrong)
+        assert fast.status_code == slow.status_code == 401
+        assert fast.json == slow.json and fast.json["error"] == "invalid_client"
+    # 60 failures a minute per address: with 2 spent above, 58 more fill this app's window.
+    for _ in range(58):
+        client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=wrong)
+    good = {"Authorization": basic_auth(client_id, secret)}
+    refused = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=good)
+    assert refused.status_code == 429 and not lane(client)
+    assert flask_only.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=good).status_code == 200
+
+
+def test_requests_that_are_not_plain_go_to_flask(client, services, alice, service_client):
+    headers = key_headers("x-api-key", *make_key(services, alice))
+    with_body = client.get("/api/me", headers=headers, data=b"x" * 10)
+    assert with_body.status_code == 200 and not lane(client)
+    client_id, secret = service_client
+    as_json = client.post("/oauth/token", json={"grant_type": "client_credentials"},
+                          headers={"Authorization": basic_auth(client_id, secret)})
+    assert as_json.status_code == 400 and not lane(client)
+    head = client.head("/api/me", headers=headers)
+    assert head.status_code == 200 and not lane(client)
+
+
+def test_lane_answers_are_logged_and_counted(client, services, alice, json_logs):
+    key_id, secret = make_key(services, alice)
+    headers = {**key_headers("x-api-key", key_id, secret), "X-Request-ID": "lane-request-0001"}
+    response = client.get("/api/me", headers=headers)
+    assert lane(client) and response.headers["X-Request-ID"] == "lane-request-0001"
+    lines = [e for e in json_logs.entries() if e["logger"] == "authserver.access"]
+    assert lines[-1]["request_id"] == "lane-request-0001"
+    assert (lines[-1]["path"], lines[-1]["method"], lines[-1]["status"]) == ("/api/me", "GET", 200)
+    assert secret not in json_logs.text()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'authserver_http_requests_total{endpoint="/api/me",method="GET",status="200"}' in metrics
+
+
+def test_the_fast_lane_setting(tmp_path):
+    base = {"AUTHSERVER_INSTANCE_PATH": str(tmp_path)}
+    assert Settings.from_env(base).fast_lane is True
+    assert Settings.from_env({**base, "AUTHSERVER_FAST_LANE": "off"}).fast_lane is False
+    with pytest.raises(SettingsError, match="AUTHSERVER_FAST_LANE"):
+        Settings.from_env({**base, "AUTHSERVER_FAST_LANE": "maybe"})
