@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from functools import cached_property
 
 from werkzeug.wrappers import Request
 
@@ -41,6 +42,20 @@ ANSWERED_KEY = "authserver.fastlane"  # set in the environ of a request the lane
 _FORM = "application/x-www-form-urlencoded"
 _JSON_HEADERS = (("Content-Type", "application/json"),)
 _EMPTY_HEADERS = (("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0"))
+
+
+class LaneRequest(Request):
+    """werkzeug's Request, with the URL Authlib asks for built plainly.
+
+    werkzeug converts it to an IRI (percent-decoding every part), a tenth of a token
+    request's time; the lane's paths are fixed ASCII and Authlib only checks its scheme.
+    """
+
+    @cached_property
+    def url(self) -> str:
+        query = self.environ.get("QUERY_STRING", "")
+        base = f"{self.scheme}://{self.host}{self.environ.get('SCRIPT_NAME', '')}{self.path}"
+        return f"{base}?{query}" if query else base
 
 
 class FastLane:
@@ -71,7 +86,7 @@ class FastLane:
                                            method, path))
         try:
             with self.app.app_context():
-                answer = handler(Request(environ))
+                answer = handler(LaneRequest(environ))
         except Exception:  # the full stack answers it: its error pages, its logs, its 503
             log.debug("fast lane passed a request on after an exception", exc_info=True)
             answer = None

@@ -118,7 +118,12 @@ def _run(statement, params: Mapping[str, Any], *, fetch: bool, commit: bool):
     dialect = engine.dialect
     compiled = _compiled(statement, dialect, params)
     arguments = compiled.arguments(params)
-    pooled = engine.raw_connection()
+    try:
+        pooled = engine.raw_connection()
+    except dialect.loaded_dbapi.Error as error:  # no connection to be had: the database is down
+        raise sa_exc.DBAPIError.instance(
+            None, None, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect,
+        ) from error
     connection = pooled.dbapi_connection
     autocommit = dialect.name == "postgresql"
     cursor = None
@@ -167,9 +172,19 @@ def read_one(statement, params: Mapping[str, Any]):
     return _run(statement, params, fetch=True, commit=False)
 
 
+# SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+# SQLite's busy handler (1 ms, then longer): threads of one process queue here instead,
+# and the next one starts the moment the last commit is done.
+_SQLITE_WRITER = threading.Lock()
+
+
 def write_one(statement, params: Mapping[str, Any]) -> None:
     """Run one prebuilt INSERT or UPDATE and commit it on its own."""
-    _run(statement, params, fetch=False, commit=True)
+    if db.engine.dialect.name == "sqlite":
+        with _SQLITE_WRITER:
+            _run(statement, params, fetch=False, commit=True)
+    else:
+        _run(statement, params, fetch=False, commit=True)
 
 
 def attach(model, values: Mapping[str, Any], **loaded: Any):
