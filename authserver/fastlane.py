@@ -25,14 +25,16 @@ import io
 import logging
 import time
 from functools import cached_property
+from urllib.parse import parse_qsl
 
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request
 
 from . import layers
-from .layers import CURRENT_ORIGIN, Origin
 from .forwardauth.service import ALLOW, BadForwardedRequest, remote_headers
 from .forwardauth.views import assess
 from .identity import RESOLVED_KEY, AuthenticationFailed
+from .layers import CURRENT_ORIGIN, Origin
 from .metrics import record_request
 from .throttle import Bucket, TooManyAttempts
 
@@ -45,11 +47,25 @@ _EMPTY_HEADERS = (("Content-Type", "text/html; charset=utf-8"), ("Content-Length
 
 
 class LaneRequest(Request):
-    """werkzeug's Request, with the URL Authlib asks for built plainly.
+    """werkzeug's Request, with two shortcuts measured on the token endpoint.
 
-    werkzeug converts it to an IRI (percent-decoding every part), a tenth of a token
-    request's time; the lane's paths are fixed ASCII and Authlib only checks its scheme.
+    The form is parsed from the body the lane has read, with the standard library
+    (werkzeug's streaming form parser costs ten times more on a 40-byte body); the URL
+    Authlib asks for is built plainly, where werkzeug converts it to an IRI (a tenth
+    of a token request's time): the lane's paths are fixed ASCII and Authlib only
+    checks the URL's scheme.
     """
+
+    def __init__(self, environ, body: bytes):
+        super().__init__(environ)
+        self.body = body
+
+    @cached_property
+    def form(self) -> MultiDict:
+        """The urlencoded body the lane read already (`_plain` admits no other kind)."""
+        if not self.body:
+            return MultiDict()
+        return MultiDict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
 
     @cached_property
     def url(self) -> str:
@@ -86,7 +102,7 @@ class FastLane:
                                            method, path))
         try:
             with self.app.app_context():
-                answer = handler(LaneRequest(environ))
+                answer = handler(LaneRequest(environ, body))
         except Exception:  # the full stack answers it: its error pages, its logs, its 503
             log.debug("fast lane passed a request on after an exception", exc_info=True)
             answer = None

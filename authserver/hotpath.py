@@ -25,7 +25,9 @@ and kept.
 
 from __future__ import annotations
 
+import copy
 import threading
+import weakref
 from collections import namedtuple
 from collections.abc import Mapping
 from typing import Any
@@ -54,16 +56,17 @@ class _Record:
 class _Compiled:
     """One statement in one dialect: SQL text, how to order and convert parameters, how to read rows."""
 
-    __slots__ = ("sql", "names", "positional", "binders", "record", "readers")
+    __slots__ = ("binders", "names", "readers", "record", "sql")
 
     def __init__(self, statement, dialect: Dialect, keys: tuple[str, ...]):
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys) if isinstance(statement, Insert) else None)
+        # Positional parameters: psycopg reorders a dict of named ones on every execution.
+        compiled = statement.compile(dialect=_positional(dialect),
+                                     column_keys=list(keys) if isinstance(statement, Insert) else None)
         if isinstance(statement, Insert) and compiled.insert_prefetch:
             missing = ", ".join(column.key for column in compiled.insert_prefetch)
             raise TypeError(f"hot inserts give every value; missing: {missing}")
         self.sql = compiled.string
-        self.positional = dialect.positional
-        self.names = tuple(compiled.positiontup) if dialect.positional else tuple(compiled.binds)
+        self.names = tuple(compiled.positiontup)
         self.binders = tuple(
             (name, processor)
             for name, bind in compiled.binds.items()
@@ -84,9 +87,7 @@ class _Compiled:
         values = dict(params)
         for name, processor in self.binders:
             values[name] = processor(values[name])
-        if self.positional:
-            return tuple(values[name] for name in self.names)
-        return {name: values[name] for name in self.names}
+        return tuple(values[name] for name in self.names)
 
     def row(self, raw):
         if raw is None:
@@ -97,7 +98,23 @@ class _Compiled:
         return self.record._make(values)
 
 
+_POSITIONAL: weakref.WeakKeyDictionary[Dialect, Dialect] = weakref.WeakKeyDictionary()
+
+
+def _positional(dialect: Dialect) -> Dialect:
+    """The dialect itself, or a copy that writes `%s` where it would write `%(name)s`."""
+    if dialect.positional:
+        return dialect
+    found = _POSITIONAL.get(dialect)
+    if found is None:
+        found = copy.copy(dialect)
+        found.paramstyle, found.positional = "format", True
+        _POSITIONAL[dialect] = found
+    return found
+
+
 _COMPILED: dict[tuple, _Compiled] = {}
+_CURSOR = "authserver.hot_cursor"
 _COMPILING = threading.Lock()
 
 
@@ -130,18 +147,25 @@ def _run(statement, params: Mapping[str, Any], *, fetch: bool, commit: bool):
     try:
         if autocommit:
             connection.autocommit = True
-        cursor = connection.cursor()
+            # psycopg: one cursor per connection, kept with it (a new one costs a tenth of a read).
+            kept = pooled.info.get(_CURSOR)
+            if kept is None or kept[0] is not connection:
+                kept = pooled.info[_CURSOR] = (connection, connection.cursor())
+            cursor = kept[1]
+        else:
+            cursor = connection.cursor()
         listeners = engine.dispatch.before_cursor_execute
         if listeners:  # statement counters and tracers see hot statements too (with no Connection)
             for listener in listeners:
                 listener(None, cursor, compiled.sql, arguments, None, False)
         cursor.execute(compiled.sql, arguments)
         raw = cursor.fetchone() if fetch else None
-        cursor.close()
         if autocommit:
             connection.autocommit = False
-        elif commit:
-            connection.commit()
+        else:
+            cursor.close()
+            if commit:
+                connection.commit()
     except dialect.loaded_dbapi.Error as error:
         lost = dialect.is_disconnect(error, connection, cursor)
         if lost:

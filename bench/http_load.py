@@ -177,16 +177,21 @@ def load(instance: ServedInstance, scenario: Scenario, *, duration: int, connect
         subprocess.run([*command[:1], f"-d{warmup}s", *command[1:]], capture_output=True, check=True,
                        timeout=warmup + 30)
     pids = instance.pids()
+    database = database_pids() if instance.database_url else []
     load_before = os.getloadavg()[0]
-    cpu_before = cpu_seconds(pids)
+    cpu_before, database_before = cpu_seconds(pids), cpu_seconds(database)
     output = subprocess.run([*command[:1], f"-d{duration}s", *command[1:]], capture_output=True, text=True,
                             check=True, timeout=duration + 60).stdout
     cpu_used = sum(cpu_seconds(pids)) - sum(cpu_before)
+    database_used = sum(cpu_seconds(database)) - sum(database_before)
     result = parse_wrk(output)
+    requests_done = max(result["requests"], 1)
     result.update(
         scenario=scenario.name,
         backend=instance.backend,
-        server_cpu_ms_per_request=round(cpu_used * 1000 / max(result["requests"], 1), 3),
+        server_cpu_ms_per_request=round(cpu_used * 1000 / requests_done, 3),
+        # PostgreSQL's own processes (same host), the other share of the two cores.
+        database_cpu_ms_per_request=round(database_used * 1000 / requests_done, 3) if database else None,
         server_cpu_share=round(cpu_used / duration, 2),  # cores' worth of CPU the server got
         load_average_before=round(load_before, 2),
     )
@@ -257,6 +262,19 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
         user += int(fields[11])
         system += int(fields[12])
     return user / TICKS, system / TICKS
+
+
+def database_pids() -> list[int]:
+    """The PostgreSQL server's processes on this host (postmaster and backends)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -157,13 +157,15 @@ def cpu_model() -> str:
 
 def print_summary(report: dict) -> None:
     print()
-    print("| backend | scenario | req/s | bar / target | p50 ms | p99 ms | server CPU-ms/req | load before |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| backend | scenario | req/s | bar / target | p50 ms | p99 ms | server CPU-ms/req | PostgreSQL CPU-ms/req"
+          " | load before |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in report["http"]:
         bar = BARS.get(r["scenario"])
         shown = f"{bar[0]:,} / {bar[1]:,}" if bar else ""
+        database = f"{r['database_cpu_ms_per_request']:.3f}" if r.get("database_cpu_ms_per_request") is not None else ""
         print(f"| {r['backend']} | {r['scenario']} | {r['requests_per_s']:,} | {shown} | {r['p50_ms']} | "
-              f"{r['p99_ms']} | {r['server_cpu_ms_per_request']:.3f} | {r['load_average_before']} |")
+              f"{r['p99_ms']} | {r['server_cpu_ms_per_request']:.3f} | {database} | {r['load_average_before']} |")
     for backend, rss in report["rss_mib"].items():
         workers = ", ".join(f"{w}" for w in rss["workers"])
         print(f"\npeak RSS ({backend}): master {rss['master']} MiB, workers {workers} MiB")
