@@ -25,7 +25,10 @@ and kept.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
+import os
 import threading
 import weakref
 from collections import namedtuple
@@ -130,7 +133,8 @@ def _compiled(statement, dialect: Dialect, params: Mapping[str, Any]) -> _Compil
     return found
 
 
-def _run(statement, params: Mapping[str, Any], *, fetch: bool, commit: bool):
+def _run(statement, params: Mapping[str, Any], *, fetch: bool, turn=None):
+    """One statement on a pooled connection, committed on its own; `turn` guards a write."""
     engine: Engine = db.engine
     dialect = engine.dialect
     compiled = _compiled(statement, dialect, params)
@@ -142,10 +146,10 @@ def _run(statement, params: Mapping[str, Any], *, fetch: bool, commit: bool):
             None, None, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect,
         ) from error
     connection = pooled.dbapi_connection
-    autocommit = dialect.name == "postgresql"
+    postgresql = dialect.name == "postgresql"
     cursor = None
     try:
-        if autocommit:
+        if postgresql:
             connection.autocommit = True
             # psycopg: one cursor per connection, kept with it (a new one costs a tenth of a read).
             kept = pooled.info.get(_CURSOR)
@@ -158,20 +162,32 @@ def _run(statement, params: Mapping[str, Any], *, fetch: bool, commit: bool):
         if listeners:  # statement counters and tracers see hot statements too (with no Connection)
             for listener in listeners:
                 listener(None, cursor, compiled.sql, arguments, None, False)
-        cursor.execute(compiled.sql, arguments)
+        if turn is None:
+            cursor.execute(compiled.sql, arguments)
+        else:
+            with turn():
+                if postgresql:
+                    cursor.execute(compiled.sql, arguments)
+                else:
+                    # SQLite in autocommit mode: the statement is its own transaction, one call
+                    # into SQLite where BEGIN, the statement and COMMIT would be three (each one
+                    # gives up the GIL, and winning it back is what a queued writer waits for).
+                    connection.isolation_level = None
+                    try:
+                        cursor.execute(compiled.sql, arguments)
+                    finally:
+                        connection.isolation_level = ""
         raw = cursor.fetchone() if fetch else None
-        if autocommit:
+        if postgresql:
             connection.autocommit = False
         else:
             cursor.close()
-            if commit:
-                connection.commit()
     except dialect.loaded_dbapi.Error as error:
         lost = dialect.is_disconnect(error, connection, cursor)
         if lost:
             pooled.invalidate(error)
         else:
-            _restore(connection, autocommit)
+            _restore(connection, postgresql)
         raise sa_exc.DBAPIError.instance(
             compiled.sql, None, error, dialect.loaded_dbapi.Error,
             hide_parameters=True, connection_invalidated=lost, dialect=dialect,
@@ -193,22 +209,52 @@ def _restore(connection, autocommit: bool) -> None:
 
 def read_one(statement, params: Mapping[str, Any]):
     """The first row of a prebuilt SELECT (attribute access by column key), or None."""
-    return _run(statement, params, fetch=True, commit=False)
+    return _run(statement, params, fetch=True)
 
 
-# SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
-# SQLite's busy handler (1 ms, then longer): threads of one process queue here instead,
-# and the next one starts the moment the last commit is done.
-_SQLITE_WRITER = threading.Lock()
+class SqliteWriters:
+    """Hot writers to one SQLite file, queued across threads and processes.
+
+    SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+    SQLite's busy handler (1 ms, then longer) even if the lock is free a microsecond
+    later. Hot writes (tokens, last-use times) queue instead on a thread lock and an
+    flock(2) on a file beside the database, which wake the next writer the moment the
+    last commit is done, whichever worker process it is in.
+    """
+
+    def __init__(self, database: str | None):
+        self.threads = threading.Lock()
+        self.path = f"{database}.hot-writers.lock" if database and database != ":memory:" else None
+        self.fd: int | None = None
+
+    @contextlib.contextmanager
+    def turn(self):
+        with self.threads:
+            if self.path is None:
+                yield
+                return
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, SqliteWriters] = weakref.WeakKeyDictionary()
 
 
 def write_one(statement, params: Mapping[str, Any]) -> None:
     """Run one prebuilt INSERT or UPDATE and commit it on its own."""
-    if db.engine.dialect.name == "sqlite":
-        with _SQLITE_WRITER:
-            _run(statement, params, fetch=False, commit=True)
-    else:
-        _run(statement, params, fetch=False, commit=True)
+    engine = db.engine
+    if engine.dialect.name != "sqlite":
+        _run(statement, params, fetch=False, turn=contextlib.nullcontext)
+        return
+    writers = _WRITERS.get(engine)
+    if writers is None:
+        writers = _WRITERS.setdefault(engine, SqliteWriters(engine.url.database))
+    _run(statement, params, fetch=False, turn=writers.turn)
 
 
 def attach(model, values: Mapping[str, Any], **loaded: Any):
