@@ -296,11 +296,7 @@ def check_cookie_domain(value: str, issuer_host: str) -> str:
 def engine_options(url: str) -> dict:
     # hide_parameters: a logged database error never carries the row values (hashes, sealed secrets).
     if url.startswith("sqlite"):
-        # LIFO: the most recently used connection again. Each SQLite connection has its own
-        # page cache, which any other connection's write invalidates: rotating through the
-        # pool (FIFO) re-reads the tables' pages on nearly every request under writes.
-        return {"connect_args": {"timeout": 15, "check_same_thread": False}, "hide_parameters": True,
-                "pool_use_lifo": True}
+        return {"connect_args": {"timeout": 15, "check_same_thread": False}, "hide_parameters": True}
     # No pool_pre_ping (a round trip per request): extensions.check_pooled_connections
     # tests a connection at check-out only when it may be stale. The connect timeout keeps
     # a request from hanging on an unreachable host.
