@@ -11,7 +11,7 @@ from sqlalchemy.orm import configure_mappers
 
 from . import errors, extensions, jsonapi, layers, logs, web
 from .clock import Clock, SystemClock
-from .fastlane import FastLane
+from .fastlane import OUTAGE_KEY, FastLane
 from .metrics import record_request
 from .services import build_services
 from .settings import Settings
@@ -61,6 +61,9 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         req = request._get_current_object()
         state = g._get_current_object()
         state.request_id = layers.request_id(req.environ)
+        outage = req.environ.get(OUTAGE_KEY)
+        if outage is not None:  # the fast lane found the database down a moment ago
+            raise outage
         state.started = time.perf_counter()
         # One identity per request, even when tests reuse an app context across requests.
         state.__dict__.pop("_identity", None)

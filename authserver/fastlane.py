@@ -33,6 +33,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request
 
 from . import layers
+from .errors import is_database_outage
 from .forwardauth.service import ALLOW, BadForwardedRequest, remote_headers
 from .forwardauth.views import assess
 from .identity import RESOLVED_KEY, AuthenticationFailed
@@ -43,6 +44,7 @@ from .throttle import Bucket, TooManyAttempts
 log = logging.getLogger("authserver.fastlane")
 
 ANSWERED_KEY = "authserver.fastlane"  # set in the environ of a request the lane answered
+OUTAGE_KEY = "authserver.database_outage"  # the database error the lane met, for Flask to answer
 _FORM = "application/x-www-form-urlencoded"
 _JSON_HEADERS = (("Content-Type", "application/json"),)
 _EMPTY_HEADERS = (("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0"))
@@ -105,8 +107,12 @@ class FastLane:
         try:
             with self.app.app_context():
                 answer = handler(LaneRequest(environ, body))
-        except Exception:  # the full stack answers it: its error pages, its logs, its 503
-            log.debug("fast lane passed a request on after an exception", exc_info=True)
+        except Exception as exc:  # the full stack answers it: its error pages, its logs
+            if is_database_outage(exc):
+                # Flask answers 503 with this very error, without waiting out a second connect.
+                environ[OUTAGE_KEY] = exc
+            else:
+                log.warning("fast lane passed a request on after an exception", exc_info=True)
             answer = None
         finally:
             CURRENT_ORIGIN.reset(origin)

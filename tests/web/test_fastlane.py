@@ -198,7 +198,7 @@ def test_introspection_comes_from_the_lane_as_from_flask(client, flask_only, ser
     auth = {"Authorization": basic_auth(client_id, secret)}
     token = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=auth).json["access_token"]
     key_id, key_secret = make_key(services, alice)
-    for value in (token, f"{key_id}:{key_secret}", "not-a-token"):
+    for value in (token, f"{key_id}:{key_secret}", "a+b%20c%ZZ &x=é", "not-a-token"):
         fast, slow = both(client, flask_only, "POST", "/oauth/introspect", data={"token": value}, headers=auth)
         same_answer(fast, slow)
     assert fast.json == {"active": False}
@@ -232,6 +232,27 @@ def test_requests_that_are_not_plain_go_to_flask(client, services, alice, servic
     assert as_json.status_code == 400 and not lane(client)
     head = client.head("/api/me", headers=headers)
     assert head.status_code == 200 and not lane(client)
+
+
+def test_a_database_outage_met_by_the_lane_is_answered_503_by_flask_without_a_second_try(
+        client, services, alice, monkeypatch, json_logs):
+    import keyvault.service
+    from sqlalchemy.exc import OperationalError
+
+    headers = key_headers("x-api-key", *make_key(services, alice))
+    attempts = []
+
+    def unreachable(statement, params):
+        attempts.append(statement)
+        raise OperationalError("SELECT", None, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(keyvault.service, "read_one", unreachable)
+    response = client.get("/api/me", headers=headers)
+    assert not lane(client)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.json["error"] == "temporarily_unavailable"
+    assert len(attempts) == 1  # the lane's; Flask answered with its error instead of connecting again
+    assert "fast lane passed" not in json_logs.text()  # an outage is not a fault of the lane
 
 
 def test_lane_answers_are_logged_and_counted(client, services, alice, json_logs):
