@@ -93,6 +93,10 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
         state = g._get_current_object()
         started = getattr(state, "started", None)
         elapsed = time.perf_counter() - started if started is not None else 0.0
+        if response.status_code == 302 and req.method in _WRITES:
+            # RFC 9700 §4.11: after a POST, 303 so the browser does not repost the form (and its
+            # credentials) to where it is sent.
+            response.status_code = 303
         record_request(req.url_rule.rule if req.url_rule else "unmatched", req.method, response.status_code, elapsed)
         return response
 

@@ -278,13 +278,24 @@ def client():
 @click.option("--name", required=True)
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI; repeatable.")
 @click.option("--public", is_flag=True, help="No secret (mobile, desktop, SPA): PKCE S256 is required.")
-@click.option("--trusted", is_flag=True, help="First-party: skip the consent page.")
+@click.option("--trusted", is_flag=True, help="Skip the consent page (an app the admin vouches for).")
+@click.option("--first-party", is_flag=True,
+              help="This server's own app: its tokens work on this server's API (/api/*, forward-auth), it may "
+                   "hold scopes that manage this server (admin), and it skips consent.")
+@click.option("--introspect", is_flag=True,
+              help="A resource server: may introspect tokens meant for it (its own and those naming it as "
+                   "audience) and API keys.")
+@click.option("--audience", "audiences", multiple=True,
+              help="client_id of a resource server (--introspect) this client's access tokens are also meant for; "
+                   "repeatable.")
+@click.option("--no-pkce", is_flag=True,
+              help="Exempt this confidential client from PKCE (only for apps that cannot send it).")
 @click.option("--broker", is_flag=True, help="The broker may run the OAuth dance for this client.")
 @click.option("--allow-missing-state", is_flag=True, help="Broker callbacks may omit state (old app versions).")
 @click.option("--scope", default=None, help='Allowed scopes, e.g. "openid profile email groups".')
 @click.option("--grant", "grants", multiple=True,
               type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
-              help="Allowed grant; repeatable (default: authorization_code and refresh_token).")
+              help="Allowed grant; repeatable (default: authorization_code only; add refresh_token for refresh tokens).")
 @click.option("--auth-method", default=None,
               type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
               help="Token endpoint authentication (default: client_secret_basic, or none when --public).")
@@ -297,7 +308,7 @@ def client():
 @click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def client_create(name, redirect_uris, public, trusted, broker, allow_missing_state, scope, grants, auth_method,
+def client_create(name, redirect_uris, public, trusted, first_party, introspect, audiences, no_pkce, broker, allow_missing_state, scope, grants, auth_method,
                   jwks, id_token_alg, access_token_format, extra_claims, backchannel_logout_uri,
                   post_logout_redirect_uris, as_json):
     """Register a client; its secret is printed once."""
@@ -312,7 +323,8 @@ def client_create(name, redirect_uris, public, trusted, broker, allow_missing_st
             fail(f"--jwks is not readable JSON: {exc}")
     try:
         created = services().oidc.clients.create(
-            name=name, redirect_uris=redirect_uris, public=public, trusted=trusted, broker=broker,
+            name=name, redirect_uris=redirect_uris, public=public, trusted=trusted, first_party=first_party,
+            introspect=introspect, audiences=audiences, pkce_required=not no_pkce, broker=broker,
             allow_missing_state=allow_missing_state, scope=scope, grant_types=grants,
             token_endpoint_auth_method=auth_method, id_token_signed_response_alg=id_token_alg,
             access_token_format=access_token_format, extra_claims=extra_claims,

@@ -34,21 +34,33 @@ class Identity:
     session the first time a view asks, so code that changes and commits them works.
     """
 
-    __slots__ = ("profile", "auth_method", "via", "scopes", "amr", "key_id", "client_id", "extra",
-                 "_user", "_load_user", "_session", "_load_session")
+    __slots__ = (
+        "_load_session",
+        "_load_user",
+        "_session",
+        "_user",
+        "amr",
+        "auth_method",
+        "client_id",
+        "extra",
+        "key_id",
+        "profile",
+        "scopes",
+        "via",
+    )
 
     def __init__(
         self,
         *,
         auth_method: str,  # password, password+totp, api_key, oauth_token
         via: str,  # the strategy: session, bearer, api_key
-        user: "User | None" = None,
+        user: User | None = None,
         profile=None,  # the user's columns; a User will do
-        load_user: "Callable[[], User] | None" = None,
+        load_user: Callable[[], User] | None = None,
         scopes: frozenset[str] | None = None,  # None: everything the user may do
         amr: tuple[str, ...] = (),
-        session: "SsoSession | None" = None,
-        load_session: "Callable[[], SsoSession] | None" = None,
+        session: SsoSession | None = None,
+        load_session: Callable[[], SsoSession] | None = None,
         key_id: str | None = None,
         client_id: str | None = None,
         extra: dict | None = None,
@@ -67,13 +79,13 @@ class Identity:
         self._session, self._load_session = session, load_session
 
     @property
-    def user(self) -> "User":
+    def user(self) -> User:
         if self._user is None:
             self._user = self._load_user()
         return self._user
 
     @property
-    def session(self) -> "SsoSession | None":
+    def session(self) -> SsoSession | None:
         if self._session is None and self._load_session is not None:
             self._session = self._load_session()
         return self._session

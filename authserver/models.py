@@ -5,5 +5,12 @@ from keyvault.models import ApiKey  # noqa: F401
 from .accounts.models import PendingLogin, SsoSession, User  # noqa: F401
 from .audit.models import AuditEvent  # noqa: F401
 from .broker.models import BrokerTransaction  # noqa: F401
-from .oidc.models import AssertionJti, AuthorizationCode, Consent, OAuthClient, OAuthToken, SigningKey  # noqa: F401
+from .oidc.models import (  # noqa: F401
+    AssertionJti,
+    AuthorizationCode,
+    Consent,
+    OAuthClient,
+    OAuthToken,
+    SigningKey,
+)
 from .totp.models import RecoveryCode, TotpCredential  # noqa: F401

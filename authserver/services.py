@@ -40,7 +40,7 @@ class Services:
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])
-        self.oidc = OidcProvider(settings, clock, self.sealer, self.audit, self.sessions)
+        self.oidc = OidcProvider(settings, clock, self.sealer, self.audit, self.sessions, self.accounts)
         self.signing = self.oidc.signing
         self.identity.add(BearerTokenStrategy(self.oidc.tokens))
         self.keys = KeyService(settings.pepper, clock, self.audit, self.throttle, settings.key_scopes)
@@ -63,7 +63,8 @@ class Services:
         )
         self.broker = BrokerService(self.oidc, self.sealer, settings.pepper, self.audit, self.throttle, clock)
         self.sealed.register("broker_verifiers", self.broker.reseal_all)
-        self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing)
+        self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing,
+                                  self.oidc.tokens)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:

@@ -59,7 +59,12 @@ class Settings:
     pepper: bytes
     redis_url: str | None = None
     totp_required: str = "none"
-    pkce_required: str = "public"
+    pkce_required: str = "all"
+    # Refresh token families: idle (unused this long: dead) and absolute (since the login).
+    refresh_idle_seconds: int = 30 * 24 * 3600
+    refresh_absolute_seconds: int = 90 * 24 * 3600
+    # A password change revokes the user's refresh tokens unless this is on.
+    keep_refresh_on_password_change: bool = False
     workers: int = 2
     threads: int = 4  # per worker process
     session_idle_seconds: int = 8 * 3600
@@ -190,7 +195,14 @@ class Settings:
             pepper=pepper,
             redis_url=redis_url,
             totp_required=choice(get("TOTP_REQUIRED", "none"), "TOTP_REQUIRED", ("none", "admins", "all")),
-            pkce_required=choice(get("PKCE_REQUIRED", "public"), "PKCE_REQUIRED", ("public", "all")),
+            pkce_required=choice(get("PKCE_REQUIRED", "all"), "PKCE_REQUIRED", ("public", "all")),
+            refresh_idle_seconds=integer(get("REFRESH_IDLE_SECONDS", str(30 * 24 * 3600)), "REFRESH_IDLE_SECONDS",
+                                         300, 10**9),
+            refresh_absolute_seconds=integer(get("REFRESH_ABSOLUTE_SECONDS", str(90 * 24 * 3600)),
+                                             "REFRESH_ABSOLUTE_SECONDS", 300, 10**10),
+            keep_refresh_on_password_change=choice(
+                get("KEEP_REFRESH_ON_PASSWORD_CHANGE", "off"), "KEEP_REFRESH_ON_PASSWORD_CHANGE", ("on", "off")
+            ) == "on",
             workers=integer(get("WORKERS", "2"), "WORKERS", 1, 64),
             threads=integer(get("THREADS", "4"), "THREADS", 1, 64),
             session_idle_seconds=integer(get("SESSION_IDLE_SECONDS", str(8 * 3600)), "SESSION_IDLE_SECONDS", 60, 10**8),

@@ -20,6 +20,10 @@ class IntrospectedKey:
     def is_revoked(self) -> bool:
         return False
 
+    def meant_for(self, client_id: str) -> bool:
+        """Keys are credentials for every resource server of the photo services."""
+        return True
+
     def introspect(self, issuer: str) -> dict:
         return {**self.fields, "iss": issuer}
 
@@ -30,10 +34,9 @@ class KeyTokenKind:
     def __init__(self, keys: KeyService):
         self.keys = keys
 
-    def find(self, value: str, hint: str | None) -> IntrospectedKey | None:
+    def find(self, value: str, hint: str | None, *, address: str) -> IntrospectedKey | None:
+        """Raises TooManyAttempts when the caller's address has guessed too often."""
         if not isinstance(value, str) or not value.startswith(KEY_ID_PREFIX):
             return None
-        # The caller is a service, not the key's holder: its address says nothing about the
-        # holder's, so a key limited to address ranges is not active here.
-        fields = self.keys.introspect(value, ip=None)
+        fields = self.keys.introspect(value, caller_address=address)
         return IntrospectedKey(fields) if fields else None

@@ -280,17 +280,24 @@ class KeyService:
         key_id, _, secret = token.partition(":")
         return self.authenticate(key_id, secret, ip=ip)
 
-    def introspect(self, token: str, *, ip: str | None = None) -> dict | None:
+    def introspect(self, token: str, *, caller_address: str) -> dict | None:
         """RFC 7662 fields for a valid `pkid-…:secret`, else None (answer `{"active": false}`).
 
-        Without the client's address a key limited to address ranges is not active.
+        A guess through introspection counts like one presented by a caller: throttled per
+        address (the introspecting service's; TooManyAttempts) and audited when wrong. The
+        caller is a service, not the key's holder: its address says nothing about the
+        holder's, so a key limited to address ranges is not active here.
         """
         if not isinstance(token, str):
             return None
         key_id, _, secret = token.partition(":")
+        bucket = Bucket("key:address", caller_address or "-")
+        self.throttle.check(bucket)
         try:
-            verified = self.verify(key_id, secret, ip=ip)
-        except InvalidKey:
+            verified = self.verify(key_id, secret, ip=None)
+        except InvalidKey as exc:
+            self.throttle.fail(bucket)
+            self._record_failure(key_id, exc)
             return None
         key = verified.record
         answer = {

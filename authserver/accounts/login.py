@@ -18,6 +18,7 @@ from ..crypto import random_token, token_hash
 from ..extensions import db
 from ..throttle import Bucket, Throttle, TooManyAttempts
 from ..totp.service import TotpService
+from .acr import ACR_MFA, ACR_PASSWORD
 from .models import PendingLogin, User
 from .service import (
     AccountError,
@@ -29,9 +30,6 @@ from .service import (
 PENDING_LOGIN_COOKIE = "authserver_login"
 PENDING_LOGIN_LIFETIME = timedelta(minutes=5)
 
-# Authentication context class references: "1" one factor, "2" two factors.
-ACR_PASSWORD = "1"
-ACR_MFA = "2"
 
 
 @dataclass(frozen=True)
@@ -94,11 +92,12 @@ class LoginService:
                               commit=True)
             raise
 
-    def next_step(self, user: User) -> str | None:
-        """After a right password: "totp" (enter a code), "enrol" (policy: set TOTP up first) or None."""
+    def next_step(self, user: User, *, second_factor_wanted: bool = False) -> str | None:
+        """After a right password: "totp" (enter a code), "enrol" (set TOTP up first: policy, or
+        the app being signed in to asked for two factors) or None."""
         if self.totp.is_enrolled(user):
             return "totp"
-        if self.totp.is_required_for(user):
+        if second_factor_wanted or self.totp.is_required_for(user):
             return "enrol"
         return None
 

@@ -72,6 +72,15 @@ class AccountService:
         self.passwords = passwords
         self.audit = audit
         self.clock = clock
+        self._password_listeners: list[Callable[[User], object]] = []
+
+    def on_password_change(self, listener: Callable[[User], object]) -> None:
+        """Call `listener(user)` after a user's password was changed or reset (committed)."""
+        self._password_listeners.append(listener)
+
+    def password_changed(self, user: User) -> None:
+        for listener in self._password_listeners:
+            listener(user)
 
     def create_user(
         self,
@@ -144,6 +153,7 @@ class AccountService:
         user.updated_at = self.clock.now()
         self.audit.record("user.password_set", actor=actor, target=f"user:{user.username}")
         db.session.commit()
+        self.password_changed(user)
 
     def update_profile(self, user: User, *, name: str, email: str, actor: str) -> list[str]:
         """The user's own name and email; a new email is unverified. Answers the fields that changed."""
@@ -257,6 +267,17 @@ class SessionService:
         """A live session by its public id (`sid`)."""
         record = db.session.get(SsoSession, session_id) if session_id and len(session_id) <= 64 else None
         return record if record is not None and self.is_live(record) else None
+
+    def keep_alive(self, session_id: str) -> bool:
+        """Is the session live? Then it was just used (an app refreshed a token under it): note
+        the time, in the caller's open transaction, so it does not go idle while the app works."""
+        record = self.find(session_id)
+        if record is None:
+            return False
+        now = self.clock.now()
+        if now - record.last_seen_at >= LAST_SEEN_RESOLUTION:
+            db.session.execute(_TOUCH_SESSION, {"session_id": record.id, "now": now})
+        return True
 
     def revoke(self, record: SsoSession) -> None:
         result = db.session.execute(

@@ -20,6 +20,7 @@ from ..metrics import LOGINS
 from ..throttle import TooManyAttempts
 from ..totp.service import SecondFactorError
 from ..web import client_ip, safe_next, services, signed_in
+from .acr import wants_second_factor
 from .forms import LoginForm, PasswordChangeForm, PostOnlyForm, ProfileForm
 from .login import (
     PENDING_LOGIN_COOKIE,
@@ -179,13 +180,13 @@ def login():
 def after_password(user, next_url: str):
     """The password was right: log in, or hand over to the second-factor step (server-side, 5 minutes)."""
     logins = services().logins
-    step = logins.next_step(user)
+    step = logins.next_step(user, second_factor_wanted=wants_second_factor(next_url))
     if step is None:
         opened = open_login_session(password_only(user))
-        return set_session_cookie(redirect(next_url), opened)
+        return set_session_cookie(redirect(next_url, 303), opened)
     handle = logins.begin_pending(user, step, next_url)
     target = "/login/totp" if step == "totp" else "/login/totp/setup"
-    return set_pending_login_cookie(redirect(target), handle)
+    return set_pending_login_cookie(redirect(target, 303), handle)
 
 
 @bp.post("/logout")

@@ -21,7 +21,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Rege
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from ..accounts.forms import EMAIL, PRINTABLE
-from ..oidc.service import DEFAULT_SCOPE, GRANT_TYPES
+from ..oidc.service import DEFAULT_GRANTS, DEFAULT_SCOPE, GRANT_TYPES
 from ..oidc.signing import SUPPORTED_ALGS
 
 TIME_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
@@ -106,9 +106,13 @@ class ClientForm(FlaskForm):
         SelectChoice("private_key_jwt", "Signed assertion with its own key (private_key_jwt)"),
         SelectChoice("none", "None: a public app (mobile, single-page) with PKCE"),
     ])
-    grant_types = CheckboxesField("Grants", choices=list(GRANT_TYPES), default=["authorization_code", "refresh_token"])
+    grant_types = CheckboxesField("Grants", choices=list(GRANT_TYPES), default=list(DEFAULT_GRANTS))
     scope = StringField("Scopes it may ask for", default=DEFAULT_SCOPE, validators=[Length(max=1000)])
-    is_trusted = BooleanField("Trusted first-party app (skips the consent page)")
+    is_trusted = BooleanField("Trusted app (skips the consent page)")
+    is_first_party = BooleanField("First-party: this server's own app (its tokens work on this server's API; "
+                                  "may hold the admin scope; no consent page)")
+    can_introspect = BooleanField("Resource server: may introspect tokens meant for it, and API keys")
+    no_pkce = BooleanField("Exempt from PKCE (confidential apps that cannot send it)")
     is_broker = BooleanField("Broker: this server runs the OAuth exchange for it (thin clients)")
     allow_missing_state = BooleanField("Allow a missing state on broker callbacks (old app versions)")
     extra_claims = TextAreaField("Extra claims", validators=[Length(max=4000)])

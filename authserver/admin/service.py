@@ -28,6 +28,7 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..extensions import db
 from ..oidc.models import OAuthClient, SigningKey
+from ..oidc.service import TokenStore
 from ..oidc.signing import SigningKeyService
 from ..totp.models import TotpCredential
 from ..totp.service import TotpService
@@ -97,8 +98,9 @@ class AuditPage:
 
 class AdminService:
     def __init__(self, accounts: AccountService, sessions: SessionService, totp: TotpService, audit: AuditLog,
-                 clock: Clock, signing: SigningKeyService):
+                 clock: Clock, signing: SigningKeyService, tokens: TokenStore):
         self.accounts = accounts
+        self.tokens = tokens
         self.sessions = sessions
         self.totp = totp
         self.audit = audit
@@ -195,6 +197,11 @@ class AdminService:
         user.is_disabled = disabled
         user.updated_at = self.clock.now()
         self.audit.record("user.disable" if disabled else "user.enable", actor=actor_of(admin), target=target_of(user))
+        if disabled:
+            # Revoked, not masked: enabling the account again does not revive any of them.
+            revoked = self.tokens.revoke_for_user(user.id)
+            self.audit.record("user.tokens_revoked", actor=actor_of(admin), target=target_of(user),
+                              details={"tokens": revoked, "reason": "disabled"})
         db.session.commit()
         if disabled:
             self.sessions.revoke_all(user)
@@ -207,6 +214,7 @@ class AdminService:
         self.audit.record("user.password_reset", actor=actor_of(admin), target=target_of(user))
         db.session.commit()
         self.sessions.revoke_all(user)
+        self.accounts.password_changed(user)
         return password
 
     def reset_totp(self, admin: User, user: User) -> bool:

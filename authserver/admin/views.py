@@ -258,7 +258,8 @@ def create_client():
     try:
         created = registry().create(
             name=form.name.data, redirect_uris=lines(form.redirect_uris.data), public=method == "none",
-            trusted=form.is_trusted.data, broker=form.is_broker.data,
+            trusted=form.is_trusted.data, first_party=form.is_first_party.data,
+            introspect=form.can_introspect.data, pkce_required=not form.no_pkce.data, broker=form.is_broker.data,
             allow_missing_state=form.allow_missing_state.data, scope=form.scope.data or "",
             grant_types=form.grant_types.data or [], token_endpoint_auth_method=method,
             id_token_signed_response_alg=form.id_token_signed_response_alg.data,
@@ -282,6 +283,7 @@ def client_error_field(form, message: str):
     for words, field in (
         (("redirect",), form.redirect_uris), (("grant", "client_credentials"), form.grant_types),
         (("public", "auth method", "authenticates"), form.token_endpoint_auth_method),
+        (("first-party", "manages this server"), form.is_first_party), (("pkce",), form.no_pkce),
         (("jwks", "private_key_jwt"), form.jwks), (("claim",), form.extra_claims), (("scope",), form.scope),
         (("algorithm",), form.id_token_signed_response_alg), (("token format",), form.access_token_format),
     ):

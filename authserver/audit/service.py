@@ -8,8 +8,8 @@ from typing import Any
 from flask import has_request_context, request
 
 from ..clock import Clock
-from ..layers import CURRENT_ORIGIN
 from ..extensions import db
+from ..layers import CURRENT_ORIGIN
 from .models import AuditEvent
 
 log = logging.getLogger("authserver.audit")

@@ -1,8 +1,9 @@
 """Authlib's grants with their storage hooks filled in, and stricter where its defaults are weak.
 
-- PKCE: S256 only; required for public clients, and for all when
-  AUTHSERVER_PKCE_REQUIRED=all; a verifier for a code issued without a
-  challenge is refused (Authlib's downgrade check).
+- PKCE: S256 only; required for public clients, and for all (the default,
+  AUTHSERVER_PKCE_REQUIRED=all) but confidential clients registered with
+  --no-pkce; a verifier for a code issued without a challenge is refused
+  (Authlib's downgrade check).
 - Codes: claimed by one conditional UPDATE; a replay revokes what was issued.
 - Refresh tokens: rotated on every use; a reused one revokes its family.
 - `request` / `request_uri` (request objects) are refused.
@@ -116,7 +117,8 @@ class S256CodeChallenge(CodeChallenge):
         data = grant.request.payload.data
         challenge, method = data.get("code_challenge"), data.get("code_challenge_method")
         if not challenge and not method:
-            if grant.request.client.is_public or self.required_for_all:
+            client = grant.request.client
+            if client.is_public or (self.required_for_all and client.row.pkce_required):
                 raise InvalidRequestError(
                     "PKCE is required for this client: send code_challenge with code_challenge_method=S256."
                 )

@@ -44,6 +44,15 @@ class OAuthClient(db.Model):
     # Read by the broker: clients it may run the OAuth dance for, and old apps that drop `state`.
     is_broker: Mapped[bool] = mapped_column(Boolean, default=False)
     allow_missing_state: Mapped[bool] = mapped_column(Boolean, default=False)
+    # This server's own app: its tokens are accepted by this server's API (their audience says
+    # so), it may hold scopes that manage this server, and it is never asked for consent.
+    is_first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A resource server: may introspect tokens meant for it, and API keys (RFC 7662 §4).
+    can_introspect: Mapped[bool] = mapped_column(Boolean, default=False)
+    # False only for a client exempted at registration (AUTHSERVER_PKCE_REQUIRED=all otherwise binds it).
+    pkce_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Resource servers (their client_ids) this client's access tokens are also meant for.
+    audiences: Mapped[list | None] = mapped_column(JSON, default=list, nullable=True)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
     access_token_format: Mapped[str] = mapped_column(String(10), default="opaque")
@@ -115,6 +124,8 @@ class OAuthToken(db.Model):
     client_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True)
     scope: Mapped[str] = mapped_column(String(1000), default="")
+    # Space-separated: the client itself, the resource servers it named, this server's API (first-party).
+    audience: Mapped[str] = mapped_column(String(1000), default="")
     token_format: Mapped[str] = mapped_column(String(10), default="opaque")
     sid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     auth_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
@@ -123,6 +134,8 @@ class OAuthToken(db.Model):
     issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     refresh_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The refresh family's absolute end: no rotation extends a family beyond it.
+    family_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     # Set when the refresh token was exchanged for a new one; using it again is reuse.
     rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

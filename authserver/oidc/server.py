@@ -10,14 +10,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from authlib.consts import default_json_headers
-from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.integrations.flask_oauth2 import (
     AuthorizationServer as FlaskAuthorizationServer,
 )
 from authlib.integrations.flask_oauth2 import (
     ResourceProtector as FlaskResourceProtector,
 )
-from authlib.oauth2.rfc6749 import InvalidRequestError, MissingAuthorizationError
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import (
+    InvalidRequestError,
+    MissingAuthorizationError,
+    UnauthorizedClientError,
+)
 from authlib.oauth2.rfc6750 import (
     BearerTokenGenerator,
     BearerTokenValidator,
@@ -33,12 +38,14 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Response, json
 from flask import request as flask_request
 
-from ..accounts.service import SessionService
+from ..accounts.service import AccountService, SessionService
 from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import SecretSealer, random_token
+from ..extensions import db
 from ..identity import AuthenticationFailed, current_identity
 from ..settings import Settings
+from ..throttle import TooManyAttempts
 from . import grants
 from .claims import CLAIMS_SUPPORTED, STANDARD_SCOPES, user_claims
 from .service import (
@@ -72,11 +79,13 @@ SECRET_AND_KEY_METHODS = ["client_secret_basic", "client_secret_post", "private_
 class TokenKind(Protocol):
     """One kind of credential the introspection endpoint can describe (OAuth tokens, API keys...).
 
-    `find` answers an object with `is_expired()`, `is_revoked()` and
-    `introspect(issuer) -> dict`, or None when the string is not of its kind.
+    `find` answers an object with `is_expired()`, `is_revoked()`, `meant_for(client_id)` and
+    `introspect(issuer) -> dict`, or None when the string is not of its kind. `address` is
+    the introspecting caller's, for kinds whose guessing is throttled per address; a kind
+    may raise TooManyAttempts.
     """
 
-    def find(self, value: str, hint: str | None) -> object | None: ...
+    def find(self, value: str, hint: str | None, *, address: str) -> object | None: ...
 
 
 # -- token generation ----------------------------------------------------------
@@ -101,6 +110,10 @@ class JwtAccessTokens(JWTBearerTokenGenerator):
             expires_generator=lambda client, grant_type: ACCESS_TOKEN_SECONDS,
         )
         self.provider = provider
+
+    def get_audiences(self, client, user, scope):
+        audience = client.token_audience(self.provider.api_audience)
+        return audience[0] if len(audience) == 1 else audience
 
     def access_token_generator(self, client, grant_type, user, scope):
         now = self.provider.now_ts()
@@ -220,18 +233,49 @@ class TokenIntrospection(IntrospectionEndpoint):
             raise InvalidRequestError("Send the token to introspect in the form field token.")
         return value
 
-    def query_token(self, token_string, token_type_hint):
+    def authenticate_token(self, request, client):
+        """RFC 7662 §4: only a resource server (registered with --introspect) may ask, and it
+        learns only about tokens meant for it; anything else is `{"active": false}`."""
+        self.check_params(request, client)
+        if not client.row.can_introspect:
+            raise UnauthorizedClientError(
+                "This client may not introspect tokens: register the resource server with --introspect."
+            )
+        address = request_address(request)
         for kind in self.provider.token_kinds:
-            found = kind.find(token_string, token_type_hint)
+            try:
+                found = kind.find(request.form["token"], request.form.get("token_type_hint"), address=address)
+            except TooManyAttempts as exc:
+                raise SlowDown(exc.retry_after) from None
             if found is not None:
-                return found
+                return found if found.meant_for(client.client_id) else None
         return None
 
     def check_permission(self, token, client, request):
-        return not client.is_public
+        return client.row.can_introspect and token.meant_for(client.client_id)
 
     def introspect_token(self, token):
         return token.introspect(self.provider.issuer)
+
+
+class SlowDown(OAuth2Error):
+    """Too many failed guesses from this caller: 429 with Retry-After."""
+
+    error = "slow_down"
+    status_code = 429
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"Too many failed credential checks; retry in {retry_after} s.")
+        self.retry_after = retry_after
+
+    def get_headers(self):
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]
+
+
+def request_address(request) -> str:
+    """The caller's address of an Authlib request (Flask's or the fast lane's werkzeug request)."""
+    raw = getattr(request, "_request", None)
+    return (raw.remote_addr if raw is not None else None) or ""
 
 
 class TokenRevocation(RevocationEndpoint):
@@ -287,12 +331,19 @@ class UserInfo(UserInfoEndpoint):
 
 
 class EndSession(EndSessionEndpoint):
+    """RP-initiated logout. It only ever ends the session of the browser that asks (its cookie),
+    and without confirmation only when the ID token hint names that session's user and is
+    still valid; an old or stolen hint identifies the client, nothing more."""
+
     def __init__(self, provider: OidcProvider):
         super().__init__(provider.server)
         self.provider = provider
 
     def get_server_jwks(self):
         return self.provider.signing.jwks()
+
+    def _is_valid_post_logout_redirect_uri(self, client, post_logout_redirect_uri):
+        return client.check_post_logout_redirect_uri(post_logout_redirect_uri)
 
     def validate_request(self, request):
         validated = super().validate_request(request)
@@ -301,25 +352,36 @@ class EndSession(EndSessionEndpoint):
             data = request.payload.data
             state = data.get("state")
             validated.redirect_uri = append_query(data["post_logout_redirect_uri"], {"state": state} if state else {})
+        validated.session = self._browser_session()
+        claims = validated.id_token_claims
+        exp = claims.get("exp") if claims else None
+        validated.hint_current = bool(
+            claims and validated.session is not None and claims.get("sub") == validated.session.user.sub
+            and isinstance(exp, (int, float)) and exp > self.provider.now_ts()
+        )
         return validated
+
+    def is_post_logout_redirect_uri_legitimate(self, request, post_logout_redirect_uri, client, logout_hint):
+        # A registered URI (checked before this) after the user confirmed on our own form:
+        # the view acts on a POST only when its CSRF token is good.
+        return request.method == "POST"
+
+    @staticmethod
+    def _browser_session():
+        try:
+            identity = current_identity()
+        except AuthenticationFailed:
+            return None
+        return identity.session if identity is not None and identity.via == "session" else None
 
     def get_algorithms(self):
         return list(SUPPORTED_ALGS)
 
     def end_session(self, end_session_request):
-        """End the browser's SSO session, or the one named by the ID token's `sid`, if it is the same user."""
-        claims = end_session_request.id_token_claims or {}
-        sessions = self.provider.sessions
-        try:
-            identity = current_identity()
-        except AuthenticationFailed:
-            identity = None
-        record = identity.session if identity is not None and identity.via == "session" else None
-        if record is None and claims.get("sid"):
-            record = sessions.find(claims["sid"])
-        if record is None or (claims and claims.get("sub") != record.user.sub):
-            return
-        sessions.revoke(record)
+        """End this browser's SSO session, whoever the hint names; never another one."""
+        record = end_session_request.session
+        if record is not None:
+            self.provider.sessions.revoke(record)
 
 
 # -- the provider --------------------------------------------------------------
@@ -329,20 +391,27 @@ class OidcProvider:
     """Everything the OIDC views need, built once per app by services.py."""
 
     def __init__(self, settings: Settings, clock: Clock, sealer: SecretSealer, audit: AuditLog,
-                 sessions: SessionService):
+                 sessions: SessionService, accounts: AccountService):
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
+        self.audit = audit
         self.issuer = settings.issuer
         self.base = settings.issuer.rstrip("/")
+        # The audience of this server's own API (/api/*, forward-auth): only first-party tokens carry it.
+        self.api_audience = self.base + "/api"
         longest = max(ACCESS_TOKEN_SECONDS, ID_TOKEN_SECONDS)
         self.signing = SigningKeyService(sealer, clock, publish_after_retire=timedelta(seconds=longest + 300))
         self.clients = ClientRegistry(settings.pepper, sealer, audit, clock)
-        self.tokens = TokenStore(clock, audit, self.clients)
+        self.tokens = TokenStore(clock, audit, self.clients, api_audience=self.api_audience, sessions=sessions,
+                                 refresh_idle_seconds=settings.refresh_idle_seconds,
+                                 refresh_absolute_seconds=settings.refresh_absolute_seconds)
         self.codes = CodeStore(clock, audit, self.tokens)
         self.consents = ConsentStore(clock, audit, self.tokens)
         self.backchannel = BackchannelLogout(settings.issuer, clock, self.signing, self.tokens, self.clients)
         sessions.on_end(self.backchannel.sessions_ended)
+        sessions.on_end(self._sessions_ended)
+        accounts.on_password_change(self._password_changed)
         # Introspection answers for the first kind that recognises the string.
         self.token_kinds: list[TokenKind] = [self.tokens]
 
@@ -364,6 +433,22 @@ class OidcProvider:
         self.server.register_endpoint(UserInfo(self))
         self.server.register_endpoint(EndSession(self))
         self._metadata = self._build_metadata()
+
+    def _sessions_ended(self, records) -> None:
+        """Tokens issued under an SSO session without offline_access end with it."""
+        revoked = self.tokens.revoke_for_sessions([record.id for record in records])
+        if revoked:
+            self.audit.record("oauth.tokens_revoked", actor="system", target=f"user:{records[0].user.username}",
+                              details={"tokens": revoked, "reason": "session_ended"})
+        db.session.commit()
+
+    def _password_changed(self, user) -> None:
+        if self.settings.keep_refresh_on_password_change:
+            return
+        revoked = self.tokens.revoke_for_user(user.id, refresh_only=True)
+        self.audit.record("oauth.tokens_revoked", actor="system", target=f"user:{user.username}",
+                          details={"tokens": revoked, "reason": "password_change"})
+        db.session.commit()
 
     def now_ts(self) -> int:
         return int(self.clock.now().timestamp())

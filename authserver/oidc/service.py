@@ -6,7 +6,6 @@ stores; views never touch the models directly.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 import time
@@ -33,6 +32,7 @@ from ..identity import AuthenticationFailed, Identity, Profile
 from ..sealing import SealedColumn
 from .claims import ExtraClaimError, parse_extra_claim
 from .models import AssertionJti, AuthorizationCode, Consent, OAuthClient, OAuthToken
+from .redirects import RedirectUriError, check_registration, redirect_uri_allowed
 from .signing import SUPPORTED_ALGS, SigningKeyService
 
 log = logging.getLogger("authserver.oidc")
@@ -40,7 +40,7 @@ log = logging.getLogger("authserver.oidc")
 CODE_SECONDS = 60
 ACCESS_TOKEN_SECONDS = 3600
 ID_TOKEN_SECONDS = 3600
-REFRESH_TOKEN_SECONDS = 30 * 24 * 3600
+REFRESH_TOKEN_SECONDS = 30 * 24 * 3600  # the default idle lifetime (AUTHSERVER_REFRESH_IDLE_SECONDS)
 LOGOUT_TOKEN_SECONDS = 120
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -48,6 +48,11 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 TOKEN_FORMATS = ("opaque", "jwt")
 DEFAULT_SCOPE = "openid profile email groups"
+# Grants a client gets when registration names none: refresh tokens are opt-in.
+DEFAULT_GRANTS = ("authorization_code",)
+# Scopes that manage this server: only first-party clients may hold them, never through consent.
+MANAGEMENT_SCOPES = frozenset({"admin"})
+OFFLINE_SCOPE = "offline_access"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
@@ -56,21 +61,6 @@ class ClientError(Exception):
 
 
 # -- clients -------------------------------------------------------------------
-
-
-def is_loopback_redirect(uri: str) -> bool:
-    parts = urlsplit(uri)
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def _without_port(uri: str) -> tuple:
-    parts = urlsplit(uri)
-    return parts.scheme, parts.hostname, parts.path, parts.query
 
 
 def append_query(uri: str, params) -> str:
@@ -86,16 +76,10 @@ def append_query(uri: str, params) -> str:
 
 
 def validate_redirect_uri(uri: str) -> str:
-    parts = urlsplit(uri)
-    if not parts.scheme or parts.fragment or len(uri) > 2000 or any(c.isspace() or not c.isprintable() for c in uri):
-        raise ClientError(f"The redirect URI {uri!r} must be absolute, without a fragment or spaces.")
-    if not uri.isascii():
-        raise ClientError(f"The redirect URI {uri!r} must be ASCII: percent-encode other characters.")
-    if parts.scheme in ("http", "https") and not parts.netloc:
-        raise ClientError(f"The redirect URI {uri!r} has no host.")
-    if parts.scheme in ("javascript", "data", "file", "vbscript"):
-        raise ClientError(f"The redirect URI scheme {parts.scheme!r} is not allowed.")
-    return uri
+    try:
+        return check_registration(uri)
+    except RedirectUriError as exc:
+        raise ClientError(str(exc)) from None
 
 
 class RegisteredClient(ClientMixin):
@@ -127,24 +111,38 @@ class RegisteredClient(ClientMixin):
         return None
 
     def get_allowed_scope(self, scope):
-        """The requested scope, or None (invalid_scope) if it asks beyond the registration."""
-        allowed = scope_to_list(self.row.scope) or []
+        """The requested scope, or None (invalid_scope) if it asks beyond the registration.
+
+        Scopes that manage this server are never allowed to a third-party client, whatever
+        an older registration says.
+        """
+        allowed = set(scope_to_list(self.row.scope) or [])
+        if not self.row.is_first_party:
+            allowed -= MANAGEMENT_SCOPES
         if not scope:
             return ""
         requested = scope_to_list(scope)
-        if not set(requested) <= set(allowed):
+        if not set(requested) <= allowed:
             return None
         return " ".join(dict.fromkeys(requested))
 
+    @property
+    def skips_consent(self) -> bool:
+        return bool(self.row.is_trusted or self.row.is_first_party)
+
+    def token_audience(self, api_audience: str) -> list[str]:
+        """Who this client's access tokens are meant for: itself, the resource servers it
+        was registered with, and this server's own API for a first-party client."""
+        audience = [self.client_id, *(self.row.audiences or [])]
+        if self.row.is_first_party:
+            audience.append(api_audience)
+        return list(dict.fromkeys(audience))
+
     def check_redirect_uri(self, redirect_uri):
-        registered = self.row.redirect_uris or []
-        if redirect_uri in registered:
-            return True
-        # RFC 8252 section 7.3: native apps listen on a loopback port chosen at run time.
-        if is_loopback_redirect(redirect_uri):
-            wanted = _without_port(redirect_uri)
-            return any(is_loopback_redirect(r) and _without_port(r) == wanted for r in registered)
-        return False
+        return redirect_uri_allowed(self.row.redirect_uris or (), redirect_uri)
+
+    def check_post_logout_redirect_uri(self, uri) -> bool:
+        return redirect_uri_allowed(self.row.post_logout_redirect_uris or (), uri)
 
     def check_client_secret(self, client_secret):
         if not self.row.secret_hmac or not isinstance(client_secret, str) or len(client_secret) > 256:
@@ -226,6 +224,10 @@ class ClientRegistry:
         redirect_uris: Sequence[str] = (),
         public: bool = False,
         trusted: bool = False,
+        first_party: bool = False,
+        introspect: bool = False,
+        pkce_required: bool = True,
+        audiences: Sequence[str] = (),
         broker: bool = False,
         allow_missing_state: bool = False,
         scope: str | None = None,
@@ -244,7 +246,7 @@ class ClientRegistry:
             raise ClientError("A client name has 1 to 200 characters.")
         redirect_uris = [validate_redirect_uri(u) for u in redirect_uris]
         post_logout = [validate_redirect_uri(u) for u in post_logout_redirect_uris]
-        grants = list(dict.fromkeys(grant_types or ("authorization_code", "refresh_token")))
+        grants = list(dict.fromkeys(grant_types or DEFAULT_GRANTS))
         unknown = [g for g in grants if g not in GRANT_TYPES]
         if unknown:
             raise ClientError(f"Unknown grant type {unknown[0]!r}; use one of {', '.join(GRANT_TYPES)}.")
@@ -274,6 +276,21 @@ class ClientRegistry:
         scope_list = scope_to_list(scope if scope is not None else DEFAULT_SCOPE) or []
         if any(len(s) > 100 or not s.isprintable() for s in scope_list):
             raise ClientError("Scopes are printable words of up to 100 characters, separated by spaces.")
+        managing = sorted(MANAGEMENT_SCOPES.intersection(scope_list))
+        if managing and not first_party:
+            raise ClientError(
+                f"The scope {managing[0]!r} manages this server: only a first-party client (--first-party, "
+                "this server's own app) may hold it; a third-party app cannot be given it, not even by consent."
+            )
+        if not pkce_required and public:
+            raise ClientError("A public client always uses PKCE; only a confidential client can be exempted (--no-pkce).")
+        audience_list = list(dict.fromkeys(a.strip() for a in audiences if a and a.strip()))
+        for audience in audience_list:
+            if len(audience) > 64 or self.registered(audience) is None:
+                raise ClientError(
+                    f"The audience {audience[:64]!r} is not a registered client: name a resource server's client_id "
+                    "(registered with --introspect)."
+                )
 
         secret = None if method in ("none", "private_key_jwt") else random_token(32)
         row = OAuthClient(
@@ -286,7 +303,11 @@ class ClientRegistry:
             grant_types=grants,
             scope=" ".join(dict.fromkeys(scope_list)),
             is_public=public,
-            is_trusted=trusted,
+            is_trusted=trusted or first_party,
+            is_first_party=first_party,
+            can_introspect=introspect,
+            pkce_required=pkce_required,
+            audiences=audience_list,
             is_broker=broker,
             allow_missing_state=allow_missing_state,
             token_endpoint_auth_method=method,
@@ -302,7 +323,8 @@ class ClientRegistry:
             row.secret_sealed = self.sealer.seal(secret.encode(), _secret_context(row.client_id))
         db.session.flush()
         self.audit.record("client.create", actor=actor, target=f"client:{row.client_id}",
-                          details={"name": name, "public": public, "grants": grants})
+                          details={"name": name, "public": public, "grants": grants, "first_party": first_party,
+                                   "introspect": introspect, "pkce_required": pkce_required})
         db.session.commit()
         return CreatedClient(row, secret)
 
@@ -517,8 +539,17 @@ class IssuedToken(TokenMixin):
     def get_client(self):
         return self._clients.get(self.row.client_id)
 
+    @property
+    def audience(self) -> list[str]:
+        return (self.row.audience or "").split() or [self.row.client_id]
+
+    def meant_for(self, client_id: str) -> bool:
+        """May this resource server learn about the token? Its own client's, or naming it in its audience."""
+        return client_id == self.row.client_id or client_id in self.audience
+
     def introspect(self, issuer: str) -> dict:
         row = self.row
+        audience = self.audience
         body = {
             "active": True,
             "scope": row.scope,
@@ -527,7 +558,7 @@ class IssuedToken(TokenMixin):
             "exp": int(self.expires_at.timestamp()),
             "iat": int(row.issued_at.timestamp()),
             "iss": issuer,
-            "aud": row.client_id,
+            "aud": audience[0] if len(audience) == 1 else audience,
         }
         if row.user_sub is not None:
             body["sub"] = row.user_sub
@@ -556,15 +587,23 @@ class SavedToken:
     issued_at: datetime
     expires_at: datetime
     refresh_expires_at: datetime | None
+    audience: str = ""
+    family_expires_at: datetime | None = None
 
 
 class TokenStore:
     """Issued tokens, stored as SHA-256 of their value; rotation and family revocation."""
 
-    def __init__(self, clock: Clock, audit: AuditLog, clients: ClientRegistry):
+    def __init__(self, clock: Clock, audit: AuditLog, clients: ClientRegistry, *, api_audience: str,
+                 sessions=None, refresh_idle_seconds: int = REFRESH_TOKEN_SECONDS,
+                 refresh_absolute_seconds: int = 3 * REFRESH_TOKEN_SECONDS):
         self.clock = clock
         self.audit = audit
         self.clients = clients
+        self.api_audience = api_audience
+        self.sessions = sessions  # SessionService: refresh tokens without offline_access live with theirs
+        self.refresh_idle = timedelta(seconds=refresh_idle_seconds)
+        self.refresh_absolute = timedelta(seconds=refresh_absolute_seconds)
 
     def save(self, token: dict, *, client: RegisteredClient, user, grant_type: str,
              code: AuthorizationCode | None = None, parent=None) -> SavedToken:
@@ -587,9 +626,15 @@ class TokenStore:
             "amr": list(origin.amr or []) if origin else [],
             "issued_at": now,
             "expires_at": now + timedelta(seconds=int(token.get("expires_in") or ACCESS_TOKEN_SECONDS)),
-            "refresh_expires_at": now + timedelta(seconds=REFRESH_TOKEN_SECONDS) if refresh else None,
+            "refresh_expires_at": None,
         }
         row = SavedToken(**values)
+        row.audience = values["audience"] = " ".join(client.token_audience(self.api_audience))
+        if refresh:
+            # A family's absolute end is set at its first issuance; rotations never move it.
+            family_end = parent.family_expires_at if parent is not None and parent.family_expires_at else now + self.refresh_absolute
+            values["family_expires_at"] = row.family_expires_at = family_end
+            values["refresh_expires_at"] = row.refresh_expires_at = min(now + self.refresh_idle, family_end)
         # A prepared INSERT with parameters: compiled once, not rebuilt per token.
         if grant_type == "client_credentials":
             # Nothing else to write: the insert commits on its own (one round trip on PostgreSQL).
@@ -652,6 +697,15 @@ class TokenStore:
         )
         if result.rowcount == 1:
             row = db.session.execute(_BY_REFRESH, {"hash": hashed}).first()
+            if self._session_bound(row) and not self.sessions.keep_alive(row.sid):
+                # No offline_access: the refresh token lived with its SSO session, which has ended.
+                db.session.rollback()
+                revoked = self.revoke_family(row.family_id)
+                self.audit.record("oauth.refresh_session_ended", actor=f"client:{client_id}",
+                                  target=f"family:{row.family_id}", outcome="failure",
+                                  details={"revoked_tokens": revoked})
+                db.session.commit()
+                return None
             return IssuedToken(row, self.clock, self.clients, "refresh_token")
         db.session.rollback()
         row = db.session.scalar(select(OAuthToken).where(OAuthToken.refresh_token_hash == hashed))
@@ -662,6 +716,41 @@ class TokenStore:
             db.session.commit()
             log.warning("refresh token reused; revoked its family", extra={"client_id": client_id})
         return None
+
+    def _session_bound(self, row) -> bool:
+        return (self.sessions is not None and row.sid is not None
+                and OFFLINE_SCOPE not in (scope_to_list(row.scope) or ()))
+
+    def revoke_for_sessions(self, sids: Sequence[str]) -> int:
+        """The tokens of ended SSO sessions, but for families the user let go offline (offline_access)."""
+        if not sids:
+            return 0
+        rows = db.session.execute(
+            select(OAuthToken.family_id, OAuthToken.scope).where(OAuthToken.sid.in_(list(sids)),
+                                                                 OAuthToken.revoked_at.is_(None))
+        )
+        families = {family for family, scope in rows if OFFLINE_SCOPE not in (scope_to_list(scope) or ())}
+        if not families:
+            return 0
+        return db.session.execute(
+            update(OAuthToken)
+            .where(OAuthToken.family_id.in_(sorted(families)), OAuthToken.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+
+    def revoke_for_user(self, user_id: int, *, refresh_only: bool = False) -> int:
+        """Every live token of a user (disabled account), or every refresh family (password change)."""
+        condition = [OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None)]
+        if refresh_only:
+            families = select(OAuthToken.family_id).where(
+                OAuthToken.user_id == user_id, OAuthToken.refresh_token_hash.is_not(None)
+            ).scalar_subquery()
+            condition.append(OAuthToken.family_id.in_(families))
+        return db.session.execute(
+            update(OAuthToken).where(*condition).values(revoked_at=self.clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
 
     def revoke_family(self, family_id: str) -> int:
         result = db.session.execute(
@@ -879,6 +968,11 @@ class BearerTokenStrategy:
             raise AuthenticationFailed("The access token is not valid, expired or revoked.", "invalid_token")
         if token.row.user_id is None:
             raise AuthenticationFailed("This access token belongs to a client, not a user.", "invalid_token")
+        if self.tokens.api_audience not in token.audience:
+            # RFC 9700 §2.3: a token an app got for itself is not a key to this server's own API.
+            raise AuthenticationFailed(
+                "This access token was issued to an app for its own use; this server's API accepts only tokens "
+                "of its first-party apps (clients registered with --first-party).", "invalid_token")
         user_values = token.row.prefixed(_USER)
         if user_values["is_disabled"]:
             raise AuthenticationFailed("The account is disabled.", "invalid_token")

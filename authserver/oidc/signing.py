@@ -31,7 +31,7 @@ DEFAULT_ALG = "RS256"
 
 def _generate(alg: str):
     if alg == "RS256":
-        return RSAKey.generate_key(2048, private=True)
+        return RSAKey.generate_key(3072, private=True)  # ASVS 11.2.3
     if alg == "ES256":
         return ECKey.generate_key("P-256", private=True)
     if alg == "EdDSA":

@@ -3,6 +3,9 @@ revocation, RP-initiated logout, and the user's consents."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -11,6 +14,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import (
     Blueprint,
+    current_app,
     flash,
     jsonify,
     make_response,
@@ -18,7 +22,9 @@ from flask import (
     render_template,
     request,
 )
+from itsdangerous import BadSignature, URLSafeSerializer
 
+from ..accounts.acr import required_acr, satisfies
 from ..accounts.forms import PostOnlyForm
 from ..accounts.views import clear_session_cookie, identity_or_none
 from ..errors import ApiError
@@ -38,8 +44,10 @@ SCOPE_DESCRIPTIONS = {
     "groups": "the groups you belong to",
     "offline_access": "stay connected while you are away",
 }
-# Our own marker on the login round trip: the session must be at least this fresh.
-AUTH_AFTER = "auth_after"
+# The server's own mark on a login round trip (prompt=login, max_age, acr_values): when it sent
+# the user to log in, MACed and bound to the request. The session must be newer than that.
+LOGIN_TICKET = "login_ticket"
+LOGIN_TICKET_SECONDS = 1800
 
 
 def provider():
@@ -104,14 +112,19 @@ def _authorize(decision: str | None):
         if user is None:
             if "none" in prompts:
                 raise LoginRequiredError()
-            return _to_login(drop_login_prompt=False)
+            return _to_login(fresh=False)
         if _needs_fresh_login(session, prompts, max_age):
             if "none" in prompts:
                 raise LoginRequiredError()
-            return _to_login(drop_login_prompt=True)
+            return _to_login(fresh=True)
+        if not satisfies(session.acr, required_acr(request.values.get("acr_values"))):
+            # The app asked for two factors and this session has one: sign in again, with the second.
+            if "none" in prompts:
+                raise UnmetAuthenticationRequirements()
+            return _to_login(fresh=True)
         client = grant.client
         scope = grant.request.scope or ""
-        needs_consent = not client.row.is_trusted and (
+        needs_consent = not client.skips_consent and (
             "consent" in prompts or not oidc.consents.covers(user.id, client.client_id, scope)
         )
         if needs_consent and decision is None:
@@ -135,6 +148,13 @@ def _authorize(decision: str | None):
     return response
 
 
+class UnmetAuthenticationRequirements(OAuth2Error):
+    """OpenID Connect Unmet Authentication Requirements 1.0: the session is weaker than acr_values asks."""
+
+    error = "unmet_authentication_requirements"
+    description = "The app asked for a second factor and the user signed in with a password only."
+
+
 def _max_age() -> int | None:
     raw = request.values.get("max_age")
     if raw in (None, ""):
@@ -145,24 +165,58 @@ def _max_age() -> int | None:
 
 
 def _needs_fresh_login(session, prompts: set[str], max_age: int | None) -> bool:
-    """prompt=login and an exceeded max_age ask for a login newer than this request."""
+    """prompt=login and an exceeded max_age ask for a login newer than this request.
+
+    Whether the login is newer is decided from server-held facts only: the session's
+    auth_time against the time in this request's login ticket, which the server issued
+    (MACed, bound to the request's parameters, short-lived) when it sent the user to log in.
+    """
     if "login" not in prompts and max_age is None:
         return False
-    auth_time = session.auth_time
-    after = request.values.get(AUTH_AFTER, "")
-    if after.isdigit() and len(after) <= 12 and auth_time >= datetime.fromtimestamp(int(after), tz=UTC):
+    started = _ticket_time()
+    if started is not None and session.auth_time >= started:
         return False
     if "login" in prompts:
         return True
-    return (services().clock.now() - auth_time).total_seconds() > max_age
+    return (services().clock.now() - session.auth_time).total_seconds() > max_age
 
 
-def _to_login(*, drop_login_prompt: bool):
-    params = [(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny", AUTH_AFTER)]
-    if drop_login_prompt:
+# The parameters a login round trip leaves unchanged are bound into its ticket.
+_UNBOUND = frozenset({LOGIN_TICKET, "csrf_token", "allow", "deny", "prompt"})
+
+
+def _request_digest() -> str:
+    params = sorted((k, v) for k, v in request.values.items(multi=True) if k not in _UNBOUND)
+    return hashlib.sha256(json.dumps(params, separators=(",", ":")).encode()).hexdigest()
+
+
+def _ticket_serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="authserver.login-ticket")
+
+
+def _ticket_time() -> datetime | None:
+    """When the server sent this very request to log in, if its ticket is genuine and recent."""
+    raw = request.values.get(LOGIN_TICKET, "")
+    if not raw or len(raw) > 300:
+        return None
+    try:
+        issued_ms, digest = _ticket_serializer().loads(raw)
+    except (BadSignature, ValueError, TypeError):
+        return None
+    if not isinstance(issued_ms, int) or not isinstance(digest, str) or not hmac.compare_digest(digest, _request_digest()):
+        return None
+    started = datetime.fromtimestamp(issued_ms / 1000, tz=UTC)
+    age = (services().clock.now() - started).total_seconds()
+    return started if 0 <= age <= LOGIN_TICKET_SECONDS else None
+
+
+def _to_login(*, fresh: bool):
+    params = [(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny", LOGIN_TICKET)]
+    if fresh:
         params = [(k, " ".join(p for p in v.split() if p != "login")) if k == "prompt" else (k, v) for k, v in params]
         params = [(k, v) for k, v in params if not (k == "prompt" and not v)]
-        params.append((AUTH_AFTER, str(int(services().clock.now().timestamp()))))
+        issued_ms = int(services().clock.now().timestamp() * 1000)
+        params.append((LOGIN_TICKET, _ticket_serializer().dumps([issued_ms, _request_digest()])))
     next_url = "/oauth/authorize?" + urlencode(params)
     return redirect("/login?" + urlencode({"next": next_url}))
 
@@ -254,7 +308,8 @@ def logout():
         return render_template("error.html", status=400, error=error.error,
                                description=f"{error.description or 'The logout request is not valid.'} "
                                            "You are still signed in; sign out from your account page."), 400
-    if end_request.needs_confirmation:
+    if not end_request.hint_current:
+        # No valid hint for the user signed in here (or no one is): ask before acting.
         form = LogoutForm()
         if request.method == "GET" or not form.validate_on_submit():
             form.client_id.data = request.values.get("client_id", "")

@@ -27,6 +27,10 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
+# Every authorization request uses PKCE unless a test says otherwise (AUTHSERVER_PKCE_REQUIRED=all).
+DEFAULT_VERIFIER, DEFAULT_CHALLENGE = pkce_pair()
+
+
 def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query, keep_blank_values=True).items()}
 
@@ -40,7 +44,8 @@ def form_action(html: str) -> str:
 
 
 def authorize_params(client, *, redirect_uri: str = REDIRECT, scope: str = "openid profile email",
-                     state: str | None = "s-123", nonce: str | None = "", challenge: str | None = None, **extra):
+                     state: str | None = "s-123", nonce: str | None = "", challenge: str | None = DEFAULT_CHALLENGE,
+                     **extra):
     params = {"response_type": "code", "client_id": client.client_id, "redirect_uri": redirect_uri, "scope": scope}
     if state is not None:
         params["state"] = state
@@ -61,12 +66,14 @@ def get_code(http, client, *, allow: bool = True, **kwargs) -> tuple[str | None,
     if response.status_code == 200:  # the consent page
         response = http.post(form_action(response.text), data={
             "csrf_token": csrf_token(response.text), ("allow" if allow else "deny"): "x"})
-    assert response.status_code == 302, response.text
+        assert response.status_code == 303, response.text  # after a POST (RFC 9700 §4.11)
+    else:
+        assert response.status_code == 302, response.text
     query = query_of(response.headers["Location"])
     return query.get("code"), query, params
 
 
-def exchange(http, client, secret, code, *, verifier=None, redirect_uri=REDIRECT, **extra):
+def exchange(http, client, secret, code, *, verifier=DEFAULT_VERIFIER, redirect_uri=REDIRECT, **extra):
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, **extra}
     if verifier:
         data["code_verifier"] = verifier
@@ -119,6 +126,8 @@ def live_code(http, live, client, **kwargs) -> tuple[str, dict]:
     if response.status_code == 200:
         response = http.post(live.url + form_action(response.text),
                              data={"csrf_token": csrf_token(response.text), "allow": "x"}, allow_redirects=False)
-    assert response.status_code == 302, response.text
+        assert response.status_code == 303, response.text
+    else:
+        assert response.status_code == 302, response.text
     query = query_of(response.headers["Location"])
     return query["code"], params

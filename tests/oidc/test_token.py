@@ -129,9 +129,9 @@ def test_missing_or_wrong_verifier_is_refused(client, services, alice):
 
 
 def test_verifier_for_a_code_issued_without_challenge_is_refused(client, services, alice):
-    gallery, secret = make_client(services)
+    gallery, secret = make_client(services, pkce_required=False)
     logged_in(client, "alice")
-    code, _, _ = get_code(client, gallery)
+    code, _, _ = get_code(client, gallery, challenge=None)
     response = exchange(client, gallery, secret, code, verifier=pkce_pair()[0])
     assert response.status_code == 400 and "code_challenge" in response.json["error_description"]
 
