@@ -361,11 +361,6 @@ class EndSession(EndSessionEndpoint):
         )
         return validated
 
-    def is_post_logout_redirect_uri_legitimate(self, request, post_logout_redirect_uri, client, logout_hint):
-        # A registered URI (checked before this) after the user confirmed on our own form:
-        # the view acts on a POST only when its CSRF token is good.
-        return request.method == "POST"
-
     @staticmethod
     def _browser_session():
         try:

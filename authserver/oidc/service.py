@@ -666,8 +666,10 @@ class TokenStore:
         row = read_one(_BY_REFRESH, {"hash": token_hash(value)})
         return IssuedToken(row, self.clock, self.clients, "refresh_token") if row else None
 
-    def find(self, value: str, hint: str | None = None) -> IssuedToken | None:
-        """An access or refresh token; the hint only decides which is looked up first."""
+    def find(self, value: str, hint: str | None = None, *, address: str = "") -> IssuedToken | None:
+        """An access or refresh token; the hint only decides which is looked up first.
+
+        (`address`: the introspection caller's; a wrong guess of a 256-bit token needs no throttle.)"""
         lookups = [self.find_access, self.find_refresh]
         if hint == "refresh_token":
             lookups.reverse()

@@ -48,7 +48,7 @@ def test_password_change_ends_every_other_session_but_this_one(client, services,
     token = csrf(client.get("/account").text)
     response = client.post("/account/password", data={"csrf_token": token, "current_password": DEFAULT_PASSWORD,
                                                        "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD})
-    assert response.status_code == 302
+    assert response.status_code == 303
     page = client.get("/account")
     assert page.status_code == 200 and "Signed out 1 other session." in page.text
     assert other.get("/api/me").status_code == 401
@@ -75,7 +75,7 @@ def test_profile_update_changes_name_and_email(client, services):
     assert bad.status_code == 400 and "email address" in field_error(bad.text, "email")
     good = client.post("/account/profile", data={"csrf_token": token, "name": "Alice Liddell",
                                                  "email": "alice@wonder.example"})
-    assert good.status_code == 302
+    assert good.status_code == 303
     alice = services.accounts.find("alice")
     assert (alice.name, alice.email, alice.email_verified) == ("Alice Liddell", "alice@wonder.example", False)
 
@@ -90,10 +90,10 @@ def test_user_signs_out_another_session_and_everywhere_else(client, services, ap
     ids = re.findall(r'data-session-id="([^"]+)"', page.text)
     assert len(ids) == 3 and phone_session in ids
     token = csrf(page.text)
-    assert client.post(f"/account/sessions/{phone_session}/revoke", data={"csrf_token": token}).status_code == 302
+    assert client.post(f"/account/sessions/{phone_session}/revoke", data={"csrf_token": token}).status_code == 303
     assert phone.get("/api/me").status_code == 401 and tablet.get("/api/me").status_code == 200
     assert client.post("/account/sessions/unknown/revoke", data={"csrf_token": token}).status_code == 404
-    assert client.post("/account/sessions/revoke-others", data={"csrf_token": token}).status_code == 302
+    assert client.post("/account/sessions/revoke-others", data={"csrf_token": token}).status_code == 303
     assert tablet.get("/api/me").status_code == 401
     assert client.get("/account").status_code == 200
 
@@ -116,7 +116,7 @@ def test_signing_out_this_session_from_the_list_logs_out(client, services):
     page = client.get("/account")
     [mine] = re.findall(r'data-session-id="([^"]+)"', page.text)
     response = client.post(f"/account/sessions/{mine}/revoke", data={"csrf_token": csrf(page.text)})
-    assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/login")
     assert client.get("/account").status_code == 302
 
 

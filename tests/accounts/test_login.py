@@ -47,7 +47,7 @@ def test_browser_login_form_with_csrf_and_safe_next(client, services):
     token = csrf_token(page.text)
     response = client.post("/login", data={"username": "bob", "password": DEFAULT_PASSWORD,
                                            "csrf_token": token, "next": "/account"})
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert response.headers["Location"] == "/account"
     assert "bob" in client.get("/account").text
 
@@ -65,7 +65,7 @@ def test_next_never_leaves_this_server(client, services, target):
     token = csrf_token(client.get("/login").text)
     response = client.post("/login", data={"username": "bob", "password": DEFAULT_PASSWORD,
                                            "csrf_token": token, "next": target})
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert response.headers["Location"] == "/account"
 
 

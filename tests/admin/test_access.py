@@ -50,7 +50,7 @@ def test_every_page_sends_a_logged_out_visitor_to_the_login_page(client, routes)
 
 def test_every_admin_page_is_forbidden_to_a_non_admin(client, services, routes):
     make_user(services, "carol")
-    assert browser_login(client, "carol").status_code == 302
+    assert browser_login(client, "carol").status_code == 303
     for path in routes["/admin"]:
         response = client.get(path)
         assert response.status_code == 403, path

@@ -15,7 +15,7 @@ from tests.html import browser_login, csrf, field_error, shown_value
 
 def as_admin(client, services):
     make_user(services, "root", admin=True)
-    assert browser_login(client, "root").status_code == 302
+    assert browser_login(client, "root").status_code == 303
 
 
 def client_credentials(client, client_id: str, secret: str):
@@ -56,7 +56,7 @@ def test_a_public_client_has_no_secret(client, services):
     as_admin(client, services)
     response = register(client, name="Phone app", token_endpoint_auth_method="none",
                         redirect_uris="app.example:///oauth-callback")
-    assert response.status_code == 302
+    assert response.status_code == 303
     page = client.get(response.headers["Location"])
     assert "Phone app" in page.text and "public" in page.text and 'id="client-secret"' not in page.text
 
@@ -100,7 +100,7 @@ def test_deleting_a_client_refuses_it_and_revokes_its_tokens(client, services):
     assert client.post(f"/admin/clients/{gallery.client_id}/delete", data={"csrf_token": token}).status_code == 400
     assert services.oidc.clients.registered(gallery.client_id) is not None
     done = client.post(f"/admin/clients/{gallery.client_id}/delete", data={"csrf_token": token, "confirm": "y"})
-    assert done.status_code == 302
+    assert done.status_code == 303
     assert client.get(f"/admin/clients/{gallery.client_id}").status_code == 404
     assert client_credentials(app_side, gallery.client_id, secret).status_code == 401
     introspected = app_side.post("/oauth/introspect", data={"token": access})
@@ -115,7 +115,7 @@ def test_admin_rotates_signing_keys_and_the_old_key_stays_published(client, serv
     assert all(kid in page.text for kid in first)
     token = csrf(page.text)
     assert client.post("/admin/signing-keys/rotate", data={"csrf_token": token}).status_code == 400
-    assert client.post("/admin/signing-keys/rotate", data={"csrf_token": token, "confirm": "y"}).status_code == 302
+    assert client.post("/admin/signing-keys/rotate", data={"csrf_token": token, "confirm": "y"}).status_code == 303
     published = {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}
     assert first < published
     page = client.get("/admin/signing-keys")

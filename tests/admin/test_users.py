@@ -14,7 +14,7 @@ from tests.html import browser_login, csrf, field_error, shown_value
 
 def admin_client(client, services):
     make_user(services, "root", admin=True)
-    assert browser_login(client, "root").status_code == 302
+    assert browser_login(client, "root").status_code == 303
     return client
 
 
@@ -99,12 +99,12 @@ def test_disabling_needs_the_box_ticked_and_signs_the_user_out(client, services,
         assert unconfirmed.status_code == 400 and "Tick the box" in field_error(unconfirmed.text, "confirm-disable")
         assert not services.accounts.find("dora").is_disabled
         done = client.post(f"/admin/users/{dora.id}/disable", data={"csrf_token": token, "confirm": "y"})
-        assert done.status_code == 302
+        assert done.status_code == 303
         assert services.accounts.find("dora").is_disabled
         assert dora_browser.get("/account").status_code == 302
         assert login(dora_browser, "dora").status_code == 401
     assert [e.actor for e in events("user.disable")] == ["user:root"]
-    assert client.post(f"/admin/users/{dora.id}/enable", data={"csrf_token": token}).status_code == 302
+    assert client.post(f"/admin/users/{dora.id}/enable", data={"csrf_token": token}).status_code == 303
     assert not services.accounts.find("dora").is_disabled and events("user.enable")
 
 
@@ -127,7 +127,7 @@ def test_admin_edits_groups_and_the_admin_flag(client, services):
     response = client.post(f"/admin/users/{dora.id}", data={
         "csrf_token": token, "name": "Dora E.", "email": "dora@photos.example", "groups": "editors", "is_admin": "y",
     })
-    assert response.status_code == 302
+    assert response.status_code == 303
     dora = services.accounts.find("dora")
     assert dora.is_admin and dora.groups == ["editors"] and dora.name == "Dora E."
     [event] = events("user.update")
@@ -157,7 +157,7 @@ def test_totp_reset_removes_the_second_factor(client, services):
     page = user_page(client, dora)
     assert 'id="user-totp">on' in page.text
     response = client.post(f"/admin/users/{dora.id}/reset-totp", data={"csrf_token": csrf(page.text), "confirm": "y"})
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert not services.totp.is_enrolled(services.accounts.find("dora"))
     assert [e.actor for e in events("totp.reset")] == ["user:root"]
 

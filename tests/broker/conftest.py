@@ -64,12 +64,14 @@ def browser_sign_in(live, authorization_url: str, *, username: str = "alice", al
     next_value = re.search(r'name="next" type="hidden" value="([^"]+)"', page.text).group(1).replace("&amp;", "&")
     response = browser.post(live.url + "/login", allow_redirects=False, timeout=10, data={
         "username": username, "password": DEFAULT_PASSWORD, "csrf_token": csrf_token(page.text), "next": next_value})
-    assert response.status_code == 302, response.text
+    assert response.status_code == 303, response.text
     response = browser.get(urljoin(live.url, response.headers["Location"]), allow_redirects=False, timeout=10)
     if response.status_code == 200:
         response = browser.post(live.url + form_action(response.text), allow_redirects=False, timeout=10,
                                 data={"csrf_token": csrf_token(response.text), ("allow" if allow else "deny"): "x"})
-    assert response.status_code == 302, response.text
+        assert response.status_code == 303, response.text
+    else:
+        assert response.status_code == 302, response.text
     return response.headers["Location"]
 
 

@@ -55,7 +55,7 @@ def test_serve_runs_granian_and_the_seeded_admin_logs_in(instance):
     assert page.status_code == 200
     form = {"username": "admin", "password": password, "csrf_token": csrf_token(page.text), "next": "/account"}
     signed_in = browser.post(base + "/login", data=form, allow_redirects=False)
-    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/account"
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/account"
     me = browser.get(base + "/api/me")
     assert me.status_code == 200
     assert me.json()["username"] == "admin" and me.json()["is_admin"] is True

@@ -288,7 +288,7 @@ def test_login_page_sends_back_to_forward_auth_domains_only(client, services, ta
     page = client.get("/login", query_string={"next": target})
     response = client.post("/login", data={"username": "bob", "password": DEFAULT_PASSWORD,
                                            "csrf_token": csrf_token(page.text), "next": target})
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert response.headers["Location"] == expected
 
 

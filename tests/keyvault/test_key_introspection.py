@@ -7,7 +7,8 @@ from tests.factories import make_client, make_key, make_user
 
 @pytest.fixture
 def service(services):
-    return make_client(services, "Photo API", redirect_uris=(), grants=["client_credentials"], scope="photos:read")
+    return make_client(services, "Photo API", redirect_uris=(), grants=["client_credentials"], scope="photos:read",
+                       introspect=True)
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def test_user_rotates_and_revokes_from_the_page(client, services):
     new = shown_token(rotated.text)
     assert new.startswith(key_id + ":") and not new.endswith(old)
     revoked = client.post(f"/account/keys/{key_id}/revoke", data={"csrf_token": token, "confirm": "y"})
-    assert revoked.status_code == 302
+    assert revoked.status_code == 303
     assert client.get("/api/me", headers={"X-API-Key": new}).status_code == 401
 
 
@@ -90,7 +90,7 @@ def test_admin_lists_filters_mints_and_audits_every_key(client, services):
     minted = client.post("/admin/keys", data={"csrf_token": csrf(page.text), "user": "carol", "name": "by admin",
                                               "scopes": ["profile"]})
     assert minted.status_code == 201 and shown_token(minted.text)
-    assert client.post(f"/admin/keys/{alice_key}/revoke", data={"csrf_token": csrf(page.text), "confirm": "y"}).status_code == 302
+    assert client.post(f"/admin/keys/{alice_key}/revoke", data={"csrf_token": csrf(page.text), "confirm": "y"}).status_code == 303
     audit = client.get(f"/admin/keys/{alice_key}")
     assert audit.status_code == 200
     assert "admin.key.revoke" in audit.text and "key.mint" in audit.text and "user:root" in audit.text

@@ -2,6 +2,8 @@
 
 import pytest
 
+from authserver.oidc.service import ClientError
+
 from tests.factories import make_client, make_user
 from tests.oidc.conftest import (
     REDIRECT,
@@ -138,7 +140,7 @@ def test_pkce_other_than_s256_is_refused(client, services, alice, method):
     gallery, _ = make_client(services)
     logged_in(client, "alice")
     _, challenge = pkce_pair()
-    params = authorize_params(gallery, code_challenge=challenge)
+    params = authorize_params(gallery, challenge=None, code_challenge=challenge)
     if method:
         params["code_challenge_method"] = method
     response = client.get("/oauth/authorize", query_string=params)
@@ -149,22 +151,37 @@ def test_pkce_other_than_s256_is_refused(client, services, alice, method):
 def test_public_client_must_use_pkce(client, services, alice):
     app_client, _ = make_client(services, redirect_uris=[REDIRECT], public=True)
     logged_in(client, "alice")
-    response = client.get("/oauth/authorize", query_string=authorize_params(app_client))
+    response = client.get("/oauth/authorize", query_string=authorize_params(app_client, challenge=None))
     query = query_of(response.headers["Location"])
     assert query["error"] == "invalid_request" and "PKCE" in query["error_description"]
+    # A public client cannot be registered without it either.
+    with pytest.raises(ClientError, match="PKCE"):
+        make_client(services, "App 2", redirect_uris=[REDIRECT], public=True, pkce_required=False)
 
 
-def test_pkce_required_for_all_clients_when_configured(app, services, alice):
-    from authserver import create_app
-
-    strict = create_app(services.settings.replace(pkce_required="all"), clock=services.clock)
-    http = strict.test_client()
+def test_pkce_is_required_for_all_clients_by_default_and_an_exempt_client_may_skip_it(client, services, alice):
+    """RFC 9700 §2.1.1: AUTHSERVER_PKCE_REQUIRED defaults to all; a confidential client may be exempted."""
+    assert services.settings.pkce_required == "all"
     gallery, _ = make_client(services)
-    logged_in(http, "alice")
-    response = http.get("/oauth/authorize", query_string=authorize_params(gallery))
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, challenge=None))
     assert query_of(response.headers["Location"])["error"] == "invalid_request"
     _, challenge = pkce_pair()
-    code, _, _ = get_code(http, gallery, challenge=challenge)
+    code, _, _ = get_code(client, gallery, challenge=challenge)
+    assert code
+    exempt, _ = make_client(services, "Old gallery", pkce_required=False)
+    code, _, _ = get_code(client, exempt, challenge=None)
+    assert code
+
+
+def test_pkce_for_public_clients_only_when_configured(app, services, alice):
+    from authserver import create_app
+
+    lenient = create_app(services.settings.replace(pkce_required="public"), clock=services.clock)
+    http = lenient.test_client()
+    gallery, _ = make_client(services)
+    logged_in(http, "alice")
+    code, _, _ = get_code(http, gallery, challenge=None)
     assert code
 
 

@@ -17,7 +17,9 @@ def alice(services, db):
 @pytest.fixture
 def issued(client, services, alice):
     """A gallery client, its secret, and a token response for alice."""
-    gallery, secret = make_client(services, extra_claims=["immich_role=admin_flag:admin:user", "quota=attribute:quota_gb"])
+    # Both relying party and resource server (like mod_auth_openidc): it introspects its own tokens.
+    gallery, secret = make_client(services, extra_claims=["immich_role=admin_flag:admin:user", "quota=attribute:quota_gb"],
+                                  introspect=True)
     logged_in(client, "alice")
     code, _, _ = get_code(client, gallery, scope="openid profile email groups")
     body = exchange(client, gallery, secret, code).json
@@ -74,11 +76,15 @@ def test_introspection_active_answer(client, services, issued, alice):
     assert info["exp"] - info["iat"] == 3600
 
 
-def test_introspection_by_another_confidential_client(client, services, issued):
-    _, _, body = issued
-    resource, secret = make_client(services, "Photo API", redirect_uris=(), grants=["client_credentials"], scope="x")
-    info = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=(resource.client_id, secret))
-    assert info.json["active"] is True
+def test_introspection_by_a_resource_server_the_token_names(client, services, alice):
+    resource, rs_secret = make_client(services, "Photo API", redirect_uris=(), grants=["client_credentials"], scope="x",
+                                      introspect=True)
+    gallery, secret = make_client(services, "Gallery", audiences=[resource.client_id])
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    body = exchange(client, gallery, secret, code).json
+    info = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=(resource.client_id, rs_secret))
+    assert info.json["active"] is True and info.json["aud"] == [gallery.client_id, resource.client_id]
 
 
 @pytest.mark.parametrize("hint", ["access_token", "refresh_token", "pkid_key", "nonsense"])
@@ -141,8 +147,13 @@ def test_another_client_cannot_revoke_my_token(client, services, issued):
     assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 200
 
 
-def test_api_me_with_an_access_token(client, issued, alice):
-    gallery, _, body = issued
+def test_api_me_with_an_access_token(client, services, alice):
+    official, secret = make_client(services, "Official app", first_party=True)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, official, scope="openid profile email groups")
+    body = exchange(client, official, secret, code).json
+    client.delete_cookie("authserver_session")
+    gallery = official
     me = client.get("/api/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
     assert me.json["username"] == "alice" and me.json["auth_method"] == "oauth_token"
@@ -160,7 +171,8 @@ def test_consents_listed_and_revoked_with_the_clients_tokens(client, services, a
     assert listed == [{"client_id": gallery.client_id, "client_name": "Photo Gallery", "scopes": ["openid", "profile"],
                        "granted_at": listed[0]["granted_at"], "updated_at": listed[0]["updated_at"]}]
     app_only = client.application.test_client()
-    assert app_only.delete("/api/me/consents/" + gallery.client_id, headers=bearer(body["access_token"])).status_code == 403
+    # A third-party app's token is not a credential for this server's API at all.
+    assert app_only.delete("/api/me/consents/" + gallery.client_id, headers=bearer(body["access_token"])).status_code == 401
     assert client.delete("/api/me/consents/" + gallery.client_id).status_code == 200
     assert client.get("/api/me/consents").json == {"consents": []}
     assert client.delete("/api/me/consents/" + gallery.client_id).status_code == 404
@@ -189,7 +201,7 @@ def test_account_page_lists_connected_apps_and_revokes_them(client, services, al
     action = f"/account/apps/{gallery.client_id}/revoke"
     assert client.post(action).status_code == 400
     response = client.post(action, data={"csrf_token": csrf_token(page.text)})
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert "Photo Gallery" not in client.get("/account").text
     assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 401
     assert client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid")).status_code == 200

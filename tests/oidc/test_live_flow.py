@@ -23,6 +23,7 @@ from tests.oidc.conftest import REDIRECT, form_action, query_of
 from tests.oidc.receiver import LogoutReceiver
 
 ALGS = ["RS256", "ES256", "EdDSA"]
+VERIFIER = generate_token(48)
 
 
 def discover(live) -> dict:
@@ -38,13 +39,15 @@ def browser_login_and_consent(live, authorization_url: str) -> tuple[requests.Se
     next_value = re.search(r'name="next" type="hidden" value="([^"]+)"', page.text).group(1).replace("&amp;", "&")
     response = browser.post(live.url + "/login", allow_redirects=False, timeout=10, data={
         "username": "alice", "password": DEFAULT_PASSWORD, "csrf_token": csrf_token(page.text), "next": next_value})
-    assert response.status_code == 302
+    assert response.status_code == 303  # after a POST (RFC 9700 §4.11)
     response = browser.get(urljoin(live.url, response.headers["Location"]), allow_redirects=False, timeout=10)
     if response.status_code == 200:
         assert "Allow" in response.text
         response = browser.post(live.url + form_action(response.text), allow_redirects=False, timeout=10,
                                 data={"csrf_token": csrf_token(response.text), "allow": "allow"})
-    assert response.status_code == 302
+        assert response.status_code == 303
+    else:
+        assert response.status_code == 302
     return browser, response.headers["Location"]
 
 
@@ -69,7 +72,7 @@ def test_confidential_client_full_flow(live, alice):
     meta = discover(live)
     assert meta["issuer"] == live.url
     with LogoutReceiver() as receiver:
-        gallery, secret = make_client(live.services, "Gallery", backchannel_logout_uri=receiver.url,
+        gallery, secret = make_client(live.services, "Gallery", backchannel_logout_uri=receiver.url, introspect=True,
                                       post_logout_redirect_uris=["https://gallery.example/bye"])
         oauth = OAuth2Session(gallery.client_id, secret, scope="openid profile email groups", redirect_uri=REDIRECT,
                               code_challenge_method="S256", token_endpoint_auth_method="client_secret_basic")
@@ -151,10 +154,11 @@ def test_client_without_nonce_over_http(live, alice):
     gallery, secret = make_client(live.services, "No nonce", token_endpoint_auth_method="client_secret_post",
                                   scope="openid email profile")
     oauth = OAuth2Session(gallery.client_id, secret, scope="openid email profile", redirect_uri=REDIRECT,
-                          token_endpoint_auth_method="client_secret_post")
-    url, _ = oauth.create_authorization_url(meta["authorization_endpoint"])
+                          code_challenge_method="S256", token_endpoint_auth_method="client_secret_post")
+    verifier = generate_token(48)
+    url, _ = oauth.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier)
     _, callback = browser_login_and_consent(live, url)
-    token = oauth.fetch_token(meta["token_endpoint"], authorization_response=callback)
+    token = oauth.fetch_token(meta["token_endpoint"], authorization_response=callback, code_verifier=verifier)
     keys = KeySet.import_key_set(requests.get(meta["jwks_uri"]).json())
     assert "nonce" not in jwt.decode(token["id_token"], keys).claims
     renewed = oauth.refresh_token(meta["token_endpoint"], refresh_token=token["refresh_token"])
@@ -164,7 +168,7 @@ def test_client_without_nonce_over_http(live, alice):
 def test_client_credentials_over_http(live):
     meta = discover(live)
     service, secret = make_client(live.services, "Indexer", redirect_uris=(), grants=["client_credentials"],
-                                  scope="photos:read")
+                                  scope="photos:read", introspect=True)
     oauth = OAuth2Session(service.client_id, secret, scope="photos:read")
     token = oauth.fetch_token(meta["token_endpoint"], grant_type="client_credentials")
     assert token["scope"] == "photos:read" and "refresh_token" not in token
@@ -176,14 +180,15 @@ def test_browser_logout_also_sends_back_channel_logout(live, alice):
     with LogoutReceiver() as receiver:
         gallery, secret = make_client(live.services, trusted=True, backchannel_logout_uri=receiver.url)
         meta = discover(live)
-        oauth = OAuth2Session(gallery.client_id, secret, scope="openid", redirect_uri=REDIRECT)
-        url, _ = oauth.create_authorization_url(meta["authorization_endpoint"])
+        oauth = OAuth2Session(gallery.client_id, secret, scope="openid", redirect_uri=REDIRECT,
+                          code_challenge_method="S256")
+        url, _ = oauth.create_authorization_url(meta["authorization_endpoint"], code_verifier=VERIFIER)
         browser, callback = browser_login_and_consent(live, url)
-        oauth.fetch_token(meta["token_endpoint"], authorization_response=callback)
+        oauth.fetch_token(meta["token_endpoint"], authorization_response=callback, code_verifier=VERIFIER)
         account = browser.get(live.url + "/account", timeout=10)
         response = browser.post(live.url + "/logout", data={"csrf_token": csrf_token(account.text)},
                                 allow_redirects=False, timeout=10)
-        assert response.status_code == 302
+        assert response.status_code == 303
         assert receiver.received.wait(10)
         assert len(receiver.tokens) == 1
 
@@ -209,10 +214,11 @@ def test_logout_without_id_token_hint_asks_for_confirmation(live, alice):
 def test_logout_to_an_unregistered_uri_does_not_redirect(live, alice):
     meta = discover(live)
     gallery, secret = make_client(live.services, trusted=True, post_logout_redirect_uris=["https://gallery.example/bye"])
-    oauth = OAuth2Session(gallery.client_id, secret, scope="openid", redirect_uri=REDIRECT)
-    url, _ = oauth.create_authorization_url(meta["authorization_endpoint"])
+    oauth = OAuth2Session(gallery.client_id, secret, scope="openid", redirect_uri=REDIRECT,
+                          code_challenge_method="S256")
+    url, _ = oauth.create_authorization_url(meta["authorization_endpoint"], code_verifier=VERIFIER)
     browser, callback = browser_login_and_consent(live, url)
-    token = oauth.fetch_token(meta["token_endpoint"], authorization_response=callback)
+    token = oauth.fetch_token(meta["token_endpoint"], authorization_response=callback, code_verifier=VERIFIER)
     response = browser.get(meta["end_session_endpoint"], allow_redirects=False, timeout=10, params={
         "id_token_hint": token["id_token"], "post_logout_redirect_uri": "https://evil.example/"})
     assert response.status_code == 200 and "Location" not in response.headers

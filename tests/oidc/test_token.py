@@ -11,6 +11,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from tests.factories import make_client, make_user
 from tests.oidc.conftest import (
+    DEFAULT_VERIFIER,
     REDIRECT,
     decode_id_token,
     exchange,
@@ -87,7 +88,7 @@ def test_tokens_are_stored_hashed(client, services, alice, db):
 
 
 def test_second_redemption_fails_and_revokes_what_the_first_issued(client, services, alice):
-    gallery, secret = make_client(services)
+    gallery, secret = make_client(services, introspect=True)
     logged_in(client, "alice")
     code, _, _ = get_code(client, gallery)
     first = exchange(client, gallery, secret, code).json
@@ -120,7 +121,7 @@ def test_missing_or_wrong_verifier_is_refused(client, services, alice):
     logged_in(client, "alice")
     verifier, challenge = pkce_pair()
     code, _, _ = get_code(client, gallery, challenge=challenge)
-    missing = exchange(client, gallery, secret, code)
+    missing = exchange(client, gallery, secret, code, verifier=None)
     assert missing.status_code == 400 and missing.json["error"] == "invalid_request"
     # The failed attempt did not burn the code: the client with the right verifier still gets its tokens.
     wrong = exchange(client, gallery, secret, code, verifier=pkce_pair()[0])
@@ -141,7 +142,7 @@ def test_public_client_exchanges_with_verifier_only(client, services, alice):
     logged_in(client, "alice")
     verifier, challenge = pkce_pair()
     code, _, _ = get_code(client, app_client, redirect_uri="app.immich:///oauth-callback", challenge=challenge)
-    no_verifier = exchange(client, app_client, None, code, redirect_uri="app.immich:///oauth-callback")
+    no_verifier = exchange(client, app_client, None, code, verifier=None, redirect_uri="app.immich:///oauth-callback")
     assert no_verifier.json["error"] == "invalid_request"
     ok = exchange(client, app_client, None, code, verifier=verifier, redirect_uri="app.immich:///oauth-callback")
     assert ok.status_code == 200 and ok.json["refresh_token"]
@@ -183,7 +184,7 @@ def test_unsupported_grants_are_refused(client, services, body):
 
 
 def test_refresh_rotates_and_reuse_revokes_the_family(client, services, alice):
-    gallery, secret = make_client(services)
+    gallery, secret = make_client(services, introspect=True)
     logged_in(client, "alice")
     code, _, _ = get_code(client, gallery)
     first = exchange(client, gallery, secret, code).json
@@ -236,7 +237,7 @@ def test_refresh_with_narrower_scope_and_not_wider(client, services, alice):
 
 
 def test_client_credentials(client, services):
-    service, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"], scope="photos:read photos:write")
+    service, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"], scope="photos:read photos:write", introspect=True)
     response = client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "photos:read"},
                            auth=(service.client_id, secret))
     assert response.status_code == 200
@@ -257,7 +258,7 @@ def test_client_credentials_needs_the_grant(client, services):
 
 
 def test_jwt_access_tokens_follow_rfc_9068(client, services, alice):
-    gallery, secret = make_client(services, access_token_format="jwt")
+    gallery, secret = make_client(services, access_token_format="jwt", introspect=True)
     logged_in(client, "alice")
     code, _, _ = get_code(client, gallery)
     body = exchange(client, gallery, secret, code).json
@@ -314,7 +315,7 @@ def test_private_key_jwt_and_jti_replay(live):
 
 def test_parallel_redemption_has_one_winner_and_revokes_it(live, backend):
     make_user(live.services, "alice")
-    gallery, secret = make_client(live.services, trusted=True)
+    gallery, secret = make_client(live.services, trusted=True, introspect=True)
     browser = live_browser(live, "alice")
     for _ in range(3):
         code, _ = live_code(browser, live, gallery)
@@ -324,7 +325,8 @@ def test_parallel_redemption_has_one_winner_and_revokes_it(live, backend):
         def redeem(code=code, barrier=barrier, results=results):
             barrier.wait()
             response = requests.post(live.url + "/oauth/token", auth=(gallery.client_id, secret), data={
-                "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}, timeout=30)
+                "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                "code_verifier": DEFAULT_VERIFIER}, timeout=30)
             results.append(response)
 
         threads = [threading.Thread(target=redeem) for _ in range(4)]
@@ -347,7 +349,8 @@ def test_parallel_refresh_has_one_winner(live):
     browser = live_browser(live, "alice")
     code, _ = live_code(browser, live, gallery)
     first = requests.post(live.url + "/oauth/token", auth=(gallery.client_id, secret), data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}).json()
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+        "code_verifier": DEFAULT_VERIFIER}).json()
     barrier = threading.Barrier(3)
     results = []
 

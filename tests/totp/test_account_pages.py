@@ -26,7 +26,7 @@ def test_set_up_from_the_account_page(client, services, clock, alice):
     page = client.get("/account/totp")
     assert page.status_code == 200 and "<svg" not in page.text
     started = client.post("/account/totp/start", data={"csrf_token": csrf_token(page.text)})
-    assert started.status_code == 302 and started.headers["Location"] == "/account/totp"
+    assert started.status_code == 303 and started.headers["Location"] == "/account/totp"
 
     page = client.get("/account/totp").text
     assert "<svg" in page and "otpauth://totp/localhost:alice?secret=" in page
@@ -55,7 +55,7 @@ def test_regenerate_and_turn_off(client, services, clock, alice):
     assert len(new) == 10 and not set(new) & set(old)
     clock.advance(seconds=30)
     off = client.post("/account/totp/disable", data={"code": new[0], "csrf_token": token})
-    assert off.status_code == 302
+    assert off.status_code == 303
     assert not services.totp.is_enrolled(alice)
 
 

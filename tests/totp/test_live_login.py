@@ -15,7 +15,7 @@ def test_real_form_posts_with_real_cookies(live_server, services):
     page = browser.get(f"{live_server.url}/login", params={"next": next_url}, timeout=10)
     first = browser.post(f"{live_server.url}/login", allow_redirects=False, timeout=10, data={
         "username": "alice", "password": DEFAULT_PASSWORD, "next": next_url, "csrf_token": csrf_token(page.text)})
-    assert first.status_code == 302 and first.headers["Location"] == "/login/totp"
+    assert first.status_code == 303 and first.headers["Location"] == "/login/totp"
     cookie = first.headers["Set-Cookie"]
     assert f"{PENDING_LOGIN_COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert "Path=/login" in cookie and "Max-Age=300" in cookie
@@ -26,7 +26,7 @@ def test_real_form_posts_with_real_cookies(live_server, services):
     assert page.headers["Cache-Control"] == "no-store"
     done = browser.post(f"{live_server.url}/login/totp", allow_redirects=False, timeout=10,
                         data={"code": device.code(), "csrf_token": csrf_token(page.text)})
-    assert done.status_code == 302 and done.headers["Location"] == next_url
+    assert done.status_code == 303 and done.headers["Location"] == next_url
 
     me = browser.get(f"{live_server.url}/api/me", timeout=10).json()
     assert me["username"] == "alice" and me["auth_method"] == "password+totp"

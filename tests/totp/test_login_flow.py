@@ -42,7 +42,7 @@ def test_browser_login_password_then_totp_then_next(client, services):
     next_url = "/oauth/authorize?client_id=gallery&state=xyz"
 
     first = password_step(client, "alice", next_url)
-    assert first.status_code == 302 and first.headers["Location"] == "/login/totp"
+    assert first.status_code == 303 and first.headers["Location"] == "/login/totp"
     assert session_cookie(client) is None  # half logged in: no session yet
     assert client.get("/api/me").status_code == 401
 
@@ -51,7 +51,7 @@ def test_browser_login_password_then_totp_then_next(client, services):
     assert 'name="code"' in page.text and 'autocomplete="one-time-code"' in page.text
     assert 'name="recovery_code"' in page.text
     done = client.post("/login/totp", data={"code": device.code(), "csrf_token": csrf_token(page.text)})
-    assert done.status_code == 302 and done.headers["Location"] == next_url
+    assert done.status_code == 303 and done.headers["Location"] == next_url
     me = client.get("/api/me").json
     assert me["auth_method"] == "password+totp" and me["amr"] == ["pwd", "otp", "mfa"]
     assert client.get_cookie(PENDING_LOGIN_COOKIE, path="/login") is None
@@ -62,7 +62,7 @@ def test_browser_login_with_a_recovery_code(client, services):
     password_step(client, "alice")
     page = client.get("/login/totp")
     done = client.post("/login/totp", data={"recovery_code": codes[0], "csrf_token": csrf_token(page.text)})
-    assert done.status_code == 302 and done.headers["Location"] == "/account"
+    assert done.status_code == 303 and done.headers["Location"] == "/account"
     assert client.get("/api/me").json["auth_method"] == "password+totp"
     assert services.totp.status(services.accounts.find("alice")).recovery_codes_left == 9
 
@@ -75,7 +75,7 @@ def test_wrong_code_shows_the_form_again_and_a_right_one_then_works(client, serv
     assert wrong.status_code == 401 and "not correct" in wrong.text
     assert session_cookie(client) is None
     right = client.post("/login/totp", data={"code": device.code(), "csrf_token": token})
-    assert right.status_code == 302
+    assert right.status_code == 303
 
 
 def test_totp_form_without_csrf_token_is_refused(client, services):
@@ -92,7 +92,7 @@ def test_half_login_expires_after_five_minutes(client, services, clock):
     token = csrf_token(client.get("/login/totp").text)
     clock.advance(minutes=5, seconds=1)
     response = client.post("/login/totp", data={"code": device.code(), "csrf_token": token})
-    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert response.status_code == 303 and response.headers["Location"] == "/login"
     assert client.get("/api/me").status_code == 401
 
 
@@ -103,12 +103,12 @@ def test_half_login_is_spent_once_and_stored_only_hashed(client, services, db):
     stored = db.session.execute(text("SELECT token_hash FROM pending_logins")).scalars().all()
     assert stored == [token_hash(handle)]
     token = csrf_token(client.get("/login/totp").text)
-    assert client.post("/login/totp", data={"code": device.code(), "csrf_token": token}).status_code == 302
+    assert client.post("/login/totp", data={"code": device.code(), "csrf_token": token}).status_code == 303
 
     other = client.application.test_client()
     other.set_cookie(PENDING_LOGIN_COOKIE, handle, path="/login")
     replay = other.post("/login/totp", data={"code": device.code(steps=1), "csrf_token": token})
-    assert replay.status_code == 302 and replay.headers["Location"] == "/login"
+    assert replay.status_code == 303 and replay.headers["Location"] == "/login"
     assert other.get("/api/me").status_code == 401
 
 
@@ -130,7 +130,7 @@ def test_policy_all_sends_an_unenrolled_user_to_enrolment_before_the_login_compl
     services.totp.required = "all"
     make_user(services, "carol")
     first = password_step(client, "carol", "/account")
-    assert first.status_code == 302 and first.headers["Location"] == "/login/totp/setup"
+    assert first.status_code == 303 and first.headers["Location"] == "/login/totp/setup"
     assert client.get("/login/totp").headers["Location"] == "/login/totp/setup"
     assert client.get("/api/me").status_code == 401
 

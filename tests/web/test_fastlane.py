@@ -108,7 +108,7 @@ def test_api_me_with_a_session_cookie_is_answered_by_the_lane(client, flask_only
 
 
 def test_api_me_with_a_bearer_token_is_answered_by_the_lane(client, flask_only, services, alice):
-    gallery, secret = make_client(services)
+    gallery, secret = make_client(services, first_party=True)
     logged_in(client, "alice")
     code, _, _ = get_code(client, gallery, scope="openid profile")
     token = exchange(client, gallery, secret, code).json["access_token"]
@@ -172,7 +172,7 @@ def test_a_refused_key_is_answered_by_flask_and_counted_once(client, flask_only,
 def service_client(services):
     """A confidential client_credentials client: (client_id, secret)."""
     registered, secret = make_client(services, "Indexer", redirect_uris=(), scope="photos:read",
-                                     grants=("client_credentials",))
+                                     grants=("client_credentials",), introspect=True)
     return registered.client_id, secret
 
 

@@ -15,7 +15,7 @@ def test_logins_never_write_the_password_to_the_logs(client, services, json_logs
     assert client.post("/api/session/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
     cookie = client.get_cookie(SESSION_COOKIE).value
     token = csrf_token(client.get("/login").text)
-    for password, status in ((WRONG, 401), (PASSWORD, 302)):
+    for password, status in ((WRONG, 401), (PASSWORD, 303)):
         form = {"username": "alice", "password": password, "csrf_token": token}
         assert client.post("/login", data=form).status_code == status
     assert client.post("/api/session/login", data=f"username=alice&password={PASSWORD}",
