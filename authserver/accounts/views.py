@@ -227,6 +227,7 @@ def render_account(identity, *, profile_form=None, password_form=None, status: i
         more_keys=len(keys) > ACCOUNT_KEYS_SHOWN,
         sessions=sessions,
         post_form=PostOnlyForm(formdata=None),
+        keep_refresh=svc.settings.keep_refresh_on_password_change,
     )
     return page, status
 

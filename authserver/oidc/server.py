@@ -38,6 +38,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Response, json
 from flask import request as flask_request
 
+from ..accounts.acr import SUPPORTED as ACR_SUPPORTED
 from ..accounts.service import AccountService, SessionService
 from ..audit.service import AuditLog
 from ..clock import Clock
@@ -507,6 +508,7 @@ class OidcProvider:
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
             "prompt_values_supported": ["none", "login", "consent"],
+            "acr_values_supported": list(ACR_SUPPORTED),
             "authorization_response_iss_parameter_supported": True,
             "backchannel_logout_supported": True,
             "backchannel_logout_session_supported": True,

@@ -71,8 +71,11 @@ def append_query(uri: str, params) -> str:
     it does not know), and the app would never see its callback. Registered
     redirect URIs have no fragment, so appending is exact.
     """
+    pairs = list(params.items()) if isinstance(params, dict) else list(params)
+    if not pairs:
+        return uri
     joiner = "" if uri.endswith(("?", "&")) else ("&" if "?" in uri else "?")
-    return uri + joiner + urlencode(list(params.items()) if isinstance(params, dict) else list(params))
+    return uri + joiner + urlencode(pairs)
 
 
 def validate_redirect_uri(uri: str) -> str:

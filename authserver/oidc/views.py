@@ -4,6 +4,7 @@ revocation, RP-initiated logout, and the user's consents."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import hmac
 import json
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from .forms import ConsentForm, LogoutForm
 from .service import append_query
 
 bp = Blueprint("oidc", __name__)
+log = logging.getLogger("authserver.oidc")
 
 SCOPE_DESCRIPTIONS = {
     "openid": "sign you in and know who you are",
@@ -103,6 +105,12 @@ def _authorize(decision: str | None):
         grant = server.get_consent_grant(end_user=user)
     except OAuth2Error as error:
         return _authorization_error(error)
+    except ValueError:
+        # Authlib refuses to quote characters such as `\`, `"`, NUL or non-ASCII in its error
+        # description: the request named a bad redirect_uri or response_type with them in it.
+        log.info("authorization request refused: characters not allowed in its parameters")
+        return _authorization_error(InvalidRequestError(
+            "A parameter (redirect_uri or response_type) contains characters that are not allowed."))
 
     redirect_uri = grant.redirect_uri
     state = request.values.get("state")
@@ -171,18 +179,19 @@ def _needs_fresh_login(session, prompts: set[str], max_age: int | None) -> bool:
     auth_time against the time in this request's login ticket, which the server issued
     (MACed, bound to the request's parameters, short-lived) when it sent the user to log in.
     """
-    if "login" not in prompts and max_age is None:
-        return False
     started = _ticket_time()
-    if started is not None and session.auth_time >= started:
-        return False
+    if started is not None:
+        # This very request was sent to log in by the server: only a login since then will do.
+        return session.auth_time < started
     if "login" in prompts:
         return True
+    if max_age is None:
+        return False
     return (services().clock.now() - session.auth_time).total_seconds() > max_age
 
 
-# The parameters a login round trip leaves unchanged are bound into its ticket.
-_UNBOUND = frozenset({LOGIN_TICKET, "csrf_token", "allow", "deny", "prompt"})
+# Every parameter of the request is bound into its ticket, but the ticket and the consent form's own.
+_UNBOUND = frozenset({LOGIN_TICKET, "csrf_token", "allow", "deny"})
 
 
 def _request_digest() -> str:
@@ -213,8 +222,7 @@ def _ticket_time() -> datetime | None:
 def _to_login(*, fresh: bool):
     params = [(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny", LOGIN_TICKET)]
     if fresh:
-        params = [(k, " ".join(p for p in v.split() if p != "login")) if k == "prompt" else (k, v) for k, v in params]
-        params = [(k, v) for k, v in params if not (k == "prompt" and not v)]
+        # prompt=login stays: without its ticket the request asks for a login again.
         issued_ms = int(services().clock.now().timestamp() * 1000)
         params.append((LOGIN_TICKET, _ticket_serializer().dumps([issued_ms, _request_digest()])))
     next_url = "/oauth/authorize?" + urlencode(params)
