@@ -110,7 +110,7 @@ class ServedInstance:
         self.cli("user", "create", "bench", "--email", "bench@bench.test", "--name", "Bench User",
                  "--password", PASSWORD, "--group", "photos")
         key = json.loads(self.cli("key", "mint", "--user", "bench", "--name", "bench", "--json"))
-        client = json.loads(self.cli("client", "create", "--name", "bench", "--grant", "client_credentials",
+        client = json.loads(self.cli("client", "create", "--name", "bench", "--grant", "client_credentials", "--introspect",
                                      "--scope", "photos:read", "--json"))
         port = self.base.rsplit(":", 1)[1]
         with open(self.workdir / "serve.log", "wb") as log:

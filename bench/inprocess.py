@@ -60,7 +60,8 @@ def credentials(app) -> dict[str, str]:
         user = services.accounts.create_user("bench", email="bench@bench.test", name="Bench User",
                                              password=PASSWORD, groups=["photos"])
         minted = services.keys.mint(user, name="bench", actor="bench")
-        client = services.oidc.clients.create(name="bench", grant_types=["client_credentials"], scope="photos:read")
+        client = services.oidc.clients.create(name="bench", grant_types=["client_credentials"], scope="photos:read",
+                                              introspect=True)
         db.session.commit()
         key = f"{minted.key_id}:{minted.secret}"
         basic = "Basic " + base64.b64encode(f"{client.row.client_id}:{client.client_secret}".encode()).decode()

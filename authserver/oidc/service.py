@@ -547,8 +547,11 @@ class IssuedToken(TokenMixin):
         return (self.row.audience or "").split() or [self.row.client_id]
 
     def meant_for(self, client_id: str) -> bool:
-        """May this resource server learn about the token? Its own client's, or naming it in its audience."""
-        return client_id == self.row.client_id or client_id in self.audience
+        """May this resource server learn about the token? Its own client's, or an access token
+        naming it in its audience (a refresh token is only ever for the client it was issued to)."""
+        if client_id == self.row.client_id:
+            return True
+        return self.kind == "access_token" and client_id in self.audience
 
     def introspect(self, issuer: str) -> dict:
         row = self.row

@@ -4,10 +4,10 @@ revocation, RP-initiated logout, and the user's consents."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import hmac
 import json
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
@@ -50,6 +50,7 @@ SCOPE_DESCRIPTIONS = {
 # the user to log in, MACed and bound to the request. The session must be newer than that.
 LOGIN_TICKET = "login_ticket"
 LOGIN_TICKET_SECONDS = 1800
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def provider():
@@ -182,7 +183,7 @@ def _needs_fresh_login(session, prompts: set[str], max_age: int | None) -> bool:
     started = _ticket_time()
     if started is not None:
         # This very request was sent to log in by the server: only a login since then will do.
-        return session.auth_time < started
+        return session.auth_time <= started
     if "login" in prompts:
         return True
     if max_age is None:
@@ -209,12 +210,12 @@ def _ticket_time() -> datetime | None:
     if not raw or len(raw) > 300:
         return None
     try:
-        issued_ms, digest = _ticket_serializer().loads(raw)
+        issued_us, digest = _ticket_serializer().loads(raw)
     except (BadSignature, ValueError, TypeError):
         return None
-    if not isinstance(issued_ms, int) or not isinstance(digest, str) or not hmac.compare_digest(digest, _request_digest()):
+    if not isinstance(issued_us, int) or not isinstance(digest, str) or not hmac.compare_digest(digest, _request_digest()):
         return None
-    started = datetime.fromtimestamp(issued_ms / 1000, tz=UTC)
+    started = EPOCH + timedelta(microseconds=issued_us)
     age = (services().clock.now() - started).total_seconds()
     return started if 0 <= age <= LOGIN_TICKET_SECONDS else None
 
@@ -223,8 +224,8 @@ def _to_login(*, fresh: bool):
     params = [(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny", LOGIN_TICKET)]
     if fresh:
         # prompt=login stays: without its ticket the request asks for a login again.
-        issued_ms = int(services().clock.now().timestamp() * 1000)
-        params.append((LOGIN_TICKET, _ticket_serializer().dumps([issued_ms, _request_digest()])))
+        issued_us = (services().clock.now() - EPOCH) // timedelta(microseconds=1)
+        params.append((LOGIN_TICKET, _ticket_serializer().dumps([issued_us, _request_digest()])))
     next_url = "/oauth/authorize?" + urlencode(params)
     return redirect("/login?" + urlencode({"next": next_url}))
 

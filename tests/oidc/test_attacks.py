@@ -18,7 +18,14 @@ from authserver.audit.models import AuditEvent
 from authserver.extensions import db
 from authserver.oidc.models import OAuthClient, OAuthToken
 from authserver.oidc.service import ClientError
-from tests.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_client, make_key, make_user
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    csrf_token,
+    enrol_totp,
+    make_client,
+    make_key,
+    make_user,
+)
 from tests.oidc.conftest import (
     DEFAULT_VERIFIER,
     REDIRECT,
@@ -326,7 +333,7 @@ def test_a_third_party_client_cannot_be_registered_with_the_admin_scope(services
 
 
 def test_an_old_registration_with_admin_cannot_get_it_through_consent(live, alice):
-    gallery, secret = make_client(live.services, "galleryadmin", scope="openid profile")
+    gallery, _ = make_client(live.services, "galleryadmin", scope="openid profile")
     row = db.session.scalar(select(OAuthClient).where(OAuthClient.client_id == gallery.client_id))
     row.scope = "openid profile admin"  # as 50170db let it be registered
     db.session.commit()

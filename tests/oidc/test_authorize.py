@@ -3,7 +3,6 @@
 import pytest
 
 from authserver.oidc.service import ClientError
-
 from tests.factories import make_client, make_user
 from tests.oidc.conftest import (
     REDIRECT,
@@ -214,7 +213,9 @@ def test_prompt_login_forces_a_new_login_then_proceeds(client, services, clock, 
     response = client.get("/oauth/authorize", query_string=authorize_params(gallery, prompt="login"))
     assert response.headers["Location"].startswith("/login?next=")
     next_url = query_of(response.headers["Location"])["next"]
-    assert "prompt" not in query_of(next_url)
+    # The request comes back as it was, with the server's ticket: the login must be newer than it.
+    assert query_of(next_url)["prompt"] == "login" and query_of(next_url)["login_ticket"]
+    assert client.get(next_url).headers["Location"].startswith("/login?next=")
     clock.advance(seconds=5)
     logged_in(client, "alice")
     again = client.get(next_url)

@@ -85,6 +85,9 @@ def test_introspection_by_a_resource_server_the_token_names(client, services, al
     body = exchange(client, gallery, secret, code).json
     info = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=(resource.client_id, rs_secret))
     assert info.json["active"] is True and info.json["aud"] == [gallery.client_id, resource.client_id]
+    # The refresh token is the gallery's alone.
+    hidden = client.post("/oauth/introspect", data={"token": body["refresh_token"]}, auth=(resource.client_id, rs_secret))
+    assert hidden.json == {"active": False}
 
 
 @pytest.mark.parametrize("hint", ["access_token", "refresh_token", "pkid_key", "nonsense"])

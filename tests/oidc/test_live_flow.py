@@ -165,6 +165,29 @@ def test_client_without_nonce_over_http(live, alice):
     assert "nonce" not in jwt.decode(renewed["id_token"], keys).claims
 
 
+def test_native_app_on_a_random_loopback_port(live, alice):
+    """RFC 8252: a desktop uploader listens on a port of its choosing under the registered loopback URI."""
+    import socket
+
+    meta = discover(live)
+    app_client, _ = make_client(live.services, "Uploader", redirect_uris=["http://127.0.0.1/oauth/callback"],
+                                public=True, scope="openid profile")
+    with socket.socket() as listener:  # the port the app would listen on
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    redirect_uri = f"http://127.0.0.1:{port}/oauth/callback"
+    oauth = OAuth2Session(app_client.client_id, scope="openid profile", redirect_uri=redirect_uri,
+                          code_challenge_method="S256", token_endpoint_auth_method="none")
+    verifier, nonce = generate_token(48), secrets.token_urlsafe(16)
+    url, state = oauth.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier, nonce=nonce)
+    _, callback = browser_login_and_consent(live, url)
+    assert callback.startswith(redirect_uri + "?") and query_of(callback)["state"] == state
+    token = oauth.fetch_token(meta["token_endpoint"], authorization_response=callback, code_verifier=verifier)
+    claims = verify_id_token(live, meta, token["id_token"], app_client.client_id, nonce=nonce,
+                             access_token=token["access_token"])
+    assert claims["sub"] == alice.sub
+
+
 def test_client_credentials_over_http(live):
     meta = discover(live)
     service, secret = make_client(live.services, "Indexer", redirect_uris=(), grants=["client_credentials"],
