@@ -45,6 +45,14 @@ def _check_unicode(text: str) -> None:
         raise ValueError("JSON string holds a lone surrogate") from None
 
 
+def only_fields(body: dict, *names: str) -> None:
+    """400 for a field this endpoint does not know: a misspelt option must not be dropped silently."""
+    unknown = sorted(name for name in body if name not in names)
+    if unknown:
+        shown = unknown[0][:40] if unknown[0].isprintable() else "(unprintable)"
+        raise ApiError(400, "invalid_request", f'Unknown field "{shown}"; this endpoint takes {", ".join(names)}.')
+
+
 def json_object() -> dict[str, Any]:
     """The request body as a JSON object, or ApiError 415/400 saying what is wrong."""
     if not request.is_json:

@@ -85,10 +85,15 @@ def list_keys():
 @require_identity()
 def mint_key():
     body = jsonapi.json_object()
+    # `allowed_cidrs` is how answers name the ranges; a request may use either name, not both.
+    jsonapi.only_fields(body, "name", "scopes", "expires_in_days", "cidrs", "allowed_cidrs", "user")
+    if "cidrs" in body and "allowed_cidrs" in body:
+        raise ApiError(400, "invalid_request", 'Send the address ranges once, as "cidrs" or as "allowed_cidrs".')
     name = jsonapi.string(body, "name", max_length=200)
     scopes = jsonapi.string_list(body, "scopes", max_items=50, max_length=64)
     days = jsonapi.integer(body, "expires_in_days", required=False, minimum=1, maximum=MAX_EXPIRY_DAYS)
-    cidrs = jsonapi.string_list(body, "cidrs", max_items=MAX_CIDRS, max_length=64) or []
+    ranges = "allowed_cidrs" if "allowed_cidrs" in body else "cidrs"
+    cidrs = jsonapi.string_list(body, ranges, max_items=MAX_CIDRS, max_length=64) or []
     username = jsonapi.string(body, "user", required=False, max_length=150)
     minted = services().keys.mint_as(
         current_identity(),

@@ -70,6 +70,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
             session=getattr(request, "sso_session", None),
+            login_ticket=getattr(request, "login_ticket", None),
         )
 
     def query_authorization_code(self, code, client):

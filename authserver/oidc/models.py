@@ -85,6 +85,8 @@ class AuthorizationCode(db.Model, AuthorizationCodeMixin):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The login ticket (its SHA-256) the authorization request presented: a ticket counts once.
+    login_ticket: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
 
     def get_redirect_uri(self):
         return self.redirect_uri

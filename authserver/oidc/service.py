@@ -411,6 +411,10 @@ class ClientRegistry:
 # -- codes ---------------------------------------------------------------------
 
 
+class TicketSpent(Exception):
+    """The login ticket of an authorization request was used for a code already."""
+
+
 class CodeStore:
     """Authorization codes: at most 60 s, redeemed by one conditional UPDATE."""
 
@@ -420,7 +424,9 @@ class CodeStore:
         self.tokens = tokens
 
     def save(self, code: str, *, client_id: str, user_id: int, redirect_uri: str, scope: str,
-             nonce: str | None, code_challenge: str | None, code_challenge_method: str | None, session) -> None:
+             nonce: str | None, code_challenge: str | None, code_challenge_method: str | None, session,
+             login_ticket: str | None = None) -> None:
+        """Raises TicketSpent when `login_ticket` was used by another code (a race: the unique index decides)."""
         now = self.clock.now()
         db.session.execute(delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - timedelta(hours=1)))
         db.session.add(AuthorizationCode(
@@ -436,10 +442,22 @@ class CodeStore:
             auth_time=session.auth_time if session else now,
             acr=session.acr if session else "",
             amr=list(session.amr or []) if session else [],
+            login_ticket=login_ticket,
             created_at=now,
             expires_at=now + timedelta(seconds=CODE_SECONDS),
         ))
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            if login_ticket is not None and self.ticket_spent(login_ticket):
+                raise TicketSpent() from None
+            raise
+
+    def ticket_spent(self, ticket_id: str) -> bool:
+        return db.session.scalar(
+            select(AuthorizationCode.id).where(AuthorizationCode.login_ticket == ticket_id).limit(1)
+        ) is not None
 
     def nonce_used(self, client_id: str, nonce: str) -> bool:
         return db.session.scalar(

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -34,7 +35,7 @@ from ..identity import current_identity, require_identity
 from ..throttle import Bucket, TooManyAttempts
 from ..web import client_ip, services, signed_in
 from .forms import ConsentForm, LogoutForm
-from .service import append_query
+from .service import TicketSpent, append_query
 
 bp = Blueprint("oidc", __name__)
 log = logging.getLogger("authserver.oidc")
@@ -50,6 +51,8 @@ SCOPE_DESCRIPTIONS = {
 # the user to log in, MACed and bound to the request. The session must be newer than that.
 LOGIN_TICKET = "login_ticket"
 LOGIN_TICKET_SECONDS = 1800
+# The login a ticket asked for must also be this recent when the ticket is used.
+LOGIN_TICKET_GRACE_SECONDS = 300
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -102,6 +105,10 @@ def _authorize(decision: str | None):
         # second factor: it may not sign the user in to apps. The user logs in properly.
         session = None
     user = session.user if session is not None else None
+    repeated = _repeated_parameter()
+    if repeated:
+        # RFC 6749 §3.1: no parameter twice (`prompt=none&prompt=login` must not pick one).
+        return _authorization_error(InvalidRequestError(f"The parameter {repeated} appears more than once."))
     try:
         grant = server.get_consent_grant(end_user=user)
     except OAuth2Error as error:
@@ -122,7 +129,8 @@ def _authorize(decision: str | None):
             if "none" in prompts:
                 raise LoginRequiredError()
             return _to_login(fresh=False)
-        if _needs_fresh_login(session, prompts, max_age):
+        ticket = _genuine_ticket()
+        if _needs_fresh_login(session, prompts, max_age, ticket):
             if "none" in prompts:
                 raise LoginRequiredError()
             return _to_login(fresh=True)
@@ -151,10 +159,24 @@ def _authorize(decision: str | None):
             oidc.consents.grant(user, client.client_id, scope)
         grant_user = user
     grant.request.sso_session = session
-    response = server.create_authorization_response(grant=grant, grant_user=grant_user)
+    grant.request.login_ticket = ticket.id if ticket is not None else None
+    try:
+        response = server.create_authorization_response(grant=grant, grant_user=grant_user)
+    except TicketSpent:
+        # A second request raced this one with the same ticket and won: log in again.
+        return _to_login(fresh=True)
     if response.status_code != 302:
         db.session.rollback()
     return response
+
+
+def _repeated_parameter() -> str | None:
+    seen: set[str] = set()
+    for name, _ in request.values.items(multi=True):
+        if name in seen:
+            return name[:40] if name.isascii() and name.isprintable() else "(unprintable)"
+        seen.add(name)
+    return None
 
 
 class UnmetAuthenticationRequirements(OAuth2Error):
@@ -173,22 +195,25 @@ def _max_age() -> int | None:
     return int(raw)
 
 
-def _needs_fresh_login(session, prompts: set[str], max_age: int | None) -> bool:
+def _needs_fresh_login(session, prompts: set[str], max_age: int | None, ticket: Ticket | None) -> bool:
     """prompt=login and an exceeded max_age ask for a login newer than this request.
 
     Whether the login is newer is decided from server-held facts only: the session's
     auth_time against the time in this request's login ticket, which the server issued
     (MACed, bound to the request's parameters, short-lived) when it sent the user to log in.
+    A ticket counts once: the code it was used for records it (`CodeStore.ticket_spent`).
     """
-    started = _ticket_time()
-    if started is not None:
-        # This very request was sent to log in by the server: only a login since then will do.
-        return session.auth_time <= started
+    now = services().clock.now()
+    if ticket is not None:
+        # This very request was sent to log in by the server: only a login since then will do,
+        # and one that is still recent (a login page left open does not make a fresh login later).
+        recent = max(max_age or 0, LOGIN_TICKET_GRACE_SECONDS)
+        return not (session.auth_time > ticket.started and (now - session.auth_time).total_seconds() <= recent)
     if "login" in prompts:
         return True
     if max_age is None:
         return False
-    return (services().clock.now() - session.auth_time).total_seconds() > max_age
+    return (now - session.auth_time).total_seconds() > max_age
 
 
 # Every parameter of the request is bound into its ticket, but the ticket and the consent form's own.
@@ -204,8 +229,14 @@ def _ticket_serializer() -> URLSafeSerializer:
     return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="authserver.login-ticket")
 
 
-def _ticket_time() -> datetime | None:
-    """When the server sent this very request to log in, if its ticket is genuine and recent."""
+@dataclass(frozen=True)
+class Ticket:
+    started: datetime  # when the server sent this request to log in
+    id: str  # what the code it is used for records, so that it counts once
+
+
+def _genuine_ticket() -> Ticket | None:
+    """This very request's login ticket, if the server issued it recently and it was not used yet."""
     raw = request.values.get(LOGIN_TICKET, "")
     if not raw or len(raw) > 300:
         return None
@@ -217,7 +248,12 @@ def _ticket_time() -> datetime | None:
         return None
     started = EPOCH + timedelta(microseconds=issued_us)
     age = (services().clock.now() - started).total_seconds()
-    return started if 0 <= age <= LOGIN_TICKET_SECONDS else None
+    if not 0 <= age <= LOGIN_TICKET_SECONDS:
+        return None
+    ticket_id = hashlib.sha256(raw.encode()).hexdigest()
+    if provider().codes.ticket_spent(ticket_id):
+        return None
+    return Ticket(started, ticket_id)
 
 
 def _to_login(*, fresh: bool):
@@ -360,6 +396,10 @@ def _account_identity():
     identity = current_identity()
     if identity.via == "bearer":
         raise ApiError(403, "forbidden", "Manage connected apps with your own session or API key, not an app's token.")
+    if identity.scopes is not None and not identity.has_scope("admin"):
+        # A narrow key (photos:read, say) must not revoke the apps' access, as it may not manage keys.
+        raise ApiError(403, "insufficient_scope",
+                       "Managing connected apps needs a full login, or a credential with the admin scope.")
     return identity
 
 

@@ -177,3 +177,17 @@ def test_listing_is_bounded(client, services):
     assert client.get("/api/keys?limit=3").json["truncated"] is False
     for bad in ("0", "-1", "x", "1001"):
         assert client.get(f"/api/keys?limit={bad}").status_code == 400
+
+
+def test_unknown_mint_fields_are_refused_not_dropped(client, services):
+    """A misspelt option must not give a broader key than asked for (black-box review: "allowed_cidrs")."""
+    make_user(services, "alice")
+    login(client, "alice")
+    unknown = client.post("/api/keys", json={"name": "a", "ip_ranges": ["10.0.0.0/8"]})
+    assert unknown.status_code == 400 and "ip_ranges" in unknown.json["error_description"]
+    aliased = client.post("/api/keys", json={"name": "b", "allowed_cidrs": ["10.0.0.0/8"]})
+    assert aliased.status_code == 201 and aliased.json["allowed_cidrs"] == ["10.0.0.0/8"]
+    both = client.post("/api/keys", json={"name": "c", "cidrs": ["10.0.0.0/8"], "allowed_cidrs": ["10.0.0.0/8"]})
+    assert both.status_code == 400
+    invalid = client.post("/api/keys", json={"name": "d", "allowed_cidrs": ["999.1.1.1/99"]})
+    assert invalid.status_code == 400

@@ -250,11 +250,12 @@ def test_a_request_parameter_cannot_waive_a_fresh_login(live, alice, extra):
         response.headers.get("Location")
 
 
-def _login_form(http, live, login_location: str, password: str = DEFAULT_PASSWORD) -> requests.Response:
+def _login_form(http, live, login_location: str, password: str = DEFAULT_PASSWORD,
+                username: str = "alice") -> requests.Response:
     page = http.get(live.url + login_location, timeout=10)
     next_value = page.text.split('name="next" type="hidden" value="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
     return http.post(live.url + "/login", allow_redirects=False, timeout=10, data={
-        "username": "alice", "password": password, "csrf_token": csrf_token(page.text), "next": next_value})
+        "username": username, "password": password, "csrf_token": csrf_token(page.text), "next": next_value})
 
 
 def test_prompt_login_returns_a_code_only_after_a_new_login(live, alice):
@@ -291,6 +292,45 @@ def test_a_ticket_from_an_old_login_does_not_make_a_later_request_fresh(live, al
     ticket = query_of(old_next)["login_ticket"]
     later = authorize(http, live, gallery, prompt="login", state="new", login_ticket=ticket)
     assert later.headers["Location"].startswith("/login?next=")
+
+
+def test_a_ticket_counts_once(live, alice):
+    """Found by the black-box review: the ticket URL kept giving codes for 30 minutes after one login."""
+    gallery, secret = make_client(live.services, trusted=True)
+    http = live_browser(live, "alice")
+    for extra in ({"prompt": "login"}, {"max_age": "0"}):
+        # Without a nonce (with one, the replayed request is refused as a nonce replay anyway).
+        to_login = authorize(http, live, gallery, nonce=None, **extra)
+        signed = _login_form(http, live, to_login.headers["Location"])
+        first = http.get(live.url + signed.headers["Location"], allow_redirects=False, timeout=10)
+        assert "code=" in first.headers["Location"]
+        again = http.get(live.url + signed.headers["Location"], allow_redirects=False, timeout=10)
+        assert again.headers["Location"].startswith("/login?next="), extra
+
+
+def test_a_ticket_needs_a_recent_login(live_server, services, clock):
+    """A login page left open: the login must be newer than the ticket and still recent when it is used."""
+    make_user(services, "alice")
+    gallery, _ = make_client(services, trusted=True)
+    http = requests.Session()
+    http.post(live_server.url + "/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD})
+    to_login = authorize(http, live_server, gallery, prompt="login")
+    clock.advance(seconds=1)
+    signed = _login_form(http, live_server, to_login.headers["Location"], username="alice")
+    clock.advance(seconds=301)
+    late = http.get(live_server.url + signed.headers["Location"], allow_redirects=False, timeout=10)
+    assert late.headers["Location"].startswith("/login?next=")
+
+
+@pytest.mark.parametrize("query", ["prompt=none&prompt=login", "max_age=100000&max_age=1", "nonce=a&nonce=b",
+                                   "acr_values=1&acr_values=2"])
+def test_repeated_parameters_are_refused(live, alice, query):
+    gallery, _ = make_client(live.services, trusted=True)
+    http = live_browser(live, "alice")
+    params = {k: v for k, v in authorize_params(gallery).items() if k != "nonce"}
+    response = http.get(live.url + "/oauth/authorize?" + urlencode(params) + "&" + query, allow_redirects=False,
+                        timeout=10)
+    assert response.status_code == 400 and "more than once" in response.text
 
 
 def test_acr_values_asking_for_two_factors_leads_to_the_second_factor(live, alice):
@@ -381,6 +421,19 @@ def test_jwt_access_tokens_carry_the_audience(live, alice):
     first = decode_id_token(live.services, tokens_for(http, live, official, official_secret)["access_token"])
     assert third["aud"] == gallery.client_id
     assert first["aud"] == [official.client_id, live.url + "/api"]
+
+
+def test_a_narrow_key_cannot_revoke_the_users_apps(live, alice):
+    """Found by the black-box review: a photos:read key revoked consents (and with them the apps' tokens)."""
+    gallery, secret = make_client(live.services)
+    http = live_browser(live, "alice")
+    tokens_for(http, live, gallery, secret)
+    key_id, key_secret = make_key(live.services, alice, scopes=["photos:read"])
+    headers = {"X-API-Key": f"{key_id}:{key_secret}"}
+    assert requests.get(live.url + "/api/me/consents", headers=headers, timeout=10).status_code == 403
+    refused = requests.delete(live.url + "/api/me/consents/" + gallery.client_id, headers=headers, timeout=10)
+    assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+    assert http.get(live.url + "/api/me/consents", timeout=10).json()["consents"]
 
 
 # -- §4 introspection rights --------------------------------------------------

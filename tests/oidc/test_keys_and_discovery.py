@@ -131,6 +131,15 @@ def test_cli_client_create_prints_credentials_once_as_json(tmp_path):
     assert set(public) == {"client_id"}
     bad = run("client", "create", "--name", "Bad", "--json")
     assert bad.returncode == 1 and "redirect-uri" in bad.stderr
+    wild = run("client", "create", "--name", "Wild", "--redirect-uri", "https://*.example.com/cb")
+    assert wild.returncode == 1 and "wildcards are not supported" in wild.stderr
+    lan = run("client", "create", "--name", "LAN", "--redirect-uri", "http://192.168.1.10:2283/auth/login")
+    assert lan.returncode == 1 and "plain http" in lan.stderr
+    admin = run("client", "create", "--name", "Admin app", "--redirect-uri", "https://a.example/cb", "--scope", "openid admin")
+    assert admin.returncode == 1 and "--first-party" in admin.stderr
+    official = run("client", "create", "--name", "Console", "--redirect-uri", "https://a.example/cb", "--scope",
+                   "openid admin", "--first-party", "--introspect", "--no-pkce", "--json")
+    assert official.returncode == 0, official.stderr
     rotated = run("signing-key", "rotate", "--json")
     assert rotated.returncode == 0 and json.loads(rotated.stdout)["kids"]
     first = run("seed")
