@@ -54,4 +54,4 @@ def test_duplicate_parameters_are_refused(client, services):
     make_user(services, "alice")
     logged_in(client, "alice")
     response = client.get("/oauth/authorize?" + urlencode(query))
-    assert response.status_code == 400 and "Location" not in response.headers and "Multiple" in response.text
+    assert response.status_code == 400 and "Location" not in response.headers and "scope appears more than once" in response.text
