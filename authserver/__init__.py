@@ -10,6 +10,7 @@ from flask import Flask, abort, g, request
 from sqlalchemy.orm import configure_mappers
 
 from . import errors, extensions, jsonapi, layers, logs, web
+from .addresses import ClientAddress
 from .clock import Clock, SystemClock
 from .fastlane import OUTAGE_KEY, FastLane
 from .metrics import record_request
@@ -55,6 +56,8 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
     if settings.fast_lane:
         app.wsgi_app = FastLane(app, app.wsgi_app)
     app.wsgi_app = layers.ResponseHeaders(app.wsgi_app, https=settings.is_https)
+    # Outermost: everything inside sees the client's address in REMOTE_ADDR (authserver/addresses.py).
+    app.wsgi_app = ClientAddress(app.wsgi_app, settings.trusted_proxies)
 
     @app.before_request
     def _start():

@@ -33,13 +33,13 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request
 
 from . import layers
+from .addresses import peer_address
 from .errors import is_database_outage
 from .forwardauth.service import ALLOW, BadForwardedRequest, remote_headers
 from .forwardauth.views import assess
 from .identity import RESOLVED_KEY, AuthenticationFailed
 from .layers import CURRENT_ORIGIN, Origin
 from .metrics import record_request
-from .throttle import Bucket, TooManyAttempts
 
 log = logging.getLogger("authserver.fastlane")
 
@@ -162,7 +162,8 @@ class FastLane:
 
     def forward_auth(self, req: Request):
         try:
-            verdict = assess(self.services.forward_auth, req.remote_addr or "", req.headers, lambda: self._resolve(req))
+            verdict = assess(self.services.forward_auth, peer_address(req.environ), req.headers,
+                             lambda: self._resolve(req))
         except BadForwardedRequest:
             return None
         if verdict.decision.verdict != ALLOW:
@@ -190,10 +191,6 @@ class FastLane:
         # Client secrets only: an assertion (private_key_jwt) records its jti, a write the
         # lane must not make before it knows it will answer.
         if "client_assertion" in req.form:
-            return None
-        try:
-            self.services.throttle.check(Bucket("client:address", req.remote_addr or ""))
-        except TooManyAttempts:
             return None
         try:
             status, body, headers = call()

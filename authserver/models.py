@@ -13,4 +13,5 @@ from .oidc.models import (  # noqa: F401
     OAuthToken,
     SigningKey,
 )
+from .throttle import ThrottleCounter  # noqa: F401
 from .totp.models import RecoveryCode, TotpCredential  # noqa: F401

@@ -36,7 +36,7 @@ class Services:
         )
         self.sealer = SecretSealer(settings.master_keys)
         self.audit = AuditLog(clock)
-        self.throttle = Throttle(settings.redis_url)
+        self.throttle = Throttle.for_settings(settings.redis_url, now=lambda: clock.now().timestamp())
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])

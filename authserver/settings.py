@@ -41,7 +41,8 @@ OWASP_ARGON2_TIME_COST = 2
 DEFAULT_KEY_SCOPES = ("profile", "photos:read", "photos:write", "admin")
 # RFC 6749 section 3.3 scope-token: printable ASCII except space, `"` and backslash.
 _SCOPE_TOKEN = re.compile(r'^[\x21\x23-\x5B\x5D-\x7E]{1,64}$')
-DEFAULT_TRUSTED_PROXIES = "127.0.0.1/32,::1/128"
+# Nobody's forwarding headers are believed unless the operator names the proxies.
+DEFAULT_TRUSTED_PROXIES = ""
 
 
 class SettingsError(Exception):

@@ -261,20 +261,32 @@ class KeyService:
         return current or previous
 
     def authenticate(self, key_id: str, secret: str, *, ip: str) -> VerifiedKey:
-        """A key login: throttled per address, failures audited (never the secret), last use noted."""
-        bucket = Bucket("key:address", ip or "-")
-        try:
-            self.throttle.check(bucket)
-        except TooManyAttempts as exc:
-            raise KeyLoginThrottled(exc.retry_after) from None
+        """A key login: failures counted per address and audited (never the secret), last use noted.
+
+        A valid key is never refused, whatever other keys' guesses from its address did: a
+        secret of 220 random bits is not guessed, and a shared address (a NAT, a proxy) must
+        not lock its honest users out. Failures past the address's limit are answered 429.
+        """
         try:
             verified = self.verify(key_id, secret, ip=ip)
         except InvalidKey as exc:
-            self.throttle.fail(bucket)
-            self._record_failure(key_id, exc)
+            retry = self._guess_failed(Bucket("key:address", ip or "-"), key_id, exc)
+            if retry is not None:
+                raise KeyLoginThrottled(retry) from None
             raise
         self._note_use(verified.record, ip)
         return verified
+
+    def _guess_failed(self, bucket: Bucket, key_id: str, exc: InvalidKey) -> int | None:
+        """Count and audit a failed key; the seconds to wait when the address is over its limit."""
+        if self.throttle.fail(bucket):
+            self._record_failure(key_id, exc)
+            return None
+        retry = self.throttle.retry_after(bucket)
+        self.audit.record("key.throttled", actor="anonymous",
+                          target=f"key:{key_id}" if keyformat.is_key_id(key_id) else "", outcome="failure",
+                          details={"reason": exc.reason, "retry_after": retry}, commit=True)
+        return retry
 
     def authenticate_token(self, token: str, *, ip: str) -> VerifiedKey:
         key_id, _, secret = token.partition(":")
@@ -283,21 +295,20 @@ class KeyService:
     def introspect(self, token: str, *, caller_address: str) -> dict | None:
         """RFC 7662 fields for a valid `pkid-…:secret`, else None (answer `{"active": false}`).
 
-        A guess through introspection counts like one presented by a caller: throttled per
-        address (the introspecting service's; TooManyAttempts) and audited when wrong. The
+        A guess through introspection counts like one presented by a caller: counted per
+        address (the introspecting service's; past its limit TooManyAttempts) and audited. The
         caller is a service, not the key's holder: its address says nothing about the
         holder's, so a key limited to address ranges is not active here.
         """
         if not isinstance(token, str):
             return None
         key_id, _, secret = token.partition(":")
-        bucket = Bucket("key:address", caller_address or "-")
-        self.throttle.check(bucket)
         try:
             verified = self.verify(key_id, secret, ip=None)
         except InvalidKey as exc:
-            self.throttle.fail(bucket)
-            self._record_failure(key_id, exc)
+            retry = self._guess_failed(Bucket("key:address", caller_address or "-"), key_id, exc)
+            if retry is not None:
+                raise TooManyAttempts(retry) from None
             return None
         key = verified.record
         answer = {

@@ -24,6 +24,8 @@ class ProfileForm(FlaskForm):
     name = StringField("Name", validators=[Length(max=200), PRINTABLE])
     email = StringField("Email", validators=[Optional(), Regexp(EMAIL, message="Enter an email address like name@example.org."),
                                              Length(max=320)])
+    # Needed only to change the email address (ASVS 7.5.1): the view checks it then.
+    email_current_password = PasswordField("Current password (to change the email)", validators=[Length(max=1024)])
 
 
 class PasswordChangeForm(FlaskForm):

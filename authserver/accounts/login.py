@@ -16,7 +16,7 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import random_token, token_hash
 from ..extensions import db
-from ..throttle import Bucket, Throttle, TooManyAttempts
+from ..throttle import Throttle, TooManyAttempts
 from ..totp.service import TotpService
 from .acr import ACR_MFA, ACR_PASSWORD
 from .models import PendingLogin, User
@@ -76,21 +76,22 @@ class LoginService:
         keyed by the name as typed (folded), the password is checked against a
         dummy hash, and the answer is the same.
         """
-        buckets = (Bucket("password:account", normalise_username(username)[:150]),
-                   Bucket("password:address", address or "-"))
         actor = f"user:{username[:150]}"
         try:
-            self.throttle.check(*buckets)
-        except TooManyAttempts:
-            self.audit.record("login.throttled", actor=actor, outcome="failure", commit=True)
+            attempt = self.throttle.begin("password", normalise_username(username)[:150], (address or "-")[:45])
+        except TooManyAttempts as exc:
+            self.audit.record("login.throttled", actor=actor, outcome="failure", details={"retry_after": exc.retry_after},
+                              commit=True)
             raise
         try:
-            return self.accounts.check_password(username, password)
+            user = self.accounts.check_password(username, password)
         except InvalidCredentials:
-            self.throttle.fail(*buckets)
+            self.throttle.failed(attempt)
             self.audit.record("login.failed", actor=actor, outcome="failure", details={"reason": "password"},
                               commit=True)
             raise
+        self.throttle.succeeded(attempt)
+        return user
 
     def next_step(self, user: User, *, second_factor_wanted: bool = False) -> str | None:
         """After a right password: "totp" (enter a code), "enrol" (set TOTP up first: policy, or

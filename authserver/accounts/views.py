@@ -238,9 +238,25 @@ def account_profile():
     form = ProfileForm()
     if not form.validate_on_submit():
         return render_account(identity, profile_form=form, status=400)
+    svc = services()
+    user = identity.user
+    if (form.email.data or "").strip() != (user.email or ""):
+        # A new address is where a password reset would go: it takes the current password.
+        if not form.email_current_password.data:
+            form.email_current_password.errors = ["Enter your current password to change the email address."]
+            return render_account(identity, profile_form=form, status=400)
+        try:
+            svc.logins.check_password(user.username, form.email_current_password.data, client_ip())
+        except InvalidCredentials:
+            form.email_current_password.errors = ["This is not your current password."]
+            return render_account(identity, profile_form=form, status=400)
+        except TooManyAttempts as exc:
+            form.email_current_password.errors = [str(exc)]
+            page, _ = render_account(identity, profile_form=form)
+            return page, 429, {"Retry-After": str(exc.retry_after)}
     try:
-        changed = services().accounts.update_profile(identity.user, name=form.name.data or "",
-                                                     email=form.email.data or "", actor=identity.actor)
+        changed = svc.accounts.update_profile(user, name=form.name.data or "",
+                                              email=form.email.data or "", actor=identity.actor)
     except InvalidUserInput as exc:
         form.email.errors = [str(exc)]
         return render_account(identity, profile_form=form, status=400)

@@ -328,9 +328,7 @@ class BrokerService:
               code_challenge: str | None = None, code_challenge_method: str | None = None,
               address: str = "") -> StartedTransaction:
         """A fresh transaction and the authorization URL to open; the throttle counts starts per address."""
-        starts = Bucket(STARTS, address)
-        self.throttle.check(starts)
-        self.throttle.fail(starts)
+        self.throttle.consume(Bucket(STARTS, address))
         try:
             return self._start(client_id, redirect_uri, scope, state, code_challenge, code_challenge_method)
         except BrokerError as error:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, request
 
+from ..addresses import peer_address
 from ..errors import ApiError
 from ..identity import AuthenticationFailed, Identity, current_identity
-from ..web import client_ip, services
+from ..web import services
 from .rules import AccessRule
 from .service import (
     ALLOW,
@@ -52,7 +53,7 @@ def auth_request():
 def check_request(redirect_status: int) -> Response:
     svc = services().forward_auth
     try:
-        verdict = assess(svc, client_ip(), request.headers, current_identity)
+        verdict = assess(svc, peer_address(request.environ), request.headers, current_identity)
     except BadForwardedRequest as exc:
         raise ApiError(400, "invalid_request", str(exc)) from None
     decision, identity, target = verdict.decision, verdict.identity, verdict.target

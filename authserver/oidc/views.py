@@ -32,7 +32,7 @@ from ..accounts.views import clear_session_cookie, identity_or_none
 from ..errors import ApiError
 from ..extensions import db
 from ..identity import current_identity, require_identity
-from ..throttle import Bucket, TooManyAttempts
+from ..throttle import Bucket
 from ..web import client_ip, services, signed_in
 from .forms import ConsentForm, LogoutForm
 from .service import TicketSpent, append_query
@@ -302,23 +302,38 @@ def _authorization_error(error: OAuth2Error):
 
 
 def _throttled_client_endpoint(call):
-    """Run a client-authenticated endpoint, throttling failed client authentication per address."""
-    throttle = services().throttle
-    bucket = Bucket("client:address", client_ip())
-    try:
-        throttle.check(bucket)
-    except TooManyAttempts as exc:
-        return (
-            {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {exc.retry_after} s."},
-            429,
-            {"Retry-After": str(exc.retry_after)},
-        )
+    """Run a client-authenticated endpoint; failed client authentications are audited and
+    counted per address, and past the address's limit answered 429. A client that
+    authenticates is never refused for what others did from its address."""
     response = call()
-    if response.status_code >= 400:
-        db.session.rollback()
-        if (response.get_json(silent=True) or {}).get("error") == "invalid_client":
-            throttle.fail(bucket)
-    return response
+    if response.status_code < 400:
+        return response
+    db.session.rollback()
+    if (response.get_json(silent=True) or {}).get("error") != "invalid_client":
+        return response
+    svc = services()
+    bucket = Bucket("client:address", client_ip())
+    claimed = _claimed_client_id()
+    if svc.throttle.fail(bucket):
+        svc.audit.record("client.auth_failed", actor=f"client:{claimed}", outcome="failure",
+                         details={"endpoint": request.path}, commit=True)
+        return response
+    retry = svc.throttle.retry_after(bucket)
+    svc.audit.record("client.throttled", actor=f"client:{claimed}", outcome="failure",
+                     details={"endpoint": request.path, "retry_after": retry}, commit=True)
+    return (
+        {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {retry} s."},
+        429,
+        {"Retry-After": str(retry)},
+    )
+
+
+def _claimed_client_id() -> str:
+    """The client_id a failed request named (Basic user name or form field), for the audit log."""
+    auth = request.authorization
+    claimed = (auth.username if auth is not None and auth.type == "basic" else None) or request.form.get("client_id")
+    text = str(claimed or "-")[:64]
+    return text if text.isprintable() else "(unprintable)"
 
 
 @bp.post("/oauth/token")

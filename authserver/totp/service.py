@@ -16,7 +16,7 @@ from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash
 from ..extensions import db
 from ..sealing import SealedColumn
-from ..throttle import Bucket, Throttle, TooManyAttempts
+from ..throttle import Throttle, TooManyAttempts
 from . import otp
 from .models import RecoveryCode, TotpCredential
 
@@ -65,6 +65,16 @@ class NoPendingEnrolment(SecondFactorError):
 
     def __init__(self):
         super().__init__("There is no two-factor set-up waiting for confirmation (or it expired); start the set-up again.")
+
+
+class CurrentFactorRequired(SecondFactorError):
+    error = "current_factor_required"
+
+    def __init__(self):
+        super().__init__(
+            "Two-factor authentication is on: moving to a new authenticator needs a current code from the "
+            "old one (or a recovery code)."
+        )
 
 
 class TotpRequiredByPolicy(SecondFactorError):
@@ -142,14 +152,23 @@ class TotpService:
 
     # -- enrolment ---------------------------------------------------------
 
-    def begin_enrolment(self, user: User, *, actor: str, reuse_pending: bool = False) -> Enrolment:
+    def begin_enrolment(self, user: User, *, actor: str, reuse_pending: bool = False,
+                        proof: dict | None = None, address: str = "") -> Enrolment:
         """A new pending secret (the active one, if any, stays until confirmation).
 
-        `reuse_pending` shows the pending secret again instead, so reloading a
-        set-up page does not invalidate a QR code already scanned.
+        Replacing an active factor needs the current one (ASVS 6.4.3): `proof` is
+        {"code": …} or {"recovery_code": …}, checked (throttled, audited) like a login's;
+        without it CurrentFactorRequired. `reuse_pending` shows the pending secret again
+        instead, so reloading a set-up page does not invalidate a QR code already scanned.
         """
         now = self.clock.now()
         credential = self._credential(user.id)
+        if credential is not None and credential.totp_secret_sealed is not None:
+            if not proof or not (proof.get("code") or proof.get("recovery_code")):
+                raise CurrentFactorRequired()
+            self.check(user, code=proof.get("code"), recovery_code=proof.get("recovery_code"), address=address,
+                       purpose="replace")
+            credential = self._credential(user.id)
         if reuse_pending and credential is not None and self._live_pending(credential):
             secret = self.sealer.unseal(credential.pending_secret_sealed, self._context(user.id))
             return self._enrolment(user, secret, credential.pending_since)
@@ -315,21 +334,23 @@ class TotpService:
     # -- internals ---------------------------------------------------------
 
     def _throttled(self, user: User, address: str, purpose: str, attempt: Callable[[], T]) -> T:
-        buckets = (Bucket("totp:account", f"user:{user.sub}"), Bucket("totp:address", address or "-"))
         try:
-            self.throttle.check(*buckets)
-        except TooManyAttempts:
+            counted = self.throttle.begin("totp", f"user:{user.sub}", (address or "-")[:45])
+        except TooManyAttempts as exc:
             self.audit.record("totp.throttled", actor=self._target(user), target=self._target(user),
-                              outcome="failure", details={"purpose": purpose}, commit=True)
+                              outcome="failure", details={"purpose": purpose, "retry_after": exc.retry_after},
+                              commit=True)
             raise
         try:
-            return attempt()
+            result = attempt()
         except (InvalidTotpCode, InvalidRecoveryCode) as exc:
-            self.throttle.fail(*buckets)
+            self.throttle.failed(counted)
             reason = exc.reason if isinstance(exc, InvalidTotpCode) else "recovery_code"
             self.audit.record("totp.failed", actor=self._target(user), target=self._target(user),
                               outcome="failure", details={"purpose": purpose, "reason": reason}, commit=True)
             raise
+        self.throttle.succeeded(counted)
+        return result
 
     def _credential(self, user_id: int) -> TotpCredential | None:
         # populate_existing: a row read earlier in this session may have been changed by another request.

@@ -21,6 +21,7 @@ from ..throttle import TooManyAttempts
 from ..web import client_ip, services
 from .forms import CodeForm, SecondFactorForm
 from .service import (
+    CurrentFactorRequired,
     InvalidRecoveryCode,
     InvalidTotpCode,
     NoPendingEnrolment,
@@ -33,6 +34,7 @@ bp = Blueprint("totp", __name__)
 
 # How each second-factor failure reads over the JSON API (login has its own: 401).
 API_STATUS = {
+    CurrentFactorRequired: 403,
     InvalidTotpCode: 400,
     InvalidRecoveryCode: 400,
     NoPendingEnrolment: 409,
@@ -169,7 +171,14 @@ def account_start():
         return redirect("/login?next=/account/totp")
     if not PostOnlyForm().validate_on_submit():
         return render_account_page(user, error="The form expired; please try again.", status=400)
-    services().totp.begin_enrolment(user, actor=identity.actor)
+    current = (request.form.get("code") or "")[:64]
+    try:
+        services().totp.begin_enrolment(user, actor=identity.actor, address=client_ip(),
+                                        proof=code_or_recovery(current) if current else None)
+    except SecondFactorError as exc:
+        return render_account_page(user, error=exc.description, status=400)
+    except TooManyAttempts as exc:
+        return render_account_page(user, error=str(exc), status=429, headers={"Retry-After": str(exc.retry_after)})
     return redirect("/account/totp")
 
 
@@ -238,7 +247,15 @@ def api_status():
 @require_identity()
 def api_enrol():
     identity = owner()
-    enrolment = services().totp.begin_enrolment(identity.user, actor=identity.actor)
+    body = jsonapi.json_object() if request.content_length else {}
+    totp = services().totp
+    proof = codes_from(body) if totp.is_enrolled(identity.user) else None
+    try:
+        enrolment = totp.begin_enrolment(identity.user, actor=identity.actor, proof=proof, address=client_ip())
+    except SecondFactorError as exc:
+        raise api_error(exc) from None
+    except TooManyAttempts as exc:
+        raise too_many_attempts(exc) from None
     return {"secret": enrolment.secret, "otpauth_uri": enrolment.otpauth_uri, "qr_svg": enrolment.qr_svg}
 
 

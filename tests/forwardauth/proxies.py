@@ -151,6 +151,28 @@ def run_nginx(run: Path, app_port: int, upstream_port: int, host: str) -> Iterat
 
 
 @contextlib.contextmanager
+def run_nginx_in_front(run: Path, app_port: int) -> Iterator[str]:
+    """nginx as the reverse proxy in front of the server, running config/examples/nginx-authserver.conf
+    with only its `listen` line and its upstream's port changed."""
+    nginx = binary("nginx")
+    run.mkdir()
+    port = free_port()
+    site = (EXAMPLES / "nginx-authserver.conf").read_text()
+    assert site.count("listen 80;") == 1 and site.count("server 127.0.0.1:8000;") == 1
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};").replace(
+        "upstream authserver { server 127.0.0.1:8000; }", "")
+    (run / "site.conf").write_text(site)
+    (run / "nginx.conf").write_text(
+        NGINX_WRAPPER.format(run=run, user="user root;" if os.geteuid() == 0 else "", app_port=app_port,
+                             upstream_port=app_port)
+    )
+    log = run / "error.log"
+    command = [nginx, "-p", str(run), "-c", str(run / "nginx.conf"), "-e", str(log)]
+    with _running(command, port, log, env=None):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
 def run_caddy(run: Path, app_port: int, upstream_port: int, host: str) -> Iterator[str]:
     """Caddy, in the foreground, running the example Caddyfile as it is (addresses from the environment)."""
     caddy = binary("caddy")

@@ -10,6 +10,7 @@ from authserver import create_app
 from authserver.accounts.service import SESSION_COOKIE
 from authserver.extensions import db as _db
 from authserver.forwardauth.rules import load_rules, parse_host_patterns
+from authserver.forwardauth.rules import parse_networks
 from tests.conftest import make_settings
 from tests.factories import (
     DEFAULT_PASSWORD,
@@ -36,6 +37,8 @@ def settings(backend, database_urls, tmp_path):
     return make_settings(
         tmp_path,
         database_urls[backend],
+        # The proxies (and the test client) talk from loopback; only then are their headers believed.
+        trusted_proxies=parse_networks("127.0.0.1/32,::1/128"),
         issuer="https://auth.photos.test",
         forward_auth_rules=load_rules(json.dumps(RULES), "one_factor", base=tmp_path),
         forward_auth_domains=parse_host_patterns(".photos.test"),

@@ -150,14 +150,18 @@ def test_failed_key_uses_are_throttled_per_address(client, services):
     bad = {"X-API-Key": f"{key_id}:{keyformat.new_secret()}"}
     for _ in range(30):
         assert client.get("/api/me", headers=bad, environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 401
-    throttled = client.get("/api/me", headers={"X-API-Key": f"{key_id}:{secret}"},
-                           environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    throttled = client.get("/api/me", headers=bad, environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
-    login = client.post("/api/session/login", json={"username": key_id, "password": secret},
+    login = client.post("/api/session/login", json={"username": key_id, "password": keyformat.new_secret()},
                         environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert login.status_code == 429
-    other = client.get("/api/me", headers={"X-API-Key": f"{key_id}:{secret}"}, environ_base={"REMOTE_ADDR": "203.0.113.10"})
-    assert other.status_code == 200
+    # A valid key is never refused because other guesses from its address failed.
+    valid = client.get("/api/me", headers={"X-API-Key": f"{key_id}:{secret}"}, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert valid.status_code == 200
+    assert client.post("/api/session/login", json={"username": key_id, "password": secret},
+                       environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200
+    other = client.get("/api/me", headers=bad, environ_base={"REMOTE_ADDR": "203.0.113.10"})
+    assert other.status_code == 401
 
 
 def test_failed_use_is_audited_with_reason_address_and_no_secret(client, services, db):

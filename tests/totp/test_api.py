@@ -40,7 +40,13 @@ def test_confirm_without_pending_enrolment_is_409(client, alice):
 
 def test_re_enrolment_over_json_keeps_the_old_secret_until_confirmed(client, services, clock, alice):
     old_device, _ = enrol_totp(services, alice)
-    new_secret = client.post("/api/me/totp", json={}).json["secret"]
+    # Replacing the factor needs the current one (ASVS 6.4.3): a session alone is not enough.
+    bare = client.post("/api/me/totp", json={})
+    assert bare.status_code == 400 and "current code" in bare.json["error_description"]
+    wrong = client.post("/api/me/totp", json={"code": "000000" if old_device.code() != "000000" else "999999"})
+    assert wrong.status_code == 400 and wrong.json["error"] == "invalid_totp"
+    new_secret = client.post("/api/me/totp", json={"code": old_device.code()}).json["secret"]
+    clock.advance(seconds=30)
     client.post("/api/session/logout", json={})
     response = client.post("/api/session/login", json={"username": "alice", "password": "correct horse battery staple",
                                                         "totp_code": old_device.code()})

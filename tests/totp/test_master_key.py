@@ -24,7 +24,9 @@ def sealed_values(db):
 def test_rotation_leaves_every_user_able_to_log_in_under_the_new_key_alone(app, services, settings, clock, db):
     users = [make_user(services) for _ in range(3)]
     devices = [enrol_totp(services, user)[0] for user in users]
-    services.totp.begin_enrolment(users[0], actor="test")  # a pending secret is re-sealed too
+    # A pending secret is re-sealed too.
+    services.totp.begin_enrolment(users[0], actor="test", proof={"code": devices[0].code()}, address="192.0.2.1")
+    clock.advance(seconds=30)  # that code's step is spent
     old_values = sealed_values(db)
     new_key = secrets.token_bytes(32)
 

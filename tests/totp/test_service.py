@@ -9,6 +9,7 @@ from authserver.accounts.models import User
 from authserver.audit.models import AuditEvent
 from authserver.crypto import SealError
 from authserver.totp.service import (
+    CurrentFactorRequired,
     InvalidRecoveryCode,
     InvalidTotpCode,
     NoPendingEnrolment,
@@ -140,8 +141,11 @@ def test_concurrent_submissions_of_one_code_have_one_winner(app, services, db):
 def test_re_enrolment_replaces_the_old_secret_only_on_confirmation(services, clock):
     user = make_user(services)
     old_device, _ = enrol_totp(services, user)
-    enrolment = services.totp.begin_enrolment(user, actor="test")
+    with pytest.raises(CurrentFactorRequired):
+        services.totp.begin_enrolment(user, actor="test")
+    enrolment = services.totp.begin_enrolment(user, actor="test", proof={"code": old_device.code()}, address=ADDRESS)
     new_device = Authenticator(enrolment.secret, clock)
+    clock.advance(seconds=30)
     services.totp.verify(user, old_device.code())  # the old secret still works while the new one is pending
     clock.advance(seconds=30)
     services.totp.confirm_enrolment(user, new_device.code(), actor="test", address=ADDRESS)
@@ -205,7 +209,7 @@ def test_secrets_in_the_database_are_ciphertext_bound_to_the_user(services, db):
     alice, bob = make_user(services, "alice"), make_user(services, "bob")
     device, _ = enrol_totp(services, alice)
     enrol_totp(services, bob)
-    services.totp.begin_enrolment(alice, actor="test")  # a pending secret too
+    services.totp.begin_enrolment(alice, actor="test", proof={"code": device.code()}, address=ADDRESS)  # a pending one too
     rows = db.session.execute(text(
         "SELECT user_id, totp_secret_sealed, pending_secret_sealed FROM totp_credentials ORDER BY user_id"
     )).all()

@@ -155,9 +155,9 @@ def test_forward_auth_settings_parse(tmp_path):
     assert settings.session_cookie_domain == "photos.test"
 
 
-def test_defaults_trust_only_loopback(tmp_path):
+def test_defaults_trust_no_proxy(tmp_path):
     settings = Settings.from_env({"AUTHSERVER_INSTANCE_PATH": str(tmp_path)})
-    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
+    assert settings.trusted_proxies == ()
     assert settings.forward_auth_domains == ()
     assert settings.forward_auth_rules.rules == ()
     assert settings.forward_auth_rules.default_policy == "one_factor"
