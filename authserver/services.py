@@ -9,7 +9,7 @@ from keyvault.service import KeyService
 from keyvault.strategies import ApiKeyStrategy
 
 from .accounts.login import LoginService
-from .accounts.service import AccountService, SessionCookieStrategy, SessionService
+from .accounts.service import SESSION_COOKIE, AccountService, SessionCookieStrategy, SessionService
 from .admin.service import AdminService
 from .audit.service import AuditLog
 from .broker.service import BrokerService
@@ -39,7 +39,8 @@ class Services:
         self.throttle = Throttle.for_settings(settings.redis_url, now=lambda: clock.now().timestamp())
         self.accounts = AccountService(self.passwords, self.audit, clock)
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
-        self.identity = IdentityResolver([SessionCookieStrategy(self.sessions)])
+        self.identity = IdentityResolver([SessionCookieStrategy(
+            self.sessions, settings.cookie_name(SESSION_COOKIE, shared_domain=True))])
         self.oidc = OidcProvider(settings, clock, self.sealer, self.audit, self.sessions, self.accounts)
         self.signing = self.oidc.signing
         self.identity.add(BearerTokenStrategy(self.oidc.tokens))

@@ -38,6 +38,7 @@ DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.en
 OWASP_ARGON2_MEMORY_KIB = 19 * 1024
 OWASP_ARGON2_TIME_COST = 2
 
+CSRF_TOKEN_SECONDS = 2 * 3600
 DEFAULT_KEY_SCOPES = ("profile", "photos:read", "photos:write", "admin")
 # RFC 6749 section 3.3 scope-token: printable ASCII except space, `"` and backslash.
 _SCOPE_TOKEN = re.compile(r'^[\x21\x23-\x5B\x5D-\x7E]{1,64}$')
@@ -95,6 +96,15 @@ class Settings:
     def is_https(self) -> bool:
         return self.issuer.startswith("https://")
 
+    def cookie_name(self, base: str, *, shared_domain: bool = False) -> str:
+        """A cookie's name: `__Host-` on https (ASVS 3.3.1: Secure, Path=/, no Domain, so no
+        sibling host can set or shadow it), `__Secure-` for the session cookie when it is shared
+        with a parent domain (AUTHSERVER_SESSION_COOKIE_DOMAIN); plain on http. Cookies under
+        an earlier name are ignored: their holders simply log in again."""
+        if not self.is_https:
+            return base
+        return ("__Secure-" if shared_domain and self.session_cookie_domain else "__Host-") + base
+
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -105,12 +115,13 @@ class Settings:
             "SQLALCHEMY_ENGINE_OPTIONS": engine_options(self.database_url),
             # One byte of slack so that a body of unknown length can be seen to exceed the limit.
             "MAX_CONTENT_LENGTH": self.max_body_bytes + 1,
-            "SESSION_COOKIE_NAME": "authserver_form",
+            "SESSION_COOKIE_NAME": self.cookie_name("authserver_form"),
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
             "SESSION_COOKIE_SECURE": self.is_https,
             "WTF_CSRF_CHECK_DEFAULT": False,
-            "WTF_CSRF_TIME_LIMIT": None,
+            # A form's CSRF token is good for two hours; its secret changes at login and logout.
+            "WTF_CSRF_TIME_LIMIT": CSRF_TOKEN_SECONDS,
             "WTF_CSRF_SSL_STRICT": False,
             "JSON_SORT_KEYS": False,
         }

@@ -190,6 +190,27 @@ class SessionService:
         self.idle = timedelta(seconds=idle_seconds)
         self.absolute = timedelta(seconds=absolute_seconds)
         self._end_listeners: list[Callable[[list[SsoSession]], object]] = []
+        self._replace_listeners: list[Callable[[SsoSession, SsoSession], object]] = []
+
+    def on_replace(self, listener: Callable[[SsoSession, SsoSession], object]) -> None:
+        """Call `listener(old, new)` when a login replaces a session of the same user (before the old one ends)."""
+        self._replace_listeners.append(listener)
+
+    def replace(self, old: SsoSession, new: SsoSession) -> None:
+        """A login in a browser that had a session: the old one ends. For the same user, what
+        was bound to it (apps' tokens) moves to the new one; for another user it ends with it."""
+        if old.id == new.id:
+            return
+        if old.user_id != new.user_id or new.key_id is not None:
+            self.revoke(old)
+            return
+        for listener in self._replace_listeners:
+            listener(old, new)
+        db.session.execute(
+            update(SsoSession).where(SsoSession.id == old.id, SsoSession.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+        )
+        db.session.commit()
 
     def on_end(self, listener: Callable[[list[SsoSession]], object]) -> None:
         """Call `listener(sessions)` after sessions are revoked (e.g. back-channel logout)."""
@@ -326,11 +347,12 @@ class SessionCookieStrategy:
 
     name = "session"
 
-    def __init__(self, sessions: SessionService):
+    def __init__(self, sessions: SessionService, cookie_name: str = SESSION_COOKIE):
         self.sessions = sessions
+        self.cookie_name = cookie_name
 
     def authenticate(self, req) -> Identity | None:
-        cookie = req.cookies.get(SESSION_COOKIE)
+        cookie = req.cookies.get(self.cookie_name)
         if not cookie:
             return None
         row = self.sessions.resolve(cookie)

@@ -12,6 +12,9 @@ from flask import (
     request,
     url_for,
 )
+from flask import (
+    session as flask_session,
+)
 
 from .. import jsonapi
 from ..errors import ApiError
@@ -42,10 +45,25 @@ bp = Blueprint("accounts", __name__)
 CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
 
 
+def session_cookie_name() -> str:
+    return services().settings.cookie_name(SESSION_COOKIE, shared_domain=True)
+
+
+def pending_login_cookie_name() -> str:
+    return services().settings.cookie_name(PENDING_LOGIN_COOKIE)
+
+
+def rotate_csrf_secret() -> None:
+    """A new CSRF secret for the forms from now on (at login and logout): a token read before
+    the login does not work after it."""
+    flask_session.pop("csrf_token", None)
+
+
 def set_session_cookie(response, opened: OpenedSession):
     settings = services().settings
+    rotate_csrf_secret()
     response.set_cookie(
-        SESSION_COOKIE,
+        session_cookie_name(),
         opened.cookie_value,
         max_age=settings.session_absolute_seconds,
         httponly=True,
@@ -59,13 +77,16 @@ def set_session_cookie(response, opened: OpenedSession):
 
 def clear_session_cookie(response):
     settings = services().settings
-    response.delete_cookie(SESSION_COOKIE, path="/", domain=settings.session_cookie_domain, httponly=True,
+    rotate_csrf_secret()
+    response.delete_cookie(session_cookie_name(), path="/", domain=settings.session_cookie_domain, httponly=True,
                            samesite="Lax", secure=settings.is_https)
     return response
 
 
 def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> OpenedSession:
+    """A new session for a login; the session this browser had until now ends (ASVS 7.2.4)."""
     svc = services()
+    previous = identity_or_none()
     opened = svc.sessions.open(
         user,
         auth_method=auth_method,
@@ -77,6 +98,8 @@ def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> Ope
     )
     svc.audit.record("session.open", actor=f"user:{user.username}", target=f"session:{opened.record.id}",
                      details={"auth_method": auth_method}, commit=True)
+    if previous is not None and previous.via == "session" and previous.session is not None:
+        svc.sessions.replace(previous.session, opened.record)
     LOGINS.labels(auth_method, "success").inc()
     return opened
 
@@ -88,19 +111,19 @@ def open_login_session(result: LoginResult) -> OpenedSession:
 
 def set_pending_login_cookie(response, handle: str):
     response.set_cookie(
-        PENDING_LOGIN_COOKIE,
+        pending_login_cookie_name(),
         handle,
         max_age=int(PENDING_LOGIN_LIFETIME.total_seconds()),
         httponly=True,
         secure=services().settings.is_https,
         samesite="Lax",
-        path="/login",
+        path="/",  # __Host- cookies are for the whole host
     )
     return response
 
 
 def clear_pending_login_cookie(response):
-    response.delete_cookie(PENDING_LOGIN_COOKIE, path="/login", httponly=True, samesite="Lax",
+    response.delete_cookie(pending_login_cookie_name(), path="/", httponly=True, samesite="Lax",
                            secure=services().settings.is_https)
     return response
 

@@ -407,6 +407,7 @@ class OidcProvider:
         self.backchannel = BackchannelLogout(settings.issuer, clock, self.signing, self.tokens, self.clients)
         sessions.on_end(self.backchannel.sessions_ended)
         sessions.on_end(self._sessions_ended)
+        sessions.on_replace(self.tokens.move_session)
         accounts.on_password_change(self._password_changed)
         # Introspection answers for the first kind that recognises the string.
         self.token_kinds: list[TokenKind] = [self.tokens]

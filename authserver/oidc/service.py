@@ -743,6 +743,12 @@ class TokenStore:
             log.warning("refresh token reused; revoked its family", extra={"client_id": client_id})
         return None
 
+    def move_session(self, old, new) -> None:
+        """A new login of the same user in the same browser: tokens and codes of the old session
+        belong to the new one (in the caller's transaction)."""
+        db.session.execute(update(OAuthToken).where(OAuthToken.sid == old.id).values(sid=new.id))
+        db.session.execute(update(AuthorizationCode).where(AuthorizationCode.sid == old.id).values(sid=new.id))
+
     def _session_bound(self, row) -> bool:
         return (self.sessions is not None and row.sid is not None
                 and OFFLINE_SCOPE not in (scope_to_list(row.scope) or ()))

@@ -6,12 +6,13 @@ from flask import Blueprint, make_response, redirect, render_template, request
 
 from .. import jsonapi
 from ..accounts.forms import PostOnlyForm
-from ..accounts.login import PENDING_LOGIN_COOKIE, password_and_totp
+from ..accounts.login import password_and_totp
 from ..accounts.models import User
 from ..accounts.views import (
     clear_pending_login_cookie,
     identity_or_none,
     open_login_session,
+    pending_login_cookie_name,
     set_session_cookie,
     too_many_attempts,
 )
@@ -57,7 +58,7 @@ def api_error(exc: SecondFactorError) -> ApiError:
 
 
 def pending_login():
-    return services().logins.find_pending(request.cookies.get(PENDING_LOGIN_COOKIE))
+    return services().logins.find_pending(request.cookies.get(pending_login_cookie_name()))
 
 
 def restart_login():

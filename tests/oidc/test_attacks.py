@@ -469,8 +469,10 @@ def test_guessing_key_secrets_through_introspection_is_throttled_and_audited(liv
     db.session.expire_all()
     after = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "key.use"))
     assert after - before == 30
-    throttled = introspect(live, api, api_secret, f"{key_id}:{key_secret}")
+    throttled = introspect(live, api, api_secret, f"{key_id}:{key_secret[:-1]}X")
     assert throttled.status_code == 429 and throttled.json()["error"] == "slow_down" and throttled.headers["Retry-After"]
+    # A valid key is never refused because of other guesses from the same service (Security II).
+    assert introspect(live, api, api_secret, f"{key_id}:{key_secret}").json()["active"] is True
 
 
 # -- §5 refresh token lifetimes -----------------------------------------------

@@ -164,12 +164,20 @@ def test_wrong_client_authentication_is_invalid_client(client, services, alice, 
     assert exchange(client, gallery, secret, code).status_code == 200
 
 
-def test_failed_client_authentication_is_throttled(client, services):
+def test_failed_client_authentication_is_throttled(client, services, db):
     gallery, secret = make_client(services, grants=["client_credentials"], scope="photos:read")
     for _ in range(60):
         client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(gallery.client_id, "bad"))
-    response = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(gallery.client_id, secret))
+    response = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(gallery.client_id, "bad"))
     assert response.status_code == 429 and response.headers["Retry-After"]
+    # Audited: each failure, then the throttle's refusal.
+    from authserver.audit.models import AuditEvent
+
+    actions = db.session.scalars(db.select(AuditEvent.action).where(AuditEvent.actor == f"client:{gallery.client_id}")).all()
+    assert actions.count("client.auth_failed") == 60 and actions.count("client.throttled") == 1
+    # The client with its right secret is never refused for the failures of others at its address.
+    ok = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(gallery.client_id, secret))
+    assert ok.status_code == 200
 
 
 @pytest.mark.parametrize("body", [

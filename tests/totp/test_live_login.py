@@ -18,7 +18,7 @@ def test_real_form_posts_with_real_cookies(live_server, services):
     assert first.status_code == 303 and first.headers["Location"] == "/login/totp"
     cookie = first.headers["Set-Cookie"]
     assert f"{PENDING_LOGIN_COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    assert "Path=/login" in cookie and "Max-Age=300" in cookie
+    assert "Path=/;" in cookie and "Max-Age=300" in cookie
 
     page = browser.get(f"{live_server.url}/login/totp", timeout=10)
     assert page.status_code == 200

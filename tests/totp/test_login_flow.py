@@ -54,7 +54,7 @@ def test_browser_login_password_then_totp_then_next(client, services):
     assert done.status_code == 303 and done.headers["Location"] == next_url
     me = client.get("/api/me").json
     assert me["auth_method"] == "password+totp" and me["amr"] == ["pwd", "otp", "mfa"]
-    assert client.get_cookie(PENDING_LOGIN_COOKIE, path="/login") is None
+    assert client.get_cookie(PENDING_LOGIN_COOKIE, path="/") is None
 
 
 def test_browser_login_with_a_recovery_code(client, services):
@@ -99,7 +99,7 @@ def test_half_login_expires_after_five_minutes(client, services, clock):
 def test_half_login_is_spent_once_and_stored_only_hashed(client, services, db):
     device, _ = enrol_totp(services, make_user(services, "alice"))
     password_step(client, "alice")
-    handle = client.get_cookie(PENDING_LOGIN_COOKIE, path="/login").value
+    handle = client.get_cookie(PENDING_LOGIN_COOKIE, path="/").value
     stored = db.session.execute(text("SELECT token_hash FROM pending_logins")).scalars().all()
     assert stored == [token_hash(handle)]
     token = csrf_token(client.get("/login/totp").text)
