@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from pathlib import Path
@@ -82,6 +83,22 @@ def _has_input(dbapi_connection) -> bool:
     return bool(poller.poll(0))
 
 
+def owner_only_sqlite_files(database: str | None) -> None:
+    """The SQLite file (and its -wal/-shm, which SQLite creates with the database file's own
+    mode) readable by the owner only, whatever the umask or the directory's mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if companion.stat().st_mode & 0o077:
+                companion.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 def init_app(app) -> None:
     db.init_app(app)
     migrate.init_app(app, db)
@@ -90,3 +107,5 @@ def init_app(app) -> None:
         for engine in db.engines.values():
             if engine.dialect.name == "postgresql":
                 check_pooled_connections(engine)
+            elif engine.dialect.name == "sqlite":
+                owner_only_sqlite_files(engine.url.database)

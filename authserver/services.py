@@ -9,7 +9,12 @@ from keyvault.service import KeyService
 from keyvault.strategies import ApiKeyStrategy
 
 from .accounts.login import LoginService
-from .accounts.service import SESSION_COOKIE, AccountService, SessionCookieStrategy, SessionService
+from .accounts.service import (
+    SESSION_COOKIE,
+    AccountService,
+    SessionCookieStrategy,
+    SessionService,
+)
 from .admin.service import AdminService
 from .audit.service import AuditLog
 from .broker.service import BrokerService

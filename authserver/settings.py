@@ -86,6 +86,9 @@ class Settings:
     # The hottest requests answered before Flask (authserver/fastlane.py); off only to rule it out.
     fast_lane: bool = True
     session_cookie_domain: str | None = None  # None: host-only cookie
+    # /metrics: a bearer token and/or the networks allowed to scrape it (empty: anyone).
+    metrics_token: str | None = None
+    metrics_addresses: tuple[IPNetwork, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -187,6 +190,15 @@ class Settings:
         except RuleError as exc:
             raise SettingsError(f"AUTHSERVER_FORWARD_AUTH_RULES: {exc}") from None
 
+        metrics_token = get("METRICS_TOKEN")
+        if metrics_token is not None and (len(metrics_token) < 16 or not metrics_token.isascii()
+                                          or not metrics_token.isprintable() or " " in metrics_token):
+            raise SettingsError("AUTHSERVER_METRICS_TOKEN must be at least 16 printable ASCII characters without spaces")
+        try:
+            metrics_addresses = parse_networks(get("METRICS_ADDRESSES", ""))
+        except RuleError as exc:
+            raise SettingsError(f"AUTHSERVER_METRICS_ADDRESSES: {exc}") from None
+
         session_cookie_domain = get("SESSION_COOKIE_DOMAIN")
         if session_cookie_domain:
             session_cookie_domain = check_cookie_domain(session_cookie_domain, parts.hostname or "")
@@ -237,6 +249,8 @@ class Settings:
             forward_auth_redirect=choice(get("FORWARD_AUTH_REDIRECT", "rd"), "FORWARD_AUTH_REDIRECT", ("rd", "browsers")),
             fast_lane=choice(get("FAST_LANE", "on"), "FAST_LANE", ("on", "off")) == "on",
             session_cookie_domain=session_cookie_domain,
+            metrics_token=metrics_token,
+            metrics_addresses=metrics_addresses,
             extra=extra,
         )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 POLICIES = ("bypass", "one_factor", "two_factor", "deny")
-RULE_KEYS = frozenset({"host", "path", "policy", "groups", "api_keys"})
+RULE_KEYS = frozenset({"host", "path", "policy", "groups", "api_keys", "case_sensitive"})
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -109,15 +109,18 @@ def address_in(address: str | None, networks: Iterable[IPNetwork]) -> bool:
 
 
 def normalise_path(uri: str) -> str:
-    """The path the upstream application will see: decoded, without dot segments, `//` or a final `/`.
+    """The path the upstream application will see: decoded, without `;` parameters, dot
+    segments, `//` or a final `/`.
 
-    Rules match on this form, so `/%61dmin`, `/x/../admin` and `//admin` all
-    meet the rule written for `/admin`.
+    Rules match on this form, so `/%61dmin`, `/x/../admin`, `//admin`, `/admin;x=1` and
+    `/..;/admin` all meet the rule written for `/admin` (Java servlet containers and others
+    drop `;` parameters before routing).
     """
     path = uri.split("?", 1)[0].split("#", 1)[0]
     path = unquote(path, errors="replace")
     segments: list[str] = []
     for segment in path.split("/"):
+        segment = segment.split(";", 1)[0]
         if segment in ("", "."):
             continue
         if segment == "..":
@@ -135,11 +138,20 @@ class AccessRule:
     policy: str
     groups: frozenset[str] = frozenset()  # non-empty: the user must be in at least one
     api_keys: bool = True  # false: API-key logins are refused
+    # Paths compared case-insensitively (`/ADMIN` meets `/admin`): the default for every rule
+    # but bypass, since many upstreams route without regard to case. A bypass rule matches
+    # exactly, so that it never opens more than it names.
+    case_sensitive: bool = False
 
     def matches(self, host: str | None, path: str) -> bool:
         if self.hosts and not host_allowed(host, self.hosts):
             return False
-        return not self.paths or any(_under(path, prefix) for prefix in self.paths)
+        if not self.paths:
+            return True
+        if not self.case_sensitive:
+            path = path.casefold()
+            return any(_under(path, prefix.casefold()) for prefix in self.paths)
+        return any(_under(path, prefix) for prefix in self.paths)
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -227,7 +239,10 @@ def parse_rule(item, number: int) -> AccessRule:
         fail("api_keys must be true or false")
     if groups and policy in ("bypass", "deny"):
         fail(f"groups mean nothing with policy {policy}")
-    return AccessRule(hosts, paths, policy, groups, api_keys)
+    case_sensitive = item.get("case_sensitive", policy == "bypass")
+    if not isinstance(case_sensitive, bool):
+        fail("case_sensitive must be true or false")
+    return AccessRule(hosts, paths, policy, groups, api_keys, case_sensitive)
 
 
 def _strings(value, name: str) -> tuple[str, ...]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy import text
 
+from ..crypto import same
+from ..errors import ApiError
 from ..extensions import db
+from ..forwardauth.rules import address_in
 from ..metrics import render_metrics
 
 bp = Blueprint("health", __name__)
@@ -30,5 +33,14 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
+    """Prometheus text; restricted by AUTHSERVER_METRICS_TOKEN (bearer) and AUTHSERVER_METRICS_ADDRESSES."""
+    settings = current_app.extensions["authserver"].settings
+    if settings.metrics_addresses and not address_in(request.remote_addr, settings.metrics_addresses):
+        raise ApiError(403, "forbidden", "Metrics are not served to this address (AUTHSERVER_METRICS_ADDRESSES).")
+    if settings.metrics_token:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not same(value.strip(), settings.metrics_token):
+            raise ApiError(401, "unauthorized", "Send the metrics token: Authorization: Bearer <AUTHSERVER_METRICS_TOKEN>.",
+                           {"WWW-Authenticate": 'Bearer realm="metrics"'})
     body, content_type = render_metrics()
     return Response(body, content_type=content_type)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -615,6 +616,32 @@ class SavedToken:
     family_expires_at: datetime | None = None
 
 
+class IssuanceTally:
+    """client_credentials issuance in the audit log, aggregated: per client and worker, a row
+    at the first token and then at most one a minute, with the number of tokens issued since
+    the previous row (`oauth.client_credentials_issued`, details.tokens). A worker's count not
+    yet written when it stops is lost: at most a minute's worth for each client."""
+
+    def __init__(self, audit: AuditLog, clock: Clock, seconds: int = 60):
+        self.audit = audit
+        self.clock = clock
+        self.interval = timedelta(seconds=seconds)
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[int, datetime | None]] = {}
+
+    def note(self, client_id: str) -> None:
+        now = self.clock.now()
+        with self._lock:
+            count, last = self._pending.get(client_id, (0, None))
+            count += 1
+            if last is not None and now - last < self.interval:
+                self._pending[client_id] = (count, last)
+                return
+            self._pending[client_id] = (0, now)
+        self.audit.record("oauth.client_credentials_issued", actor=f"client:{client_id}",
+                          details={"tokens": count}, commit=True)
+
+
 class TokenStore:
     """Issued tokens, stored as SHA-256 of their value; rotation and family revocation."""
 
@@ -626,6 +653,7 @@ class TokenStore:
         self.clients = clients
         self.api_audience = api_audience
         self.sessions = sessions  # SessionService: refresh tokens without offline_access live with theirs
+        self.tally = IssuanceTally(audit, clock)
         self.refresh_idle = timedelta(seconds=refresh_idle_seconds)
         self.refresh_absolute = timedelta(seconds=refresh_absolute_seconds)
 
@@ -661,8 +689,10 @@ class TokenStore:
             values["refresh_expires_at"] = row.refresh_expires_at = min(now + self.refresh_idle, family_end)
         # A prepared INSERT with parameters: compiled once, not rebuilt per token.
         if grant_type == "client_credentials":
-            # Nothing else to write: the insert commits on its own (one round trip on PostgreSQL).
+            # The insert commits on its own (one round trip on PostgreSQL); the audit log gets
+            # a count per client at most once a minute, not a row per token.
             write_one(_INSERT_TOKEN, values)
+            self.tally.note(client.client_id)
             return row
         db.session.execute(_INSERT_TOKEN, values)
         self.audit.record("oauth.token_issued", actor=f"client:{client.client_id}",

@@ -70,7 +70,8 @@ def ask(client, url="https://photos.test/album/1", *, endpoint=ENDPOINT, method=
 
 def use_session(client, services, user, *, auth_method="password", amr=("pwd",), key_id=None):
     opened = services.sessions.open(user, auth_method=auth_method, amr=list(amr), key_id=key_id)
-    client.set_cookie(SESSION_COOKIE, opened.cookie_value)
+    # The issuer is https: the cookie carries the __Host- prefix (ASVS 3.3.1).
+    client.set_cookie(services.settings.cookie_name(SESSION_COOKIE, shared_domain=True), opened.cookie_value)
     return opened
 
 
