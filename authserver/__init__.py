@@ -90,6 +90,11 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
                     415, "unsupported_media_type", "This page takes form submissions, not JSON; use the /api/ endpoints."
                 )
 
+    # After _start (which clears the per-request identity), so it judges this request's cookie.
+    from .accounts.views import bind_csrf_to_session
+
+    app.before_request(bind_csrf_to_session)
+
     @app.after_request
     def _finish(response):
         req = request._get_current_object()

@@ -96,8 +96,8 @@ class DatabaseCounters:
             set_={"count": table.c.count + 1},
         ).returning(table.c.count)
 
-    def hit(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int]:
-        """Count one; (still within the limit, seconds until it would be)."""
+    def hit(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int, float]:
+        """Count one; (still within the limit, seconds until it would be, the count now)."""
         now = self.now()
         start = int(now // period * period)
         table = ThrottleCounter.__table__
@@ -110,7 +110,8 @@ class DatabaseCounters:
             self._hits += 1
             if self._hits % 200 == 0:  # old windows are of no use: sweep now and then
                 conn.execute(delete(table).where(table.c.window_start < int(now) - 2 * 86400))
-        return self._verdict(current, previous, now, start, limit, period)
+        return (*self._verdict(current, previous, now, start, limit, period),
+                self._estimate(current, previous, now, start, period))
 
     def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int, float]:
         """(within the limit, retry after, estimated count) without counting."""
@@ -122,7 +123,8 @@ class DatabaseCounters:
                 table.c.bucket == bucket.name, table.c.key == bucket.key,
                 table.c.window_start.in_([start, start - period]))).all())
         current, previous = rows.get(start, 0), rows.get(start - period, 0)
-        ok, retry = self._verdict(current, previous, now, start, limit, period)
+        # Would one more attempt fit? (As `limits`' test() answers.)
+        ok, retry = self._verdict(current + 1, previous, now, start, limit, period)
         return ok, retry, self._estimate(current, previous, now, start, period)
 
     def clear(self, bucket: Bucket) -> None:
@@ -160,11 +162,11 @@ class LimitsCounters:
             self._items[key] = parse(f"{limit}/{period} second")
         return self._items[key]
 
-    def hit(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int]:
+    def hit(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int, float]:
         item = self._item(limit, period)
-        if self.limiter.hit(item, bucket.name, bucket.key):
-            return True, 0
-        return False, self._retry(item, bucket)
+        ok = self.limiter.hit(item, bucket.name, bucket.key)
+        used = limit - self.limiter.get_window_stats(item, bucket.name, bucket.key).remaining
+        return (True, 0, used) if ok else (False, self._retry(item, bucket), used)
 
     def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int, float]:
         item = self._item(limit, period)
@@ -201,7 +203,7 @@ class Throttle:
         """Count one attempt in each bucket, before the credential is checked; TooManyAttempts
         when any of them is over its limit (the attempt is not checked at all)."""
         verdicts = [self.counters.hit(b, *self.rules[b.name]) for b in buckets]  # every bucket counts
-        refused = [retry for ok, retry in verdicts if not ok]
+        refused = [retry for ok, retry, _ in verdicts if not ok]
         if refused:
             raise TooManyAttempts(max(refused))
 
@@ -227,10 +229,16 @@ class Throttle:
         down the guessing to one try per fresh address.
         """
         attempt = Attempt(Bucket(f"{kind}:pair", f"{account}|{address}"), Bucket(f"{kind}:account", account))
-        ok, retry, _ = self.counters.peek(attempt.account, *self.rules[attempt.account.name])
-        if not ok and self.used(attempt.pair) > 0:
+        calm, retry, _ = self.counters.peek(attempt.account, *self.rules[attempt.account.name])
+        # Counted first, atomically: of parallel attempts from a fresh address at an account
+        # under attack, only the one that counted first is checked.
+        pair_ok, pair_retry, tried = self.counters.hit(attempt.pair, *self.rules[attempt.pair.name])
+        address_ok, address_retry, _ = self.counters.hit(Bucket(f"{kind}:address", address),
+                                                         *self.rules[f"{kind}:address"])
+        if not calm and tried > 1:
             raise TooManyAttempts(retry)
-        self.consume(attempt.pair, Bucket(f"{kind}:address", address))
+        if not (pair_ok and address_ok):
+            raise TooManyAttempts(max(pair_retry, address_retry))
         return attempt
 
     def failed(self, attempt: Attempt) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..audit.service import AuditLog
@@ -98,6 +98,7 @@ class AccountService:
             raise InvalidUserInput("A password has 8 to 1024 characters.")
         if len(email) > 320 or (email and "@" not in email):
             raise InvalidUserInput("The email address is not valid.")
+        self.check_email_free(email, None)
         now = self.clock.now()
         user = User(
             sub=secrets.token_hex(16),
@@ -123,6 +124,17 @@ class AccountService:
         self.audit.record("user.create", actor=actor, target=f"user:{username}", details={"admin": is_admin})
         db.session.commit()
         return user
+
+    def check_email_free(self, email: str, user_id: int | None) -> None:
+        """One address, one account: apps behind forward-auth or OIDC that match users by email
+        must not be able to mistake one user for another (case does not make it another address)."""
+        if not email:
+            return
+        taken = select(User.id).where(func.lower(User.email) == email.lower()).limit(1)
+        if user_id is not None:
+            taken = taken.where(User.id != user_id)
+        if db.session.scalar(taken) is not None:
+            raise InvalidUserInput("This email address belongs to another account.")
 
     def find(self, username: str) -> User | None:
         return db.session.scalar(select(User).where(User.username_key == normalise_username(username)))
@@ -162,6 +174,8 @@ class AccountService:
             raise InvalidUserInput("A name has at most 200 characters.")
         if len(email) > 320 or (email and "@" not in email):
             raise InvalidUserInput("The email address is not valid.")
+        if email.casefold() != (user.email or "").casefold():
+            self.check_email_free(email, user.id)
         wanted = {"name": name or user.username, "email": email}
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:
@@ -378,6 +392,7 @@ def identity_from_row(row) -> Identity:
         scopes=frozenset(row.scopes) if row.scopes is not None else None,
         amr=tuple(row.amr or ()),
         key_id=row.key_id,
+        extra={"session_id": row.id},
     )
     return identity
 

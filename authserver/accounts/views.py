@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from flask import (
     Blueprint,
     flash,
@@ -51,6 +54,27 @@ def session_cookie_name() -> str:
 
 def pending_login_cookie_name() -> str:
     return services().settings.cookie_name(PENDING_LOGIN_COOKIE)
+
+
+# Paths without forms: the JSON API (guarded by its content type and origin check), machines' endpoints.
+NO_FORMS = ("/api/", "/.well-known/", "/healthz", "/readyz", "/metrics", "/static/", "/oauth/token",
+            "/oauth/introspect", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks")
+
+
+def bind_csrf_to_session() -> None:
+    """A signed-in browser's form secret is derived from its SSO session, whatever its form
+    cookie says: a token minted elsewhere (an attacker's own browser, a cookie planted by a
+    sibling host) or before the login does not work on this session's forms."""
+    if session_cookie_name() not in request.cookies or request.path.startswith(NO_FORMS):
+        return
+    identity = identity_or_none()
+    if identity is None or identity.via != "session":
+        return
+    session_id = identity.extra.get("session_id") or identity.session.id
+    key = services().settings.secret_key.encode()
+    bound = hmac.new(key, b"csrf-secret:" + session_id.encode(), hashlib.sha256).hexdigest()
+    if flask_session.get("csrf_token") != bound:
+        flask_session["csrf_token"] = bound
 
 
 def rotate_csrf_secret() -> None:
@@ -268,15 +292,9 @@ def account_profile():
         if not form.email_current_password.data:
             form.email_current_password.errors = ["Enter your current password to change the email address."]
             return render_account(identity, profile_form=form, status=400)
-        try:
-            svc.logins.check_password(user.username, form.email_current_password.data, client_ip())
-        except InvalidCredentials:
-            form.email_current_password.errors = ["This is not your current password."]
-            return render_account(identity, profile_form=form, status=400)
-        except TooManyAttempts as exc:
-            form.email_current_password.errors = [str(exc)]
-            page, _ = render_account(identity, profile_form=form)
-            return page, 429, {"Retry-After": str(exc.retry_after)}
+        refused = current_password_refused(identity, form.email_current_password, profile_form=form)
+        if refused is not None:
+            return refused
     try:
         changed = svc.accounts.update_profile(user, name=form.name.data or "",
                                               email=form.email.data or "", actor=identity.actor)
@@ -285,6 +303,21 @@ def account_profile():
         return render_account(identity, profile_form=form, status=400)
     flash("Profile saved." if changed else "Nothing to change.")
     return redirect(url_for("accounts.account") + "#profile")
+
+
+def current_password_refused(identity, field, **forms):
+    """None when `field` holds the user's password (checked and throttled like a login); else
+    the account page with the error beside that field (400, or 429 when throttled)."""
+    try:
+        services().logins.check_password(identity.user.username, field.data, client_ip())
+    except InvalidCredentials:
+        field.errors = ["This is not your current password."]
+        return render_account(identity, status=400, **forms)
+    except TooManyAttempts as exc:
+        field.errors = [str(exc)]
+        page, _ = render_account(identity, **forms)
+        return page, 429, {"Retry-After": str(exc.retry_after)}
+    return None
 
 
 @bp.post("/account/password")
@@ -296,15 +329,9 @@ def account_password():
         return render_account(identity, password_form=form, status=400)
     svc = services()
     user = identity.user
-    try:
-        svc.logins.check_password(user.username, form.current_password.data, client_ip())
-    except InvalidCredentials:
-        form.current_password.errors = ["This is not your current password."]
-        return render_account(identity, password_form=form, status=400)
-    except TooManyAttempts as exc:
-        form.current_password.errors = [str(exc)]
-        page, _ = render_account(identity, password_form=form)
-        return page, 429, {"Retry-After": str(exc.retry_after)}
+    refused = current_password_refused(identity, form.current_password, password_form=form)
+    if refused is not None:
+        return refused
     try:
         svc.accounts.set_password(user, form.new_password.data, actor=identity.actor)
     except InvalidUserInput as exc:

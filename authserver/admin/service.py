@@ -170,6 +170,8 @@ class AdminService:
             raise InvalidUserInput("The email address is not valid.")
         if len(name) > 200:
             raise InvalidUserInput("A name has at most 200 characters.")
+        if email.casefold() != (user.email or "").casefold():
+            self.accounts.check_email_free(email, user.id)
         wanted = {"name": name or user.username, "email": email, "groups": list(groups), "is_admin": is_admin}
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:

@@ -172,3 +172,21 @@ def test_parallel_guesses_with_two_workers_hold_the_limit_exactly_and_survive_a_
         assert login("127.0.6.7", instance.url, "alice", DEFAULT_PASSWORD).status_code == 200
     finally:
         instance.stop()
+
+
+def test_an_account_under_attack_gives_each_fresh_address_one_try_even_in_parallel(live_server, services):
+    """Black-box review: 40 parallel guesses from one fresh address got up to 5 checked."""
+    make_user(services, "bob")
+    alarm = services.throttle.rules["password:account"][0]
+    for i in range(alarm):
+        assert login(f"127.0.7.{i + 1}", live_server.url, "bob", "wrong").status_code == 401
+    barrier = threading.Barrier(20)
+
+    def guess(_):
+        barrier.wait()
+        return login("127.0.8.8", live_server.url, "bob", "still wrong").status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(guess, range(20)))
+    assert sorted(answers) == [401] + [429] * 19
+    assert login("127.0.8.9", live_server.url, "bob", DEFAULT_PASSWORD).status_code == 200

@@ -96,7 +96,20 @@ def test_usernames_are_case_insensitive_unique(services):
 
     make_user(services, "Carol")
     with pytest.raises(UsernameTaken):
-        make_user(services, "carol")
+        make_user(services, "carol", email="another@photos.example")
+
+
+def test_one_email_address_one_account(services):
+    """Apps that match users by email (forward-auth's Remote-Email, OIDC) must not mistake one for another."""
+    from authserver.accounts.service import InvalidUserInput
+
+    make_user(services, "bob", email="bob@photos.example")
+    alice = make_user(services, "alice", email="alice@photos.example")
+    with pytest.raises(InvalidUserInput, match="another account"):
+        make_user(services, "mallory", email="BOB@photos.example")
+    with pytest.raises(InvalidUserInput, match="another account"):
+        services.accounts.update_profile(alice, name="Alice", email="Bob@Photos.example", actor="test")
+    assert services.accounts.update_profile(alice, name="Alice", email="ALICE@photos.example", actor="test")
 
 
 def test_password_rehashed_when_parameters_change(app, services, db):

@@ -17,7 +17,13 @@ from authserver.audit.models import AuditEvent
 from authserver.extensions import db
 from authserver.forwardauth.rules import load_rules, parse_networks
 from tests.conftest import LiveServer, make_settings
-from tests.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_client, make_user
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    csrf_token,
+    enrol_totp,
+    make_client,
+    make_user,
+)
 
 
 def json_session(live_server, username="alice", **extra) -> requests.Session:
@@ -99,6 +105,26 @@ def test_the_csrf_secret_changes_at_login_and_logout(live_server, services):
     after = http.post(live_server.url + "/login", allow_redirects=False, timeout=10, data={
         "username": "alice", "password": DEFAULT_PASSWORD, "csrf_token": during})
     assert after.status_code == 400
+
+
+def test_a_csrf_pair_minted_elsewhere_does_not_work_on_the_victims_session(live_server, services):
+    """Black-box review: an attacker's own form cookie and token, planted beside the victim's
+    session cookie (another app on the same host can set cookies), changed the victim's profile."""
+    make_user(services, "alice", email="alice@photos.example")
+    attacker = requests.Session()
+    token = csrf_token(attacker.get(live_server.url + "/login", timeout=10).text)
+    form_cookie = attacker.cookies.get("authserver_form")
+    victim = json_session(live_server)
+    forged = requests.post(live_server.url + "/account/profile", allow_redirects=False, timeout=10, data={
+        "csrf_token": token, "name": "pwned", "email": "alice@photos.example"},
+        cookies={SESSION_COOKIE: victim.cookies.get(SESSION_COOKIE), "authserver_form": form_cookie})
+    assert forged.status_code == 400
+    assert services.accounts.find("alice").name != "pwned"
+    # The victim's own page works.
+    page = victim.get(live_server.url + "/account", timeout=10)
+    saved = victim.post(live_server.url + "/account/profile", allow_redirects=False, timeout=10, data={
+        "csrf_token": csrf_token(page.text), "name": "Alice L", "email": "alice@photos.example"})
+    assert saved.status_code == 303
 
 
 def test_csrf_tokens_expire(client, services):
@@ -227,7 +253,7 @@ def test_a_one_factor_user_outside_the_group_does_not_reach_admin(forward_auth, 
 
 
 def test_a_bypass_rule_opens_only_the_path_it_names(forward_auth):
-    services, url = forward_auth
+    _, url = forward_auth
     assert requests.get(url + "/api/authz/forward-auth", headers={"X-Original-URL": "https://photos.test/share/a"},
                         timeout=10).status_code == 200
     for path in ("/SHARE/a", "/Share", "/share;x/../admin"):

@@ -296,7 +296,7 @@ def test_a_ticket_from_an_old_login_does_not_make_a_later_request_fresh(live, al
 
 def test_a_ticket_counts_once(live, alice):
     """Found by the black-box review: the ticket URL kept giving codes for 30 minutes after one login."""
-    gallery, secret = make_client(live.services, trusted=True)
+    gallery, _ = make_client(live.services, trusted=True)
     http = live_browser(live, "alice")
     for extra in ({"prompt": "login"}, {"max_age": "0"}):
         # Without a nonce (with one, the replayed request is refused as a nonce replay anyway).
@@ -312,8 +312,7 @@ def test_a_ticket_needs_a_recent_login(live_server, services, clock):
     """A login page left open: the login must be newer than the ticket and still recent when it is used."""
     make_user(services, "alice")
     gallery, _ = make_client(services, trusted=True)
-    http = requests.Session()
-    http.post(live_server.url + "/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD})
+    http = live_browser(live_server, "alice")
     to_login = authorize(http, live_server, gallery, prompt="login")
     clock.advance(seconds=1)
     signed = _login_form(http, live_server, to_login.headers["Location"], username="alice")
@@ -542,9 +541,7 @@ def test_a_refresh_family_ends_at_its_absolute_lifetime(live_server, services, c
     """Used every day, a family still ends AUTHSERVER_REFRESH_ABSOLUTE_SECONDS after the login."""
     make_user(services, "alice")
     gallery, secret = make_client(services, trusted=True, scope="openid offline_access")
-    http = requests.Session()
-    http.post(live_server.url + "/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD})
-
+    http = live_browser(live_server, "alice")
     token = tokens_for(http, live_server, gallery, secret, scope="openid offline_access")["refresh_token"]
     absolute = services.settings.refresh_absolute_seconds
     days = absolute // 86400
@@ -561,9 +558,7 @@ def test_a_refresh_family_ends_at_its_absolute_lifetime(live_server, services, c
 def test_an_unused_refresh_token_expires_when_idle(live_server, services, clock):
     make_user(services, "alice")
     gallery, secret = make_client(services, trusted=True, scope="openid offline_access")
-    http = requests.Session()
-    http.post(live_server.url + "/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD})
-
+    http = live_browser(live_server, "alice")
     token = tokens_for(http, live_server, gallery, secret, scope="openid offline_access")["refresh_token"]
     clock.advance(seconds=services.settings.refresh_idle_seconds + 1)
     assert refresh(live_server, gallery, secret, token).json()["error"] == "invalid_grant"
@@ -613,9 +608,7 @@ def test_a_cookieless_logout_with_an_old_id_token_ends_no_session(live, alice):
 def test_an_expired_id_token_hint_only_names_the_client(live_server, services, clock):
     make_user(services, "alice")
     gallery, secret = make_client(services, trusted=True, post_logout_redirect_uris=["https://gallery.example/bye"])
-    http = requests.Session()
-    http.post(live_server.url + "/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD})
-
+    http = live_browser(live_server, "alice")
     id_token = tokens_for(http, live_server, gallery, secret)["id_token"]
     clock.advance(hours=2)
     page = http.get(live_server.url + "/oauth/logout", allow_redirects=False, timeout=10,
