@@ -6,17 +6,17 @@ Flask each pays the request context, URL matching, the before/after hooks and a
 Response object: measured, more than the credential check and its indexed read.
 
 This WSGI layer sits in front of Flask (behind `layers.ResponseHeaders`, so the
-answers carry the same headers) and answers a request itself only when it is plain
-and its answer is a success: the caller is identified (a key, a cookie, a bearer
-token) and the rule lets it pass; the client authenticated and Authlib answered 200.
-It uses the same services as the views: the identity chain, the forward-auth rules
-(`assess`), and Authlib's own endpoints and grants with the request it built.
+answers carry the same headers). For /api/me and forward-auth it answers a plain
+request itself when the caller is identified (a key, a cookie, a bearer token) and
+the rule lets it pass. Introspection and client_credentials tokens it answers
+whatever the outcome, errors included, through the very handler the Flask routes
+use (`oidc.server.client_endpoint`): once it has done work it never hands the
+request on. The code and refresh grants go to Flask before any work.
 
 Everything else goes to Flask unchanged: a request with a body where none belongs,
-a refused or throttled caller, any OAuth error, any exception. Nothing is recorded
-twice on that way: an identity the lane resolved (or the failure, already counted
-and audited) travels in the environ and `current_identity()` takes it from there,
-and the OAuth endpoints write nothing before they succeed.
+a refused caller of /api/me or forward-auth (the identity the lane resolved, or the
+failure, already counted and audited, travels in the environ and
+`current_identity()` takes it from there), a database outage (Flask re-raises it).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import time
 from functools import cached_property
 from urllib.parse import parse_qsl
 
-from authlib.oauth2 import OAuth2Error
 from flask import json
 from werkzeug.datastructures import MultiDict
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
 from . import layers
@@ -40,6 +40,7 @@ from .forwardauth.views import assess
 from .identity import RESOLVED_KEY, AuthenticationFailed
 from .layers import CURRENT_ORIGIN, Origin
 from .metrics import record_request
+from .oidc.server import client_endpoint, token_response
 
 log = logging.getLogger("authserver.fastlane")
 
@@ -177,25 +178,19 @@ class FastLane:
         return self._client_endpoint(req, lambda: endpoint(endpoint.create_endpoint_request(req)))
 
     def token(self, req: Request):
+        # client_credentials only: the code and refresh grants go to Flask before any work is
+        # done (their failures write audit rows, which must be written once).
+        if req.form.get("grant_type") != "client_credentials":
+            return None
         server = self.services.oidc.server
+        return self._client_endpoint(req, lambda: token_response(server, server.create_oauth2_request(req)))
 
-        def issue():  # AuthorizationServer.create_token_response, less the Response object
-            request = server.create_oauth2_request(req)
-            grant = server.get_token_grant(request)
-            grant.validate_token_request()
-            return grant.create_token_response()
-
-        return self._client_endpoint(req, issue)
-
-    def _client_endpoint(self, req: Request, call):
+    def _client_endpoint(self, req: Request, run):
         # Client secrets only: an assertion (private_key_jwt) records its jti, a write the
         # lane must not make before it knows it will answer.
         if "client_assertion" in req.form:
             return None
-        try:
-            status, body, headers = call()
-        except OAuth2Error:  # Flask answers it, and counts a failed client authentication
-            return None
-        if status != 200:
-            return None
-        return "200 OK", list(headers), (json.dumps(body) if isinstance(body, dict) else body).encode()
+        # From here on the lane answers whatever happens: the same handler as the Flask route.
+        status, body, headers = client_endpoint(req, run, throttle=self.services.throttle, audit=self.services.audit)
+        payload = json.dumps(body) if isinstance(body, dict) else body
+        return f"{status} {HTTP_STATUS_CODES.get(status, '')}".rstrip(), list(headers), payload.encode()

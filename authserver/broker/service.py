@@ -36,7 +36,7 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash, random_token, same
 from ..extensions import db
-from ..oidc.server import ENDPOINTS, OidcProvider
+from ..oidc.server import ENDPOINTS, OidcProvider, token_response
 from ..oidc.service import RegisteredClient
 from ..sealing import SealedColumn
 from ..throttle import Bucket, Throttle
@@ -536,10 +536,7 @@ class BrokerService:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         server = self.oidc.server
         try:
-            request = _TokenRequest(self.oidc.base + ENDPOINTS["token_endpoint"], data, headers)
-            grant = server.get_token_grant(request)
-            grant.validate_token_request()
-            _, token, _ = grant.create_token_response()
+            _, token, _ = token_response(server, _TokenRequest(self.oidc.base + ENDPOINTS["token_endpoint"], data, headers))
         except OAuth2Error as error:
             # Undo the code's claim: a request that failed redeemed nothing.
             db.session.rollback()

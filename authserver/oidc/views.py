@@ -32,9 +32,9 @@ from ..accounts.views import clear_session_cookie, identity_or_none
 from ..errors import ApiError
 from ..extensions import db
 from ..identity import current_identity, require_identity
-from ..throttle import Bucket
-from ..web import client_ip, services, signed_in
+from ..web import services, signed_in
 from .forms import ConsentForm, LogoutForm
+from .server import client_endpoint, token_response
 from .service import TicketSpent, append_query
 
 bp = Blueprint("oidc", __name__)
@@ -301,54 +301,29 @@ def _authorization_error(error: OAuth2Error):
 # -- token, userinfo, introspection, revocation --------------------------------
 
 
-def _throttled_client_endpoint(call):
-    """Run a client-authenticated endpoint; failed client authentications are audited and
-    counted per address, and past the address's limit answered 429. A client that
-    authenticates is never refused for what others did from its address."""
-    response = call()
-    if response.status_code < 400:
-        return response
-    db.session.rollback()
-    if (response.get_json(silent=True) or {}).get("error") != "invalid_client":
-        return response
+def _client_endpoint(run):
+    """A client-authenticated endpoint's Flask route: the shared handler, then a Response."""
     svc = services()
-    bucket = Bucket("client:address", client_ip())
-    claimed = _claimed_client_id()
-    if svc.throttle.fail(bucket):
-        svc.audit.record("client.auth_failed", actor=f"client:{claimed}", outcome="failure",
-                         details={"endpoint": request.path}, commit=True)
-        return response
-    retry = svc.throttle.retry_after(bucket)
-    svc.audit.record("client.throttled", actor=f"client:{claimed}", outcome="failure",
-                     details={"endpoint": request.path, "retry_after": retry}, commit=True)
-    return (
-        {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {retry} s."},
-        429,
-        {"Retry-After": str(retry)},
-    )
-
-
-def _claimed_client_id() -> str:
-    """The client_id a failed request named (Basic user name or form field), for the audit log."""
-    auth = request.authorization
-    claimed = (auth.username if auth is not None and auth.type == "basic" else None) or request.form.get("client_id")
-    text = str(claimed or "-")[:64]
-    return text if text.isprintable() else "(unprintable)"
+    status, body, headers = client_endpoint(request, run, throttle=svc.throttle, audit=svc.audit)
+    return svc.oidc.server.handle_response(status, body, headers)
 
 
 @bp.post("/oauth/token")
 def token():
-    return _throttled_client_endpoint(provider().server.create_token_response)
+    server = provider().server
+    return _client_endpoint(lambda: token_response(server, server.create_oauth2_request(request)))
 
 
 @bp.post("/oauth/introspect")
 def introspect():
-    return _throttled_client_endpoint(lambda: provider().server.create_endpoint_response("introspection"))
+    endpoint = provider().introspection
+    return _client_endpoint(lambda: endpoint(endpoint.create_endpoint_request(request)))
 
 
 @bp.post("/oauth/revoke")
 def revoke():
-    return _throttled_client_endpoint(lambda: provider().server.create_endpoint_response("revocation"))
+    endpoint = provider().revocation
+    return _client_endpoint(lambda: endpoint(endpoint.create_endpoint_request(request)))
 
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])

@@ -204,25 +204,67 @@ def test_introspection_comes_from_the_lane_as_from_flask(client, flask_only, ser
     assert fast.json == {"active": False}
 
 
-def test_oauth_errors_are_left_to_flask_and_counted_once(client, flask_only, service_client):
+def test_oauth_errors_are_answered_by_the_lane_as_by_flask_and_counted_once(client, flask_only, service_client, db):
+    """Once the lane has run an endpoint it answers, errors included: nothing is run twice."""
     client_id, secret = service_client
     wrong = {"Authorization": basic_auth(client_id, "not-the-secret")}
     for path, form in (("/oauth/token", {"grant_type": "client_credentials"}), ("/oauth/introspect", {"token": "x"})):
+        before = failures(db, client_id)
         fast = client.post(path, data=form, headers=wrong)
-        assert not lane(client)
+        assert lane(client) and failures(db, client_id) == before + 1
         slow = flask_only.post(path, data=form, headers=wrong)
         assert fast.status_code == slow.status_code == 401
         assert fast.json == slow.json and fast.json["error"] == "invalid_client"
+        assert fast.headers["WWW-Authenticate"] == slow.headers["WWW-Authenticate"]
     # 60 failures a minute per address, shared by both apps (one database): 2 + 2 spent above,
     # 56 more fill the window; the next failure is refused.
     for _ in range(56):
         assert client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=wrong).status_code == 401
     refused = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=wrong)
-    assert refused.status_code == 429 and refused.json["error"] == "slow_down" and not lane(client)
+    assert refused.status_code == 429 and refused.json["error"] == "slow_down" and lane(client)
+    assert refused.headers["Retry-After"]
     # The client that authenticates is never refused for what others did from its address.
     good = {"Authorization": basic_auth(client_id, secret)}
     assert client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=good).status_code == 200
     assert lane(client)
+
+
+def failures(db, client_id: str) -> int:
+    from authserver.audit.models import AuditEvent
+
+    return len(db.session.scalars(db.select(AuditEvent.id).where(
+        AuditEvent.action == "client.auth_failed", AuditEvent.actor == f"client:{client_id}")).all())
+
+
+@pytest.mark.parametrize("lane_on", [True, False], ids=["lane", "flask"])
+def test_a_replayed_code_and_a_reused_refresh_token_are_audited_once(app, settings, clock, services, alice, db, lane_on):
+    """A replay is one audit row and one warning, with the dispatch on and off (issue 20)."""
+    from authserver.audit.models import AuditEvent
+
+    http = client_for(app if lane_on else None, settings, clock)
+    gallery, secret = make_client(services)
+    logged_in(http, "alice")
+    code, _, _ = get_code(http, gallery)
+    first = exchange(http, gallery, secret, code)
+    assert first.status_code == 200
+    assert exchange(http, gallery, secret, code).json["error"] == "invalid_grant"
+    other_code, _, _ = get_code(http, gallery)
+    fresh = exchange(http, gallery, secret, other_code).json
+    refresh = {"grant_type": "refresh_token", "refresh_token": fresh["refresh_token"]}
+    assert http.post("/oauth/token", data=refresh, headers={"Authorization": basic_auth(gallery.client_id, secret)}).status_code == 200
+    assert http.post("/oauth/token", data=refresh, headers={"Authorization": basic_auth(gallery.client_id, secret)}).status_code == 400
+    db.session.expire_all()
+    rows = db.session.scalars(db.select(AuditEvent.action).where(
+        AuditEvent.action.in_(["oauth.code_replayed", "oauth.refresh_reused"]))).all()
+    assert sorted(rows) == ["oauth.code_replayed", "oauth.refresh_reused"]
+
+
+def client_for(app, settings, clock):
+    if app is not None:
+        return app.test_client()
+    other = create_app(settings.replace(fast_lane=False), clock=clock)
+    other.config["TESTING"] = True
+    return other.test_client()
 
 
 def test_requests_that_are_not_plain_go_to_flask(client, services, alice, service_client):
