@@ -6,9 +6,11 @@ once, at creation, and nowhere else.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -49,6 +51,25 @@ def cli():
     """authserver: OAuth 2.0 / OpenID Connect provider, API-key vault and TOTP."""
 
 
+def refuse_a_bound_port(host: str, port: int) -> None:
+    """Another server (another authserver, say) listening there: one line, exit 2. Granian
+    binds with SO_REUSEPORT, so without this check two servers would share the port silently."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        fail(f"cannot resolve --host {host}: {exc.strerror or exc}", 2)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fail(f"port {port} on {host} is already in use (is another server running?); stop it or "
+                     "choose another --port", 2)
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2)
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
@@ -56,6 +77,8 @@ def cli():
 @with_appcontext
 def serve(host: str, port: int, dev: bool):
     """Serve the app (Granian: AUTHSERVER_WORKERS processes of AUTHSERVER_THREADS threads)."""
+    if not os.environ.get("WERKZEUG_RUN_MAIN"):  # the reloader's child runs on the socket its parent bound
+        refuse_a_bound_port(host, port)
     settings = services().settings
     if dev:
         from werkzeug.serving import run_simple

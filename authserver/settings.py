@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -151,6 +152,12 @@ class Settings:
                 f'AUTHSERVER_ISSUER must be an http(s) URL with no query or fragment (got "{issuer}")'
             )
 
+        if env == "production" and parts.scheme == "http" and not _loopback_host(parts.hostname or ""):
+            raise SettingsError(
+                f'AUTHSERVER_ISSUER must be https:// in production (got "{issuer}"); plain http is only for a '
+                "loopback issuer (cookies would travel unencrypted)"
+            )
+
         database_url = get("DATABASE_URL") or f"sqlite:///{instance_path / 'authserver.db'}"
         database_url = check_database_url(database_url)
 
@@ -253,6 +260,15 @@ class Settings:
             metrics_addresses=metrics_addresses,
             extra=extra,
         )
+
+
+def _loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_defaults(path: Path) -> dict[str, str]:

@@ -123,3 +123,22 @@ def test_serve_dev_runs_the_reloading_development_server(instance):
     response = requests.get(instance.url + "/api/me")
     assert response.status_code == 401 and response.json()["error"] == "unauthorized", instance.server_log()
     assert "Restarting with" in instance.server_log()  # the reloader is watching the source
+
+
+def test_serve_refuses_a_port_another_server_listens_on(tmp_path):
+    """On 50170db a second `serve` on a busy port started silently and both listened (SO_REUSEPORT)."""
+    first = Instance(tmp_path / "first", AUTHSERVER_WORKERS="1")
+    assert first.cli("db", "upgrade").returncode == 0
+    first.serve()
+    try:
+        port = urlsplit(first.url).port
+        second = Instance(tmp_path / "second", AUTHSERVER_WORKERS="1")
+        for extra in ((), ("--dev",)):
+            refused = second.cli("serve", "--host", "127.0.0.1", "--port", str(port), *extra, timeout=60)
+            assert refused.returncode == 2, refused.stderr
+            lines = refused.stderr.strip().splitlines()
+            assert lines == [f"authserver: port {port} on 127.0.0.1 is already in use (is another server running?); "
+                             "stop it or choose another --port"]
+        assert requests.get(first.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        first.stop()

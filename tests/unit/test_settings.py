@@ -97,3 +97,23 @@ def test_postgresql_urls_use_psycopg_3():
 def test_secret_key_too_short_is_refused(tmp_path):
     with pytest.raises(SettingsError, match="AUTHSERVER_SECRET_KEY must be at least 32 characters"):
         Settings.from_env({"AUTHSERVER_INSTANCE_PATH": str(tmp_path), "AUTHSERVER_SECRET_KEY": "short"})
+
+
+@pytest.mark.parametrize("issuer", ["http://auth.photos.example", "http://192.168.1.10:5000"])
+def test_production_refuses_a_plain_http_issuer(tmp_path, issuer):
+    with pytest.raises(SettingsError, match="AUTHSERVER_ISSUER must be https:// in production"):
+        Settings.from_env({
+            "AUTHSERVER_ENV": "production", "AUTHSERVER_INSTANCE_PATH": str(tmp_path / "instance"),
+            "AUTHSERVER_ISSUER": issuer, "AUTHSERVER_SECRET_KEY": "s" * 40,
+            "AUTHSERVER_MASTER_KEY": new_key_text(), "AUTHSERVER_PEPPER": new_key_text(),
+        })
+
+
+@pytest.mark.parametrize("issuer", ["http://127.0.0.1:5000", "http://localhost:8000", "http://[::1]:8000"])
+def test_production_allows_a_loopback_http_issuer(tmp_path, issuer):
+    settings = Settings.from_env({
+        "AUTHSERVER_ENV": "production", "AUTHSERVER_INSTANCE_PATH": str(tmp_path / "instance"),
+        "AUTHSERVER_ISSUER": issuer, "AUTHSERVER_SECRET_KEY": "s" * 40,
+        "AUTHSERVER_MASTER_KEY": new_key_text(), "AUTHSERVER_PEPPER": new_key_text(),
+    })
+    assert settings.issuer == issuer
