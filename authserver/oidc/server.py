@@ -344,6 +344,15 @@ class EndSession(EndSessionEndpoint):
     def get_server_jwks(self):
         return self.provider.signing.jwks()
 
+    def _validate_id_token_hint(self, id_token_hint: str) -> dict:
+        try:
+            return super()._validate_id_token_hint(id_token_hint)
+        except InvalidRequestError:
+            raise InvalidRequestError(
+                "The id_token_hint is not an ID token this server signed (it is malformed, altered or signed "
+                "with a key this server no longer publishes): the app sent a wrong value."
+            ) from None
+
     def _is_valid_post_logout_redirect_uri(self, client, post_logout_redirect_uri):
         return client.check_post_logout_redirect_uri(post_logout_redirect_uri)
 
@@ -392,6 +401,12 @@ def token_response(server: AuthorizationServer, oauth_request) -> tuple[int, obj
     return grant.create_token_response()
 
 
+CLIENT_AUTH_FAILED = (
+    "Client authentication failed: send the client_id with its secret (HTTP Basic, or client_id and "
+    "client_secret in the form), or the signed assertion it was registered for."
+)
+
+
 def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttle: Throttle,
                     audit: AuditLog) -> tuple[int, object, list]:
     """Run a client-authenticated endpoint to its answer, errors included (a tuple).
@@ -408,6 +423,9 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
         db.session.rollback()
     if not (isinstance(body, dict) and body.get("error") == "invalid_client"):
         return status, body, headers
+    # One answer whatever went wrong: it does not tell whether the client_id exists (nor
+    # print Authlib's Python list of methods).
+    body = {**body, "error_description": CLIENT_AUTH_FAILED}
     bucket = Bucket("client:address", req.remote_addr or "")
     claimed = _claimed_client_id(req)
     if throttle.fail(bucket):

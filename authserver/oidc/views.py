@@ -17,6 +17,7 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import (
     Blueprint,
     current_app,
+    g,
     flash,
     jsonify,
     make_response,
@@ -354,6 +355,7 @@ def logout():
             return render_template("oidc/logout.html", form=form, done=False,
                                    client_name=client.name if client else None)
     response = server.create_endpoint_response("end_session", end_request)
+    g._identity = None  # signed out: the page shows no signed-in navigation
     if response is None:
         response = make_response(render_template("oidc/logout.html", done=True))
     return clear_session_cookie(response)

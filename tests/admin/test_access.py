@@ -80,3 +80,16 @@ def test_a_key_session_cannot_reach_the_admin_console_without_the_admin_scope(cl
     key_id, secret = make_key(services, admin, scopes=["photos:read"])
     assert client.post("/api/session/login", json={"username": key_id, "password": secret}).status_code == 200
     assert client.get("/admin/users").status_code == 403
+
+
+def test_the_overview_counts_what_it_names(client, services):
+    """It showed `<built-in method keys of dict …>` where the number of API keys belongs."""
+    from tests.factories import make_key
+
+    root = make_user(services, "root", admin=True)
+    make_key(services, root)
+    make_key(services, root)
+    browser_login(client, "root")
+    page = client.get("/admin").text
+    assert "built-in method" not in page
+    assert '<dt>Unrevoked API keys</dt><dd><a href="/admin/keys">2</a></dd>' in page

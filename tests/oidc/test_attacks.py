@@ -632,3 +632,20 @@ def test_discovery_says_what_is_enforced(live):
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert "admin" not in meta["scopes_supported"]
     assert "implicit" not in json.dumps(meta) and urlsplit(meta["issuer"]).netloc
+
+
+def test_the_signed_out_page_shows_no_signed_in_navigation(live, alice):
+    gallery, secret = make_client(live.services, trusted=True)
+    http = live_browser(live, "alice")
+    id_token = tokens_for(http, live, gallery, secret)["id_token"]
+    page = http.get(live.url + "/oauth/logout", params={"id_token_hint": id_token}, timeout=10)
+    assert page.status_code == 200 and "signed out" in page.text
+    assert 'href="/account/keys"' not in page.text and http.get(live.url + "/api/me", timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize("hint", ["not-a-jwt", "eyJhbGciOiJub25lIn0.e30.", "a.b.c"])
+def test_a_malformed_id_token_hint_gets_a_page_that_says_so(live, alice, hint):
+    http = live_browser(live, "alice")
+    page = http.get(live.url + "/oauth/logout", params={"id_token_hint": hint}, timeout=10)
+    assert page.status_code == 400 and "not an ID token this server signed" in page.text
+    assert http.get(live.url + "/api/me", timeout=10).status_code == 200

@@ -373,3 +373,16 @@ def test_parallel_refresh_has_one_winner(live):
     for thread in threads:
         thread.join()
     assert sorted(r.status_code for r in results) == [200, 400, 400], [r.text for r in results]
+
+
+@pytest.mark.parametrize("auth", [("nobody-at-all", "x"), ("REAL", "wrong secret")], ids=["unknown", "wrong"])
+def test_client_authentication_failures_look_alike(client, services, auth):
+    """The answer does not tell whether a client_id exists, and names what to send."""
+    gallery, _ = make_client(services, grants=["client_credentials"], scope="photos:read")
+    user = gallery.client_id if auth[0] == "REAL" else auth[0]
+    response = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(user, auth[1]))
+    assert response.status_code == 401 and response.json == {
+        "error": "invalid_client",
+        "error_description": "Client authentication failed: send the client_id with its secret (HTTP Basic, or "
+                             "client_id and client_secret in the form), or the signed assertion it was registered for.",
+    }
