@@ -17,8 +17,8 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import (
     Blueprint,
     current_app,
-    g,
     flash,
+    g,
     jsonify,
     make_response,
     redirect,
@@ -173,7 +173,7 @@ def _authorize(decision: str | None):
 
 def _repeated_parameter() -> str | None:
     seen: set[str] = set()
-    for name, _ in request.values.items(multi=True):
+    for name in (key for key, _ in request.values.items(multi=True)):
         if name in seen:
             return name[:40] if name.isascii() and name.isprintable() else "(unprintable)"
         seen.add(name)
