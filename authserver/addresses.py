@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from .forwardauth.rules import IPNetwork, address_in
 
@@ -82,10 +82,6 @@ def client_address(environ, trusted: Sequence[IPNetwork]) -> str:
             return hop
         nearest = hop
     return nearest
-
-
-def is_trusted_proxy(address: str | None, trusted: Iterable[IPNetwork]) -> bool:
-    return address_in(address, trusted)
 
 
 class ClientAddress:

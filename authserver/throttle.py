@@ -113,8 +113,8 @@ class DatabaseCounters:
         return (*self._verdict(current, previous, now, start, limit, period),
                 self._estimate(current, previous, now, start, period))
 
-    def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int, float]:
-        """(within the limit, retry after, estimated count) without counting."""
+    def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int]:
+        """(one more attempt would fit, seconds until it would) without counting."""
         now = self.now()
         start = int(now // period * period)
         table = ThrottleCounter.__table__
@@ -124,8 +124,7 @@ class DatabaseCounters:
                 table.c.window_start.in_([start, start - period]))).all())
         current, previous = rows.get(start, 0), rows.get(start - period, 0)
         # Would one more attempt fit? (As `limits`' test() answers.)
-        ok, retry = self._verdict(current + 1, previous, now, start, limit, period)
-        return ok, retry, self._estimate(current, previous, now, start, period)
+        return self._verdict(current + 1, previous, now, start, limit, period)
 
     def clear(self, bucket: Bucket) -> None:
         table = ThrottleCounter.__table__
@@ -168,12 +167,10 @@ class LimitsCounters:
         used = limit - self.limiter.get_window_stats(item, bucket.name, bucket.key).remaining
         return (True, 0, used) if ok else (False, self._retry(item, bucket), used)
 
-    def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int, float]:
+    def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int]:
         item = self._item(limit, period)
-        stats = self.limiter.get_window_stats(item, bucket.name, bucket.key)
-        used = limit - stats.remaining
         ok = self.limiter.test(item, bucket.name, bucket.key)
-        return ok, (0 if ok else self._retry(item, bucket)), used
+        return ok, (0 if ok else self._retry(item, bucket))
 
     def clear(self, bucket: Bucket) -> None:
         for item in self._items.values():
@@ -213,7 +210,7 @@ class Throttle:
         return all(verdicts)
 
     def retry_after(self, bucket: Bucket) -> int:
-        ok, retry, _ = self.counters.peek(bucket, *self.rules[bucket.name])
+        ok, retry = self.counters.peek(bucket, *self.rules[bucket.name])
         return 1 if ok else retry
 
     # -- a secret that belongs to an account (a password, a second factor) ----------
@@ -229,7 +226,7 @@ class Throttle:
         down the guessing to one try per fresh address.
         """
         attempt = Attempt(Bucket(f"{kind}:pair", f"{account}|{address}"), Bucket(f"{kind}:account", account))
-        calm, retry, _ = self.counters.peek(attempt.account, *self.rules[attempt.account.name])
+        calm, retry = self.counters.peek(attempt.account, *self.rules[attempt.account.name])
         # Counted first, atomically: of parallel attempts from a fresh address at an account
         # under attack, only the one that counted first is checked.
         pair_ok, pair_retry, tried = self.counters.hit(attempt.pair, *self.rules[attempt.pair.name])
@@ -251,12 +248,9 @@ class Throttle:
     def check(self, *buckets: Bucket) -> None:
         """TooManyAttempts if any bucket is over its limit already; counts nothing."""
         for bucket in buckets:
-            ok, retry, _ = self.counters.peek(bucket, *self.rules[bucket.name])
+            ok, retry = self.counters.peek(bucket, *self.rules[bucket.name])
             if not ok:
                 raise TooManyAttempts(retry)
-
-    def used(self, bucket: Bucket) -> float:
-        return self.counters.peek(bucket, *self.rules[bucket.name])[2]
 
     def reset(self, *buckets: Bucket) -> None:
         for bucket in buckets:

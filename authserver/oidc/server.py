@@ -253,9 +253,6 @@ class TokenIntrospection(IntrospectionEndpoint):
                 return found if found.meant_for(client.client_id) else None
         return None
 
-    def check_permission(self, token, client, request):
-        return client.row.can_introspect and token.meant_for(client.client_id)
-
     def introspect_token(self, token):
         return token.introspect(self.provider.issuer)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
 from authserver.forwardauth.rules import parse_networks
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import LiveServer, _empty_tables, make_settings
 from tests.factories import DEFAULT_PASSWORD, make_key, make_user
 from tests.forwardauth.proxies import run_nginx_in_front
 from tests.servers import Instance
@@ -49,6 +50,18 @@ def login(address: str, base: str, username: str, password: str, **headers) -> r
                                     headers=headers, timeout=30)
 
 
+def guesses_at_once(count: int, address: str, base: str, username: str) -> list[int]:
+    """`count` wrong passwords for one account from one address, released together; their statuses."""
+    barrier = threading.Barrier(count)
+
+    def guess(_):
+        barrier.wait()
+        return login(address, base, username, "wrong").status_code
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(guess, range(count)))
+
+
 def failed_login_addresses(username: str) -> list[str]:
     db.session.expire_all()
     return list(db.session.scalars(
@@ -64,27 +77,11 @@ def served(backend, database_urls, tmp_path, clock, **changes):
     return app
 
 
-@pytest.fixture
-def behind_nginx(backend, database_urls, tmp_path, clock):
-    """The server with nginx (on loopback, 127.0.0.1) named as its trusted proxy, and nginx's URL."""
-    app = served(backend, database_urls, tmp_path, clock, trusted_proxies=parse_networks("127.0.0.1/32"))
-    with app.app_context():
-        server = LiveServer(app).start()
-        try:
-            with run_nginx_in_front(tmp_path / "nginx", server.port) as url:
-                yield app.extensions["authserver"], url
-        finally:
-            server.stop()
-            from tests.conftest import _empty_tables
-
-            _empty_tables()
-            db.engine.dispose()
-
-
-@pytest.fixture
-def untrusting(backend, database_urls, tmp_path, clock):
-    """The same, but nobody is named as a trusted proxy (the default)."""
-    app = served(backend, database_urls, tmp_path, clock)
+@contextmanager
+def server_behind_nginx(backend, database_urls, tmp_path, clock, **changes):
+    """The server on a live port, nginx (config/examples/nginx-authserver.conf) in front of it:
+    (services, nginx's URL, the server's own URL)."""
+    app = served(backend, database_urls, tmp_path, clock, **changes)
     with app.app_context():
         server = LiveServer(app).start()
         try:
@@ -92,10 +89,23 @@ def untrusting(backend, database_urls, tmp_path, clock):
                 yield app.extensions["authserver"], url, server.url
         finally:
             server.stop()
-            from tests.conftest import _empty_tables
-
             _empty_tables()
             db.engine.dispose()
+
+
+@pytest.fixture
+def behind_nginx(backend, database_urls, tmp_path, clock):
+    """nginx (on loopback, 127.0.0.1) named as the server's trusted proxy."""
+    with server_behind_nginx(backend, database_urls, tmp_path, clock,
+                             trusted_proxies=parse_networks("127.0.0.1/32")) as (services, url, _):
+        yield services, url
+
+
+@pytest.fixture
+def untrusting(backend, database_urls, tmp_path, clock):
+    """The same, but nobody is named as a trusted proxy (the default)."""
+    with server_behind_nginx(backend, database_urls, tmp_path, clock) as served_:
+        yield served_
 
 
 def test_behind_nginx_nobody_can_lock_a_user_out(behind_nginx):
@@ -154,14 +164,7 @@ def test_parallel_guesses_with_two_workers_hold_the_limit_exactly_and_survive_a_
     assert instance.cli("user", "create", "alice", "--email", "a@photos.test", "--password", DEFAULT_PASSWORD).returncode == 0
     instance.serve()
     try:
-        barrier = threading.Barrier(40)
-
-        def guess(_):
-            barrier.wait()
-            return login("127.0.6.6", instance.url, "alice", "wrong").status_code
-
-        with ThreadPoolExecutor(40) as pool:
-            answers = list(pool.map(guess, range(40)))
+        answers = guesses_at_once(40, "127.0.6.6", instance.url, "alice")
         from authserver.throttle import DEFAULT_RULES
 
         allowed = DEFAULT_RULES["password:pair"][0]
@@ -180,13 +183,6 @@ def test_an_account_under_attack_gives_each_fresh_address_one_try_even_in_parall
     alarm = services.throttle.rules["password:account"][0]
     for i in range(alarm):
         assert login(f"127.0.7.{i + 1}", live_server.url, "bob", "wrong").status_code == 401
-    barrier = threading.Barrier(20)
-
-    def guess(_):
-        barrier.wait()
-        return login("127.0.8.8", live_server.url, "bob", "still wrong").status_code
-
-    with ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(guess, range(20)))
+    answers = guesses_at_once(20, "127.0.8.8", live_server.url, "bob")
     assert sorted(answers) == [401] + [429] * 19
     assert login("127.0.8.9", live_server.url, "bob", DEFAULT_PASSWORD).status_code == 200

@@ -127,10 +127,23 @@ def test_a_csrf_pair_minted_elsewhere_does_not_work_on_the_victims_session(live_
     assert saved.status_code == 303
 
 
-def test_csrf_tokens_expire(client, services):
+def test_csrf_tokens_expire(client, services, monkeypatch):
+    """A form left open longer than CSRF_TOKEN_SECONDS is refused (its token's time is signed)."""
+    import time
+
+    from itsdangerous.timed import TimestampSigner
+
     from authserver.settings import CSRF_TOKEN_SECONDS
 
-    assert client.application.config["WTF_CSRF_TIME_LIMIT"] == CSRF_TOKEN_SECONDS <= 8 * 3600
+    make_user(services, "alice")
+    token = csrf_token(client.get("/login").text)
+    later = int(time.time()) + CSRF_TOKEN_SECONDS + 60
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later)
+    stale = client.post("/login", data={"username": "alice", "password": DEFAULT_PASSWORD, "csrf_token": token})
+    assert stale.status_code == 400 and "expired" in stale.text
+    fresh = csrf_token(client.get("/login").text)
+    assert client.post("/login", data={"username": "alice", "password": DEFAULT_PASSWORD,
+                                       "csrf_token": fresh}).status_code == 303
 
 
 def test_cookies_carry_the_host_prefix_on_https(backend, database_urls, tmp_path):

@@ -102,6 +102,7 @@ def test_the_shipped_example_rules_load():
         ('[{"policy": "deny", "path": "admin"}]', 'rule 1: path "admin" must be a path prefix'),
         ('[{"policy": "one_factor", "groups": []}]', "rule 1: groups must be a non-empty string or list"),
         ('[{"policy": "one_factor", "api_keys": "no"}]', "rule 1: api_keys must be true or false"),
+        ('[{"policy": "deny", "path": "/admin", "case_sensitive": "no"}]', "rule 1: case_sensitive must be true or false"),
         ('[{"policy": "bypass", "groups": "admins"}]', "rule 1: groups mean nothing with policy bypass"),
         ('["deny"]', "rule 1: must be an object"),
         ('{"rules": 3}', "the rules must be a list"),

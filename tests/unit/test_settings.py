@@ -117,3 +117,16 @@ def test_production_allows_a_loopback_http_issuer(tmp_path, issuer):
         "AUTHSERVER_MASTER_KEY": new_key_text(), "AUTHSERVER_PEPPER": new_key_text(),
     })
     assert settings.issuer == issuer
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("AUTHSERVER_METRICS_TOKEN", "short", "AUTHSERVER_METRICS_TOKEN must be at least 16"),
+    ("AUTHSERVER_METRICS_TOKEN", "has spaces in the token", "AUTHSERVER_METRICS_TOKEN must be at least 16"),
+    ("AUTHSERVER_METRICS_ADDRESSES", "10.0.0.0/99", "AUTHSERVER_METRICS_ADDRESSES"),
+    ("AUTHSERVER_TRUSTED_PROXIES", "everyone", "AUTHSERVER_TRUSTED_PROXIES"),
+    ("AUTHSERVER_REFRESH_IDLE_SECONDS", "0", "AUTHSERVER_REFRESH_IDLE_SECONDS"),
+    ("AUTHSERVER_KEEP_REFRESH_ON_PASSWORD_CHANGE", "yes", "AUTHSERVER_KEEP_REFRESH_ON_PASSWORD_CHANGE"),
+])
+def test_bad_security_settings_are_refused_naming_the_variable(tmp_path, name, value, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({"AUTHSERVER_INSTANCE_PATH": str(tmp_path / "instance"), name: value})
