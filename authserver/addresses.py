@@ -19,7 +19,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-from .forwardauth.rules import IPNetwork, address_in
+from .access_rules import IPNetwork, address_in
 
 PEER_KEY = "authserver.peer"
 # `for=` in a Forwarded element: a token or a quoted string.

@@ -1,17 +1,22 @@
-"""One place for error formats.
+"""One place that turns a failure into an answer.
 
-JSON `{"error", "error_description"}` under `/api/`, on OAuth endpoints and
-for clients that ask for JSON; an HTML page for browsers elsewhere. An
-unexpected exception is logged with the request id and answered with a bare
-body; a database outage is a 503.
+A failure the caller can act on is a `DomainError` (or a subclass): it carries its
+status, error code, description (cause and fix) and, for forms, the field it is
+about. `failure_for` is the one registry: it maps every exception, ours or a
+library's (werkzeug's HTTP errors, a database outage, the rate-limit store), to an
+`ApiError`. `json_answer` renders it without Flask, for the hot endpoints answered
+before Flask (authserver/dispatch.py); `init_app` renders it in Flask: JSON under
+`/api/`, on OAuth endpoints and for clients that ask for JSON, an HTML page for
+browsers elsewhere. An unexpected exception is logged with the request id and
+answered with a bare description; a database outage is a 503.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
-from flask import Flask, g, redirect, render_template, request, url_for
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 from sqlalchemy.exc import (
@@ -25,7 +30,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db
-from .web import LoginRequired
+from .layers import request_id
 
 log = logging.getLogger("authserver.errors")
 
@@ -33,31 +38,57 @@ log = logging.getLogger("authserver.errors")
 JSON_PREFIXES = ("/api/", "/oauth/", "/.well-known/", "/userinfo", "/jwks")
 # ...except the OAuth pages a person's browser is sent to: they answer in HTML.
 BROWSER_PATHS = ("/oauth/authorize", "/oauth/consent", "/oauth/logout")
+JSON_TYPE = ("Content-Type", "application/json")
 
 
 def is_json_path(path: str) -> bool:
     return path.startswith(JSON_PREFIXES) and not path.startswith(BROWSER_PATHS)
 
 
-class ApiError(Exception):
-    """A failure with a status, an error code and a description naming cause and fix."""
+class DomainError(Exception):
+    """A failure with a status, an error code, a description naming cause and fix, and the
+    form field it concerns (None: the form as a whole). Subclasses set `status` and `error`
+    as class defaults; each instance may override them."""
 
-    def __init__(self, status: int, error: str, description: str, headers: dict[str, str] | None = None):
+    status = 400
+    error = "invalid_request"
+
+    def __init__(self, description: str, *, status: int | None = None, error: str | None = None,
+                 field: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(description)
-        self.status = status
-        self.error = error
         self.description = description
+        if status is not None:
+            self.status = status
+        if error is not None:
+            self.error = error
+        self.field = field
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": self.error, "error_description": self.description}
 
 
-def wants_json() -> bool:
-    if is_json_path(request.path):
-        return True
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json" and not request.accept_mimetypes.accept_html
+class ApiError(DomainError):
+    """A failure named where it happens: `ApiError(403, "forbidden", "…")`."""
+
+    def __init__(self, status: int, error: str, description: str, headers: dict[str, str] | None = None,
+                 *, field: str | None = None):
+        super().__init__(description, status=status, error=error, field=field, headers=headers)
+
+
+class LoginRequired(Exception):
+    """A page needs a signed-in browser: a redirect to /login?next=…, back here after."""
+
+    def __init__(self, next_url: str):
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+CSRF_FAILED_DESCRIPTION = "The form expired or was not sent from this site; reload the page and try again."
+
+
+def csrf_failed() -> ApiError:
+    return ApiError(400, "csrf_failed", CSRF_FAILED_DESCRIPTION)
 
 
 HTTP_ERRORS = {
@@ -72,82 +103,72 @@ HTTP_ERRORS = {
 }
 
 
-def render_error(status: int, error: str, description: str, headers: dict | None = None):
-    if wants_json():
-        return {"error": error, "error_description": description}, status, headers or {}
-    return render_template("error.html", status=status, error=error, description=description), status, headers or {}
+def http_error(status: int) -> ApiError:
+    error, description = HTTP_ERRORS[status]
+    return ApiError(status, error, description)
 
 
-def init_app(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        return render_error(exc.status, exc.error, exc.description, exc.headers)
-
-    @app.errorhandler(LoginRequired)
-    def _login_required(exc: LoginRequired):
-        return redirect(url_for("accounts.login", next=exc.next_url))
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
+def failure_for(exc: BaseException) -> ApiError:
+    """What an exception means to the caller, logged as it deserves. The one registry."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, DomainError):
+        return ApiError(exc.status, exc.error, exc.description, exc.headers, field=exc.field)
+    if isinstance(exc, HTTPException):
         status = exc.code or 500
-        error, default = HTTP_ERRORS.get(status, ("error", exc.description or ""))
-        description = default
+        error, description = HTTP_ERRORS.get(status, ("error", exc.description or ""))
         if status == 400 and exc.description and "CSRF" in exc.description:
-            error, description = "csrf_failed", "The form expired or was not sent from this site; reload the page and try again."
-        response = render_error(status, error, description)
-        if status == 405 and exc.valid_methods:
-            response[2]["Allow"] = ", ".join(exc.valid_methods)
+            error, description = "csrf_failed", CSRF_FAILED_DESCRIPTION
+        headers = {}
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods)
         if status == 429 and getattr(exc, "retry_after", None):
-            response[2]["Retry-After"] = str(exc.retry_after)
-        return response
-
-    @app.errorhandler(DBAPIError)
-    @app.errorhandler(DisconnectionError)
-    @app.errorhandler(PoolTimeout)
-    def _database_error(exc: Exception):
-        _rollback_quietly()
-        if is_database_outage(exc):
-            log.error("database unavailable", extra={"cause": type(getattr(exc, "orig", exc)).__name__})
-            return render_error(
-                503,
-                "temporarily_unavailable",
-                "The database is unreachable; try again in a few seconds.",
-                {"Retry-After": "5"},
-            )
-        if isinstance(exc, DataError):
-            # A value the database cannot hold (a number out of range, a NUL byte): the caller's input.
-            log.warning("database rejected a value", extra={"cause": type(exc.orig).__name__})
-            return render_error(400, "invalid_request", "A value in the request is out of range or malformed; check it.")
-        return _unexpected(exc)
-
-    @app.errorhandler(RedisConnectionError)
-    @app.errorhandler(RedisTimeout)
-    def _redis_error(exc: Exception):
+            headers["Retry-After"] = str(exc.retry_after)
+        return ApiError(status, error, description, headers)
+    _rollback_quietly()
+    if is_database_outage(exc):
+        log.error("database unavailable", extra={"cause": type(getattr(exc, "orig", exc)).__name__})
+        return ApiError(503, "temporarily_unavailable", "The database is unreachable; try again in a few seconds.",
+                        {"Retry-After": "5"})
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (a number out of range, a NUL byte): the caller's input.
+        log.warning("database rejected a value", extra={"cause": type(exc.orig).__name__})
+        return ApiError(400, "invalid_request", "A value in the request is out of range or malformed; check it.")
+    if isinstance(exc, (RedisConnectionError, RedisTimeout)):
         # The shared rate-limit store is down: refuse rather than check credentials unthrottled.
-        _rollback_quietly()
         log.error("rate-limit store unavailable", extra={"cause": type(exc).__name__})
-        return render_error(
-            503,
-            "temporarily_unavailable",
-            "The rate-limit store is unreachable; try again in a few seconds.",
-            {"Retry-After": "5"},
-        )
-
-    @app.errorhandler(OverflowError)
-    def _overflow(exc: OverflowError):
+        return ApiError(503, "temporarily_unavailable", "The rate-limit store is unreachable; try again in a few seconds.",
+                        {"Retry-After": "5"})
+    if isinstance(exc, OverflowError):
         # SQLite refuses integers beyond 64 bits with a bare OverflowError: the caller's number.
-        _rollback_quietly()
         log.warning("number out of range", extra={"cause": "OverflowError"})
-        return render_error(400, "invalid_request", "A number in the request is out of range; check it.")
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        _rollback_quietly()
-        log.exception("unhandled exception")
-        return render_error(500, "server_error", f"Something went wrong on our side (request {g.get('request_id', '-')}).")
+        return ApiError(400, "invalid_request", "A number in the request is out of range; check it.")
+    log.error("unhandled exception", exc_info=exc)
+    return ApiError(500, "server_error", f"Something went wrong on our side (request {request_id()}).")
 
 
-def is_database_outage(exc: Exception) -> bool:
+class Answer(NamedTuple):
+    """A whole HTTP answer, outside Flask: what the hot handlers return."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def json_bytes(payload: Any) -> bytes:
+    """The JSON body of every answer built outside Flask (and of every error), byte for byte as Flask writes it."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+
+def json_answer(status: int, payload: Any, headers=()) -> Answer:
+    return Answer(status, [JSON_TYPE, *headers], json_bytes(payload))
+
+
+def error_answer(failure: ApiError) -> Answer:
+    return json_answer(failure.status, failure.body(), failure.headers.items())
+
+
+def is_database_outage(exc: BaseException) -> bool:
     """Lost or refused connections, an exhausted pool: the database, not the request, is at fault."""
     if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
         return True
@@ -157,5 +178,30 @@ def is_database_outage(exc: Exception) -> bool:
 def _rollback_quietly() -> None:
     try:
         db.session.rollback()
-    except Exception:  # the connection may be gone; the pool will replace it
+    except Exception:  # no app context, or the connection is gone: the pool replaces it
         pass
+
+
+def init_app(app) -> None:
+    """Flask's side: every exception through `failure_for`, rendered for the caller."""
+    from flask import Response, redirect, render_template, request, url_for
+
+    def wants_json() -> bool:
+        if is_json_path(request.path):
+            return True
+        best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+        return best == "application/json" and not request.accept_mimetypes.accept_html
+
+    @app.errorhandler(LoginRequired)
+    def _login_required(exc: LoginRequired):
+        return redirect(url_for("accounts.login", next=exc.next_url))
+
+    @app.errorhandler(Exception)
+    def _any(exc: Exception):
+        failure = failure_for(exc)
+        if wants_json():
+            answer = error_answer(failure)
+            return Response(answer.body, answer.status, answer.headers)
+        page = render_template("error.html", status=failure.status, error=failure.error,
+                               description=failure.description)
+        return page, failure.status, failure.headers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
     from .accounts.models import SsoSession, User
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Via(StrEnum):
+    """The strategy that established an identity: which credential the request carried."""
+
+    SESSION = "session"  # the SSO session cookie
+    BEARER = "bearer"  # an OAuth access token
+    API_KEY = "api_key"  # a pkid- key in a header
 
 
 class Identity:
@@ -53,7 +62,7 @@ class Identity:
         self,
         *,
         auth_method: str,  # password, password+totp, api_key, oauth_token
-        via: str,  # the strategy: session, bearer, api_key
+        via: Via,
         user: User | None = None,
         profile=None,  # the user's columns; a User will do
         load_user: Callable[[], User] | None = None,
@@ -169,33 +178,34 @@ class IdentityResolver:
 
 
 _UNSET = object()
-# WSGI environ key: (identity, AuthenticationFailed or None) when resolved before Flask saw the request.
-RESOLVED_KEY = "authserver.identity"
 
 
 def current_identity() -> Identity | None:
     """The caller's identity, resolved once per request. Raises AuthenticationFailed."""
     cached = g.get("_identity", _UNSET)
     if cached is _UNSET:
-        # The fast lane may have resolved it already (and then left the answer to the views).
-        known = request.environ.get(RESOLVED_KEY)
-        if known is not None:
-            cached, g._identity_error = known
-        else:
-            try:
-                cached = current_app.extensions["authserver"].identity.resolve(request)
-            except AuthenticationFailed as exc:
-                g._identity_error = exc
-                cached = None
+        try:
+            cached = current_app.extensions["authserver"].identity.resolve(request)
+        except AuthenticationFailed as exc:
+            g._identity_error = exc
+            cached = None
         g._identity = cached
     if g.get("_identity_error") is not None:
         raise g._identity_error
     return cached
 
 
+def identity_or_none() -> Identity | None:
+    """The caller's identity; None when there is none or its credential is not valid."""
+    try:
+        return current_identity()
+    except AuthenticationFailed:
+        return None
+
+
 def check_cookie_write(identity: Identity) -> None:
     """A JSON write riding on the session cookie must be JSON and same-origin (CSRF)."""
-    if identity.via != "session" or request.method not in UNSAFE_METHODS:
+    if identity.via != Via.SESSION or request.method not in UNSAFE_METHODS:
         return
     if request.content_length and not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.")

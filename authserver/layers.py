@@ -1,19 +1,30 @@
-"""WSGI layers around the Flask app: the headers every response carries, and the request id.
+"""The one WSGI layer every response passes through: request id, security headers, metrics, access line.
 
-Done here rather than in an `after_request` hook: the headers are a few tuples
-appended to the list the server writes, where werkzeug's `Headers.add` validates
-each value on every response (a measurable share of a hot request), and they hold
-for every answer, including the fast lane's (`authserver.fastlane`).
+It sits inside `addresses.ClientAddress` (so REMOTE_ADDR is already the client's) and
+outside both the dispatch of the hot endpoints (`authserver.dispatch`) and Flask, so
+each concern lives here once, whoever answered. What it knows of the request
+(`RequestInfo`: id, address, user agent, method, path) is in a context variable for
+the log formatter and the audit log while the request runs.
+
+The headers are a few tuples appended to the list the server writes, where werkzeug's
+`Headers.add` would validate each value on every response (a measurable share of a
+hot request).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-REQUEST_ID_KEY = "authserver.request_id"
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map
+
+from .metrics import record_request
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 SECURITY_HEADERS = (
@@ -33,11 +44,12 @@ HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 NO_STORE = ("Cache-Control", "no-store")
 # Answers that carry credentials, tokens or personal data are never cached.
 NO_STORE_PREFIXES = ("/api/", "/login", "/oauth/", "/account", "/admin")
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a request answered outside Flask came from, for the audit log and log lines."""
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """The request being answered, for log lines and audit rows."""
 
     request_id: str
     ip: str
@@ -46,36 +58,77 @@ class Origin:
     path: str
 
 
-# Set by the fast lane while it answers; Flask's request context serves the rest.
-CURRENT_ORIGIN: ContextVar[Origin | None] = ContextVar("authserver_origin", default=None)
+CURRENT_REQUEST: ContextVar[RequestInfo | None] = ContextVar("authserver_request", default=None)
 
 
-def request_id(environ) -> str:
-    """The caller's X-Request-ID when it is a sane token, else a fresh one; one per request."""
-    known = environ.get(REQUEST_ID_KEY)
-    if known is None:
-        incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        known = environ[REQUEST_ID_KEY] = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
-    return known
+def current_request() -> RequestInfo | None:
+    return CURRENT_REQUEST.get()
 
 
-class ResponseHeaders:
-    """Adds X-Request-ID, and each security header the view did not set itself, to every response."""
+def request_id() -> str:
+    """The id of the request being answered ("-" outside one)."""
+    info = CURRENT_REQUEST.get()
+    return info.request_id if info is not None else "-"
 
-    def __init__(self, app, *, https: bool):
+
+class EndpointNames:
+    """The metrics label of a request: its URL rule (`/admin/users/<int:user_id>`), never the raw path."""
+
+    def __init__(self, url_map: Map):
+        self.url_map = url_map
+        self.fixed = frozenset(rule.rule for rule in url_map.iter_rules() if not rule.arguments)
+
+    def __call__(self, environ) -> str:
+        path = environ.get("PATH_INFO") or "/"
+        if path in self.fixed:
+            return path
+        try:
+            rule, _ = self.url_map.bind_to_environ(environ).match(return_rule=True)
+        except HTTPException:
+            return "unmatched"
+        return rule.rule
+
+
+class Edge:
+    """Every response gets X-Request-ID and each security header its answer did not set itself;
+    a 302 after a write becomes a 303 (RFC 9700 §4.11: the browser must not repost the form, and
+    its credentials, to where it is sent); every request is counted and gets one access line."""
+
+    def __init__(self, app, *, https: bool, endpoint: Callable[[dict], str]):
         self.app = app
+        self.endpoint = endpoint
         self.always = SECURITY_HEADERS + ((HSTS,) if https else ())
         self.private = self.always + (NO_STORE,)
 
     def __call__(self, environ, start_response):
-        rid = request_id(environ)
-        wanted = self.private if environ.get("PATH_INFO", "").startswith(NO_STORE_PREFIXES) else self.always
+        started = time.perf_counter()
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
+        info = RequestInfo(
+            incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8),
+            environ.get("REMOTE_ADDR") or "",
+            environ.get("HTTP_USER_AGENT", ""),
+            method,
+            path,
+        )
+        wanted = self.private if path.startswith(NO_STORE_PREFIXES) else self.always
+        answered: list[str] = []
 
         def start(status, headers, exc_info=None):
+            if status[:3] == "302" and method in WRITES:
+                status = "303 See Other"
             present = {name.lower() for name, _ in headers}
             headers = [item for item in headers if item[0].lower() != "x-request-id"]
-            headers.append(("X-Request-ID", rid))
+            headers.append(("X-Request-ID", info.request_id))
             headers.extend(item for item in wanted if item[0].lower() not in present)
+            answered.append(status)
             return start_response(status, headers, exc_info)
 
-        return self.app(environ, start)
+        token = CURRENT_REQUEST.set(info)
+        try:
+            return self.app(environ, start)
+        finally:
+            status = int(answered[-1][:3]) if answered else 500
+            record_request(self.endpoint(environ), method, status, time.perf_counter() - started)
+            CURRENT_REQUEST.reset(token)

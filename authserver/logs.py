@@ -7,9 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from flask import g, has_request_context, request
-
-from .layers import CURRENT_ORIGIN
+from .layers import current_request
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -22,12 +20,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if has_request_context():
-            entry["request_id"] = g.get("request_id")
-            entry["method"] = request.method
-            entry["path"] = request.path
-        elif (origin := CURRENT_ORIGIN.get()) is not None:
-            entry.update(request_id=origin.request_id, method=origin.method, path=origin.path)
+        if (info := current_request()) is not None:
+            entry.update(request_id=info.request_id, method=info.method, path=info.path)
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .forwardauth.rules import (
+from .access_rules import (
     POLICIES,
     AccessRules,
     HostPattern,

@@ -27,6 +27,7 @@ from sqlalchemy import Integer, String, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
+from .errors import DomainError
 from .extensions import db
 
 # name: (limit, window in seconds). See docs/security.md, "Throttling".
@@ -47,12 +48,17 @@ DEFAULT_RULES: dict[str, tuple[int, int]] = {
 }
 
 
-class TooManyAttempts(Exception):
+class TooManyAttempts(DomainError):
     """Refused until the window moves on; `retry_after` is in whole seconds."""
 
+    status = 429
+    error = "too_many_requests"
+
     def __init__(self, retry_after: int):
-        super().__init__(f"Too many failed attempts; try again in {retry_after} seconds.")
-        self.retry_after = max(1, retry_after)
+        retry_after = max(1, retry_after)
+        super().__init__(f"Too many failed attempts; try again in {retry_after} seconds.",
+                         headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

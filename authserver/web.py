@@ -1,14 +1,22 @@
-"""Small helpers shared by the HTML and JSON views."""
+"""What the views of every package share: the services, the client's address, safe redirects,
+the page guard, and the cookies of a browser login (the SSO session, the pending second step,
+the forms' CSRF secret)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from urllib.parse import urlsplit
 
-from flask import current_app, request
+from flask import Response, current_app, request
+from flask import session as flask_session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import IntegerConverter
 
-from .forwardauth.rules import allowed_redirect
+from .cookies import PENDING_LOGIN_COOKIE, PENDING_LOGIN_LIFETIME, SESSION_COOKIE
+from .errors import Answer, ApiError, LoginRequired
+from .access_rules import allowed_redirect
+from .identity import Identity, Via, identity_or_none
 
 
 def services():
@@ -53,15 +61,7 @@ class CookieSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-class LoginRequired(Exception):
-    """A page needs a signed-in browser; errors.py answers with a redirect to /login?next=…"""
-
-    def __init__(self, next_url: str):
-        super().__init__(next_url)
-        self.next_url = next_url
-
-
-def signed_in(*, admin: bool = False, full: bool = True):
+def signed_in(*, admin: bool = False, full: bool = True) -> Identity:
     """The signed-in browser user of an HTML page.
 
     Logged out: LoginRequired (a redirect to the login page, back here after).
@@ -69,11 +69,8 @@ def signed_in(*, admin: bool = False, full: bool = True):
     (a leaked key must not change the password or mint more keys).
     `admin`: an administrator with the admin scope, else 403.
     """
-    from .accounts.views import identity_or_none  # late: accounts imports this module
-    from .errors import ApiError
-
     identity = identity_or_none()
-    if identity is None or identity.via != "session":
+    if identity is None or identity.via != Via.SESSION:
         raise LoginRequired(login_return_path())
     if full and identity.key_id:
         raise ApiError(403, "forbidden", "This page needs a password login; a session opened with an API key cannot use it.")
@@ -87,3 +84,89 @@ def login_return_path() -> str:
     if request.method == "GET":
         return safe_next(request.full_path.rstrip("?"))
     return "/admin" if request.path.startswith("/admin") else "/account"
+
+
+# -- the cookies of a browser login --------------------------------------------
+
+
+def session_cookie_name() -> str:
+    return services().settings.cookie_name(SESSION_COOKIE, shared_domain=True)
+
+
+def pending_login_cookie_name() -> str:
+    return services().settings.cookie_name(PENDING_LOGIN_COOKIE)
+
+
+# Paths without forms: the JSON API (guarded by its content type and origin check), machines' endpoints.
+NO_FORMS = ("/api/", "/.well-known/", "/healthz", "/readyz", "/metrics", "/static/", "/oauth/token",
+            "/oauth/introspect", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks")
+
+
+def bind_csrf_to_session() -> None:
+    """A signed-in browser's form secret is derived from its SSO session, whatever its form
+    cookie says: a token minted elsewhere (an attacker's own browser, a cookie planted by a
+    sibling host) or before the login does not work on this session's forms."""
+    if session_cookie_name() not in request.cookies or request.path.startswith(NO_FORMS):
+        return
+    identity = identity_or_none()
+    if identity is None or identity.via != Via.SESSION:
+        return
+    session_id = identity.extra.get("session_id") or identity.session.id
+    key = services().settings.secret_key.encode()
+    bound = hmac.new(key, b"csrf-secret:" + session_id.encode(), hashlib.sha256).hexdigest()
+    if flask_session.get("csrf_token") != bound:
+        flask_session["csrf_token"] = bound
+
+
+def rotate_csrf_secret() -> None:
+    """A new CSRF secret for the forms from now on (at login and logout): a token read before
+    the login does not work after it."""
+    flask_session.pop("csrf_token", None)
+
+
+def set_session_cookie(response, opened):
+    settings = services().settings
+    rotate_csrf_secret()
+    response.set_cookie(
+        session_cookie_name(),
+        opened.cookie_value,
+        max_age=settings.session_absolute_seconds,
+        httponly=True,
+        secure=settings.is_https,
+        samesite="Lax",
+        path="/",
+        domain=settings.session_cookie_domain,
+    )
+    return response
+
+
+def clear_session_cookie(response):
+    settings = services().settings
+    rotate_csrf_secret()
+    response.delete_cookie(session_cookie_name(), path="/", domain=settings.session_cookie_domain, httponly=True,
+                           samesite="Lax", secure=settings.is_https)
+    return response
+
+
+def set_pending_login_cookie(response, handle: str):
+    response.set_cookie(
+        pending_login_cookie_name(),
+        handle,
+        max_age=int(PENDING_LOGIN_LIFETIME.total_seconds()),
+        httponly=True,
+        secure=services().settings.is_https,
+        samesite="Lax",
+        path="/",  # __Host- cookies are for the whole host
+    )
+    return response
+
+
+def clear_pending_login_cookie(response):
+    response.delete_cookie(pending_login_cookie_name(), path="/", httponly=True, samesite="Lax",
+                           secure=services().settings.is_https)
+    return response
+
+
+def respond(answer: Answer) -> Response:
+    """A hot handler's answer (authserver/dispatch.py) as the Flask route's response."""
+    return Response(answer.body, answer.status, answer.headers)

@@ -7,11 +7,11 @@ from datetime import timedelta
 from flask import request
 
 from authserver import jsonapi
-from authserver.errors import ApiError, render_error
+from authserver.errors import ApiError
 from authserver.identity import current_identity, require_identity
 from authserver.web import services
 
-from . import bp
+from .blueprint import bp
 from .models import ApiKey
 from .service import (
     MAX_CIDRS,
@@ -26,7 +26,6 @@ from .service import (
     KeyVaultError,
     MintedKey,
 )
-from .strategies import INVALID_KEY
 
 
 def key_json(key: ApiKey) -> dict:
@@ -146,24 +145,3 @@ def event_json(event) -> dict:
         "ip": event.ip,
         "details": event.details,
     }
-
-
-@bp.app_errorhandler(KeyVaultError)
-def key_vault_error(exc: KeyVaultError):
-    """Every key-vault failure in one place, for the API, the pages and the JSON login."""
-    if isinstance(exc, InvalidKey):
-        # Revoked, expired, out of range, wrong: deliberately one answer.
-        error = ApiError(401, "invalid_key", INVALID_KEY, {"WWW-Authenticate": 'Bearer realm="authserver"'})
-    elif isinstance(exc, KeyLoginThrottled):
-        error = ApiError(429, "too_many_requests", str(exc), {"Retry-After": str(exc.retry_after)})
-    elif isinstance(exc, KeyNotFound):
-        error = ApiError(404, "not_found", str(exc))
-    elif isinstance(exc, KeyForbidden):
-        error = ApiError(403, "forbidden", str(exc))
-    elif isinstance(exc, KeyConflict):
-        error = ApiError(409, "conflict", str(exc))
-    elif isinstance(exc, InvalidKeyRequest):
-        error = ApiError(400, "invalid_request", str(exc))
-    else:
-        error = ApiError(400, "invalid_request", str(exc))
-    return render_error(error.status, error.error, error.description, error.headers)

@@ -10,7 +10,7 @@ import click
 
 from authserver.web import services
 
-from . import bp
+from .blueprint import bp
 from .service import MAX_EXPIRY_DAYS, MAX_GRACE_SECONDS, KeyVaultError
 
 

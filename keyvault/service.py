@@ -21,6 +21,7 @@ from authserver.audit.models import AuditEvent
 from authserver.audit.service import AuditLog
 from authserver.clock import Clock
 from authserver.crypto import keyed_hash, same
+from authserver.errors import DomainError
 from authserver.extensions import db
 from authserver.hotpath import attach, read_one
 from authserver.identity import Identity, Profile
@@ -37,17 +38,23 @@ MAX_CIDRS = 32
 MAX_NAME_LENGTH = 100
 
 
-class KeyVaultError(Exception):
+INVALID_KEY = "The API key is not valid, or not usable from here."
+
+
+class KeyVaultError(DomainError):
     """Base for key-vault failures; the message is safe to show."""
 
 
 class InvalidKey(KeyVaultError):
-    """A presented key is not accepted. Callers answer one generic message; `reason` is for the audit log."""
+    """A presented key is not accepted: revoked, expired, out of range or wrong, deliberately
+    one answer to the caller; `reason` is for the audit log."""
 
+    status = 401
+    error = "invalid_key"
     reason = "invalid"
 
-    def __init__(self, message: str = "The API key is not valid."):
-        super().__init__(message)
+    def __init__(self):
+        super().__init__(INVALID_KEY, headers={"WWW-Authenticate": 'Bearer realm="authserver"'})
 
 
 class KeyMalformed(InvalidKey):
@@ -79,17 +86,25 @@ class KeyOwnerDisabled(InvalidKey):
 
 
 class KeyLoginThrottled(KeyVaultError):
+    status = 429
+    error = "too_many_requests"
+
     def __init__(self, retry_after: int):
-        super().__init__(f"Too many failed API-key attempts from this address; try again in {retry_after} seconds.")
+        super().__init__(f"Too many failed API-key attempts from this address; try again in {retry_after} seconds.",
+                         headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 
 class KeyNotFound(KeyVaultError):
     """No such key, or not one the caller may see (deliberately the same)."""
 
+    status = 404
+    error = "not_found"
+
 
 class KeyForbidden(KeyVaultError):
-    pass
+    status = 403
+    error = "forbidden"
 
 
 class InvalidKeyRequest(KeyVaultError):
@@ -97,7 +112,8 @@ class InvalidKeyRequest(KeyVaultError):
 
 
 class KeyConflict(KeyVaultError):
-    pass
+    status = 409
+    error = "conflict"
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 
-from authserver.identity import AuthenticationFailed, Identity
+from authserver.identity import AuthenticationFailed, Identity, Via
 
 from .keyformat import looks_like_key_id
-from .service import InvalidKey, KeyService
+from .service import INVALID_KEY, InvalidKey, KeyService
 
-INVALID_KEY = "The API key is not valid, or not usable from here."
 
 
 def key_identity(verified) -> Identity:
@@ -19,7 +18,7 @@ def key_identity(verified) -> Identity:
         profile=verified.owner,
         load_user=lambda: verified.user,
         auth_method="api_key",
-        via="api_key",
+        via=Via.API_KEY,
         scopes=verified.scopes,
         key_id=verified.key_id,
     )

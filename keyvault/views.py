@@ -8,10 +8,10 @@ from flask import redirect, render_template, request, url_for
 
 from authserver.accounts.forms import ConfirmForm
 from authserver.errors import ApiError
-from authserver.identity import AuthenticationFailed, current_identity
+from authserver.identity import AuthenticationFailed, Via, current_identity
 from authserver.web import services
 
-from . import bp
+from .blueprint import bp
 from .api import key_json
 from .forms import MintKeyForm, RotateKeyForm
 from .service import KeyForbidden, acts_as_admin, can_manage_keys
@@ -27,7 +27,7 @@ def page_identity(admin: bool):
         identity = current_identity()
     except AuthenticationFailed:
         identity = None
-    if identity is None or identity.via != "session":
+    if identity is None or identity.via != Via.SESSION:
         return None
     if not can_manage_keys(identity):
         raise KeyForbidden("Managing keys needs a password login; a key login cannot manage keys.")

@@ -1,1 +1,4 @@
-from .views import bp  # noqa: F401
+"""Users, the SSO session, the password login and its second step, the account pages."""
+
+from . import login_views, views  # noqa: F401  (attach the routes to bp)
+from .blueprint import bp  # noqa: F401

@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 
 from ..audit.service import AuditLog
 from ..clock import Clock
+from ..cookies import PENDING_LOGIN_LIFETIME
 from ..crypto import random_token, token_hash
 from ..extensions import db
 from ..throttle import Throttle, TooManyAttempts
@@ -27,8 +28,6 @@ from .service import (
     normalise_username,
 )
 
-PENDING_LOGIN_COOKIE = "authserver_login"
-PENDING_LOGIN_LIFETIME = timedelta(minutes=5)
 
 
 

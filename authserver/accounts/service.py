@@ -15,10 +15,10 @@ from ..clock import Clock
 from ..crypto import PasswordHasher, random_token, token_hash
 from ..extensions import db
 from ..hotpath import attach, read_one, write_one
-from ..identity import Identity, Profile
+from ..cookies import SESSION_COOKIE  # noqa: F401  (re-exported: where callers look for it)
+from ..identity import Identity, Profile, Via
 from .models import SsoSession, User
 
-SESSION_COOKIE = "authserver_session"
 # Touching last_seen_at on every request would turn every read into a write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 # Built once: every authenticated request runs it. A Core read of the session and its
@@ -388,7 +388,7 @@ def identity_from_row(row) -> Identity:
         load_user=lambda: attach(User, user_values),
         load_session=load_session,
         auth_method=row.auth_method,
-        via="session",
+        via=Via.SESSION,
         scopes=frozenset(row.scopes) if row.scopes is not None else None,
         amr=tuple(row.amr or ()),
         key_id=row.key_id,
@@ -401,7 +401,7 @@ def identity_from_session(record: SsoSession) -> Identity:
     return Identity(
         user=record.user,
         auth_method=record.auth_method,
-        via="session",
+        via=Via.SESSION,
         scopes=frozenset(record.scopes) if record.scopes is not None else None,
         amr=tuple(record.amr or ()),
         session=record,

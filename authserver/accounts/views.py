@@ -1,166 +1,17 @@
-"""Browser login, JSON login, logout and "who am I"."""
+"""The signed-in user's own pages (/account: profile, password, sessions) and "who am I"."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from flask import flash, g, redirect, render_template, request, url_for
 
-from flask import (
-    Blueprint,
-    flash,
-    g,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
-from flask import (
-    session as flask_session,
-)
-
-from .. import jsonapi
-from ..errors import ApiError
-from ..identity import AuthenticationFailed, current_identity, require_identity
-from ..metrics import LOGINS
+from ..errors import ApiError, csrf_failed
+from ..identity import Via, identity_or_none
 from ..throttle import TooManyAttempts
-from ..totp.service import SecondFactorError
-from ..web import client_ip, safe_next, services, signed_in
-from .acr import wants_second_factor
-from .forms import LoginForm, PasswordChangeForm, PostOnlyForm, ProfileForm
-from .login import (
-    PENDING_LOGIN_COOKIE,
-    PENDING_LOGIN_LIFETIME,
-    EnrolmentRequired,
-    LoginResult,
-    SecondFactorRequired,
-    password_only,
-)
-from .service import (
-    SESSION_COOKIE,
-    InvalidCredentials,
-    InvalidUserInput,
-    OpenedSession,
-    identity_from_session,
-)
-
-bp = Blueprint("accounts", __name__)
-CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
-
-
-def session_cookie_name() -> str:
-    return services().settings.cookie_name(SESSION_COOKIE, shared_domain=True)
-
-
-def pending_login_cookie_name() -> str:
-    return services().settings.cookie_name(PENDING_LOGIN_COOKIE)
-
-
-# Paths without forms: the JSON API (guarded by its content type and origin check), machines' endpoints.
-NO_FORMS = ("/api/", "/.well-known/", "/healthz", "/readyz", "/metrics", "/static/", "/oauth/token",
-            "/oauth/introspect", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks")
-
-
-def bind_csrf_to_session() -> None:
-    """A signed-in browser's form secret is derived from its SSO session, whatever its form
-    cookie says: a token minted elsewhere (an attacker's own browser, a cookie planted by a
-    sibling host) or before the login does not work on this session's forms."""
-    if session_cookie_name() not in request.cookies or request.path.startswith(NO_FORMS):
-        return
-    identity = identity_or_none()
-    if identity is None or identity.via != "session":
-        return
-    session_id = identity.extra.get("session_id") or identity.session.id
-    key = services().settings.secret_key.encode()
-    bound = hmac.new(key, b"csrf-secret:" + session_id.encode(), hashlib.sha256).hexdigest()
-    if flask_session.get("csrf_token") != bound:
-        flask_session["csrf_token"] = bound
-
-
-def rotate_csrf_secret() -> None:
-    """A new CSRF secret for the forms from now on (at login and logout): a token read before
-    the login does not work after it."""
-    flask_session.pop("csrf_token", None)
-
-
-def set_session_cookie(response, opened: OpenedSession):
-    settings = services().settings
-    rotate_csrf_secret()
-    response.set_cookie(
-        session_cookie_name(),
-        opened.cookie_value,
-        max_age=settings.session_absolute_seconds,
-        httponly=True,
-        secure=settings.is_https,
-        samesite="Lax",
-        path="/",
-        domain=settings.session_cookie_domain,
-    )
-    return response
-
-
-def clear_session_cookie(response):
-    settings = services().settings
-    rotate_csrf_secret()
-    response.delete_cookie(session_cookie_name(), path="/", domain=settings.session_cookie_domain, httponly=True,
-                           samesite="Lax", secure=settings.is_https)
-    return response
-
-
-def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> OpenedSession:
-    """A new session for a login; the session this browser had until now ends (ASVS 7.2.4)."""
-    svc = services()
-    previous = identity_or_none()
-    opened = svc.sessions.open(
-        user,
-        auth_method=auth_method,
-        amr=amr,
-        acr=acr,
-        ip=client_ip(),
-        user_agent=request.headers.get("User-Agent", ""),
-        **kwargs,
-    )
-    svc.audit.record("session.open", actor=f"user:{user.username}", target=f"session:{opened.record.id}",
-                     details={"auth_method": auth_method}, commit=True)
-    if previous is not None and previous.via == "session" and previous.session is not None:
-        svc.sessions.replace(previous.session, opened.record)
-    LOGINS.labels(auth_method, "success").inc()
-    return opened
-
-
-def open_login_session(result: LoginResult) -> OpenedSession:
-    return open_session(result.user, auth_method=result.auth_method, amr=list(result.amr), acr=result.acr,
-                        key_id=result.key_id, scopes=result.scopes)
-
-
-def set_pending_login_cookie(response, handle: str):
-    response.set_cookie(
-        pending_login_cookie_name(),
-        handle,
-        max_age=int(PENDING_LOGIN_LIFETIME.total_seconds()),
-        httponly=True,
-        secure=services().settings.is_https,
-        samesite="Lax",
-        path="/",  # __Host- cookies are for the whole host
-    )
-    return response
-
-
-def clear_pending_login_cookie(response):
-    response.delete_cookie(pending_login_cookie_name(), path="/", httponly=True, samesite="Lax",
-                           secure=services().settings.is_https)
-    return response
-
-
-def too_many_attempts(exc: TooManyAttempts) -> ApiError:
-    return ApiError(429, "too_many_requests", str(exc), {"Retry-After": str(exc.retry_after)})
-
-
-def identity_or_none():
-    try:
-        return current_identity()
-    except AuthenticationFailed:
-        return None
+from ..web import clear_session_cookie, client_ip, respond, services, signed_in
+from . import handlers
+from .blueprint import bp
+from .forms import PasswordChangeForm, PostOnlyForm, ProfileForm
+from .service import InvalidCredentials, InvalidUserInput
 
 
 @bp.app_context_processor
@@ -169,7 +20,7 @@ def _navigation():
 
     def nav_identity():
         identity = g.get("_identity")
-        return identity if identity is not None and identity.via == "session" else None
+        return identity if identity is not None and identity.via == Via.SESSION else None
 
     return {"nav_identity": nav_identity}
 
@@ -195,56 +46,6 @@ def describe_device(user_agent: str | None) -> str:
 @bp.get("/")
 def index():
     return redirect("/account" if identity_or_none() else "/login")
-
-
-@bp.route("/login", methods=["GET", "POST"])
-def login():
-    form = LoginForm()
-    next_url = safe_next(request.values.get("next"))
-    error = None
-    status = 200
-    headers = {}
-    if request.method == "POST":
-        if form.validate_on_submit():
-            try:
-                user = services().logins.check_password(form.username.data, form.password.data, client_ip())
-            except InvalidCredentials as exc:
-                LOGINS.labels("password", "failure").inc()
-                error, status = str(exc), 401
-            except TooManyAttempts as exc:
-                error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
-            else:
-                return after_password(user, next_url)
-        else:
-            # Missing fields are named beside the fields themselves; only a stale form needs a banner.
-            status = 400
-            if form.csrf_token.errors:
-                error = "The form expired; please try again."
-    form.next.data = next_url
-    return render_template("login.html", form=form, error=error), status, headers
-
-
-def after_password(user, next_url: str):
-    """The password was right: log in, or hand over to the second-factor step (server-side, 5 minutes)."""
-    logins = services().logins
-    step = logins.next_step(user, second_factor_wanted=wants_second_factor(next_url))
-    if step is None:
-        opened = open_login_session(password_only(user))
-        return set_session_cookie(redirect(next_url, 303), opened)
-    handle = logins.begin_pending(user, step, next_url)
-    target = "/login/totp" if step == "totp" else "/login/totp/setup"
-    return set_pending_login_cookie(redirect(target, 303), handle)
-
-
-@bp.post("/logout")
-def logout():
-    form = PostOnlyForm()
-    if not form.validate_on_submit():
-        raise CSRF_FAILED
-    identity = identity_or_none()
-    if identity and identity.session:
-        services().sessions.revoke(identity.session)
-    return clear_session_cookie(redirect("/login"))
 
 
 # -- /account: the signed-in user's own page ------------------------------------
@@ -348,7 +149,7 @@ def account_password():
 def account_session_revoke(session_id: str):
     identity = signed_in()
     if not PostOnlyForm().validate_on_submit():
-        raise CSRF_FAILED
+        raise csrf_failed()
     svc = services()
     record = svc.sessions.find_own(identity.user, session_id)
     if record is None:
@@ -365,7 +166,7 @@ def account_session_revoke(session_id: str):
 def account_sessions_revoke_others():
     identity = signed_in()
     if not PostOnlyForm().validate_on_submit():
-        raise CSRF_FAILED
+        raise csrf_failed()
     svc = services()
     ended = svc.sessions.revoke_all(identity.user, except_id=identity.session.id)
     svc.audit.record("session.revoke_all", actor=identity.actor, target=f"user:{identity.user.username}",
@@ -374,67 +175,6 @@ def account_sessions_revoke_others():
     return redirect(url_for("accounts.account") + "#sessions")
 
 
-@bp.post("/api/session/login")
-def api_login():
-    body = jsonapi.json_object()
-    username = jsonapi.string(body, "username", max_length=200)
-    password = jsonapi.string(body, "password", max_length=1024)
-    if services().keys.is_key_login(username):
-        opened = key_login(username, password)
-    else:
-        opened = open_login_session(json_password_login(body, username, password))
-    identity = identity_from_session(opened.record)
-    return set_session_cookie(api_response({"session_id": opened.record.id, **identity.as_json()}), opened)
-
-
-def json_password_login(body: dict, username: str, password: str) -> LoginResult:
-    """Password (and TOTP code or recovery code when the account has TOTP) to a LoginResult, or ApiError."""
-    totp_code = jsonapi.string(body, "totp_code", required=False, max_length=64)
-    recovery_code = jsonapi.string(body, "recovery_code", required=False, max_length=64)
-    try:
-        return services().logins.password_login(
-            username, password, client_ip(), totp_code=totp_code, recovery_code=recovery_code
-        )
-    except InvalidCredentials as exc:
-        LOGINS.labels("password", "failure").inc()
-        raise ApiError(401, "invalid_credentials", str(exc)) from None
-    except TooManyAttempts as exc:
-        raise too_many_attempts(exc) from None
-    except SecondFactorRequired as exc:
-        raise ApiError(401, "totp_required", str(exc)) from None
-    except EnrolmentRequired as exc:
-        raise ApiError(403, "totp_enrolment_required", str(exc)) from None
-    except SecondFactorError as exc:
-        LOGINS.labels("password+totp", "failure").inc()
-        raise ApiError(401, exc.error, exc.description) from None
-
-
-def key_login(key_id: str, secret: str) -> OpenedSession:
-    """An API key as username/password: a session as its owner, limited to its scopes, never asked for TOTP."""
-    keys = services().keys
-    verified = keys.authenticate(key_id, secret, ip=client_ip())
-    opened = open_session(verified.user, auth_method="api_key", amr=[], key_id=verified.key_id,
-                          scopes=sorted(verified.scopes))
-    keys.bind_session(opened.record, verified)
-    return opened
-
-
-@bp.post("/api/session/logout")
-@require_identity()
-def api_logout():
-    identity = current_identity()
-    if identity.session:
-        services().sessions.revoke(identity.session)
-    return clear_session_cookie(api_response({"logged_out": True}))
-
-
 @bp.get("/api/me")
-@require_identity()
 def me():
-    return current_identity().as_json()
-
-
-def api_response(body: dict, status: int = 200):
-    response = jsonify(body)
-    response.status_code = status
-    return response
+    return respond(handlers.me(request))

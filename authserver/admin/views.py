@@ -16,7 +16,7 @@ from ..extensions import db
 from ..oidc.claims import EXTRA_CLAIM_KINDS
 from ..oidc.service import SECRET_METHODS, ClientError
 from ..web import services, signed_in
-from . import bp
+from .blueprint import bp
 from .forms import (
     GROUPS_HINT,
     AuditFilterForm,

@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import has_request_context, request
-
 from ..clock import Clock
 from ..extensions import db
-from ..layers import CURRENT_ORIGIN
+from ..layers import current_request
 from .models import AuditEvent
 
 log = logging.getLogger("authserver.audit")
@@ -34,11 +32,8 @@ class AuditLog:
         `details` must never hold a secret: name keys by `key_id`, users by name.
         """
         ip, agent = "", ""
-        if has_request_context():
-            ip = request.remote_addr or ""
-            agent = (request.headers.get("User-Agent") or "")[:300]
-        elif (origin := CURRENT_ORIGIN.get()) is not None:
-            ip, agent = origin.ip, origin.user_agent[:300]
+        if (info := current_request()) is not None:
+            ip, agent = info.ip, info.user_agent[:300]
         event = AuditEvent(
             at=self.clock.now(),
             actor=actor[:200],

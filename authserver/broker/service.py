@@ -35,6 +35,7 @@ from sqlalchemy import delete, select, update
 from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash, random_token, same
+from ..errors import DomainError
 from ..extensions import db
 from ..oidc.server import ENDPOINTS, OidcProvider, token_response
 from ..oidc.service import RegisteredClient
@@ -60,16 +61,14 @@ _ERROR_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 # -- errors --------------------------------------------------------------------
 
 
-class BrokerError(Exception):
+class BrokerError(DomainError):
     """A broker failure: an error code and one sentence naming the cause and the fix (HTTP 400)."""
 
     error = "invalid_request"
     description = "The broker request is not valid; check its fields."
 
     def __init__(self, description: str | None = None):
-        if description is not None:
-            self.description = description
-        super().__init__(self.description)
+        super().__init__(description if description is not None else self.description)
 
 
 class BrokerStateMissing(BrokerError):

@@ -5,24 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from .. import jsonapi
-from ..accounts.views import too_many_attempts
 from ..errors import ApiError
-from ..throttle import TooManyAttempts
 from ..web import client_ip, services
-from .service import BrokerError, Callback
+from .service import Callback
 
 bp = Blueprint("broker", __name__)
-
-
-@bp.errorhandler(BrokerError)
-def _broker_error(exc: BrokerError):
-    return {"error": exc.error, "error_description": exc.description}, 400
-
-
-@bp.errorhandler(TooManyAttempts)
-def _throttled(exc: TooManyAttempts):
-    error = too_many_attempts(exc)
-    return error.body(), error.status, error.headers
 
 
 @bp.post("/api/oauth/authorize")

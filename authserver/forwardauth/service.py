@@ -1,20 +1,21 @@
 """Forward-auth decisions: which rule covers the original request, and may this identity pass it.
 
 Everything here is in memory: the rules were parsed at start-up, and the
-only database read of a forward-auth request is the identity resolution the
-view does through `current_identity()` (skipped for `bypass`).
+only database read of a forward-auth request is the identity resolution
+(`assess` asks for it only when the rule depends on it).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from ..identity import Identity
-from .rules import (
+from ..identity import AuthenticationFailed, Identity
+from ..errors import DomainError
+from ..access_rules import (
     AccessRule,
     AccessRules,
     HostPattern,
@@ -35,7 +36,7 @@ STEP_UP = "step_up"  # logged in, but without the second factor the rule asks fo
 FORBIDDEN = "forbidden"  # logged in (or the rule denies everyone): 403
 
 
-class BadForwardedRequest(Exception):
+class BadForwardedRequest(DomainError):
     """A trusted proxy sent an original URL that cannot be parsed; the message names the header."""
 
 
@@ -56,6 +57,15 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.verdict == ALLOW
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: Target | None
+    rule: AccessRule
+    decision: Decision
+    identity: Identity | None = None
+    failure: AuthenticationFailed | None = None
 
 
 class ForwardAuthService:
@@ -115,6 +125,22 @@ class ForwardAuthService:
         if rule.policy == "two_factor" and not has_second_factor(identity):
             return Decision(STEP_UP, "This address needs two-factor login; log in again with your one-time code.")
         return Decision(ALLOW)
+
+    def assess(self, peer: str, headers: Mapping[str, str], resolve: Callable[[], Identity | None]) -> Verdict:
+        """The decision for one forward-auth request: its target, the rule, who is asking.
+
+        `resolve` answers the caller's identity (raising AuthenticationFailed); it is only
+        asked when the rule depends on it. Raises BadForwardedRequest for unusable headers.
+        """
+        target = self.target(peer, headers)
+        rule = self.rule_for(target)
+        identity, failure = None, None
+        if rule.policy not in ("bypass", "deny"):
+            try:
+                identity = resolve()
+            except AuthenticationFailed as exc:
+                failure = exc
+        return Verdict(target, rule, self.decide(rule, identity), identity, failure)
 
     def login_url(self, target: Target | None) -> str:
         """The login page, with `next` only when the original URL is on an allowed domain."""

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from ..crypto import same
 from ..errors import ApiError
 from ..extensions import db
-from ..forwardauth.rules import address_in
+from ..access_rules import address_in
 from ..metrics import render_metrics
 
 bp = Blueprint("health", __name__)

@@ -45,7 +45,7 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import SecretSealer, random_token
 from ..extensions import db
-from ..identity import AuthenticationFailed, current_identity
+from ..identity import AuthenticationFailed, Via, current_identity
 from ..settings import Settings
 from ..throttle import Bucket, Throttle, TooManyAttempts
 from . import grants
@@ -375,7 +375,7 @@ class EndSession(EndSessionEndpoint):
             identity = current_identity()
         except AuthenticationFailed:
             return None
-        return identity.session if identity is not None and identity.via == "session" else None
+        return identity.session if identity is not None and identity.via == Via.SESSION else None
 
     def get_algorithms(self):
         return list(SUPPORTED_ALGS)

@@ -29,7 +29,7 @@ from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash, random_token, same, token_hash
 from ..extensions import db
 from ..hotpath import attach, read_one, write_one
-from ..identity import AuthenticationFailed, Identity, Profile
+from ..identity import AuthenticationFailed, Identity, Profile, Via
 from ..sealing import SealedColumn
 from .claims import ExtraClaimError, parse_extra_claim
 from .models import AssertionJti, AuthorizationCode, Consent, OAuthClient, OAuthToken
@@ -1042,7 +1042,7 @@ class BearerTokenStrategy:
             profile=Profile(user_values),
             load_user=lambda: attach(User, user_values),
             auth_method="oauth_token",
-            via="bearer",
+            via=Via.BEARER,
             scopes=frozenset(scope_to_list(token.get_scope()) or ()),
             amr=tuple(token.row.amr or ()),
             client_id=token.row.client_id,

@@ -29,13 +29,12 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from ..accounts.acr import required_acr, satisfies
 from ..accounts.forms import PostOnlyForm
-from ..accounts.views import clear_session_cookie, identity_or_none
 from ..errors import ApiError
 from ..extensions import db
-from ..identity import current_identity, require_identity
-from ..web import services, signed_in
+from ..identity import Via, current_identity, identity_or_none, require_identity
+from ..web import clear_session_cookie, respond, services, signed_in
 from .forms import ConsentForm, LogoutForm
-from .server import client_endpoint, token_response
+from . import handlers
 from .service import TicketSpent, append_query
 
 bp = Blueprint("oidc", __name__)
@@ -100,7 +99,7 @@ def _authorize(decision: str | None):
     oidc = provider()
     server = oidc.server
     identity = identity_or_none()
-    session = identity.session if identity is not None and identity.via == "session" else None
+    session = identity.session if identity is not None and identity.via == Via.SESSION else None
     if session is not None and session.key_id is not None:
         # A session opened with an API key is bounded by the key's scopes and skipped the
         # second factor: it may not sign the user in to apps. The user logs in properly.
@@ -302,29 +301,19 @@ def _authorization_error(error: OAuth2Error):
 # -- token, userinfo, introspection, revocation --------------------------------
 
 
-def _client_endpoint(run):
-    """A client-authenticated endpoint's Flask route: the shared handler, then a Response."""
-    svc = services()
-    status, body, headers = client_endpoint(request, run, throttle=svc.throttle, audit=svc.audit)
-    return svc.oidc.server.handle_response(status, body, headers)
-
-
 @bp.post("/oauth/token")
 def token():
-    server = provider().server
-    return _client_endpoint(lambda: token_response(server, server.create_oauth2_request(request)))
+    return respond(handlers.token(request))
 
 
 @bp.post("/oauth/introspect")
 def introspect():
-    endpoint = provider().introspection
-    return _client_endpoint(lambda: endpoint(endpoint.create_endpoint_request(request)))
+    return respond(handlers.introspect(request))
 
 
 @bp.post("/oauth/revoke")
 def revoke():
-    endpoint = provider().revocation
-    return _client_endpoint(lambda: endpoint(endpoint.create_endpoint_request(request)))
+    return respond(handlers.revoke(request))
 
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])
@@ -386,7 +375,7 @@ def revoke_app(client_id: str):
 
 def _account_identity():
     identity = current_identity()
-    if identity.via == "bearer":
+    if identity.via == Via.BEARER:
         raise ApiError(403, "forbidden", "Manage connected apps with your own session or API key, not an app's token.")
     if identity.scopes is not None and not identity.has_scope("admin"):
         # A narrow key (photos:read, say) must not revoke the apps' access, as it may not manage keys.

@@ -1,1 +1,3 @@
-"""TOTP second factor: enrolment, verification, recovery codes (blueprint in `views`)."""
+"""TOTP second factor: enrolment, verification, recovery codes, and their pages."""
+
+from .views import bp  # noqa: F401

@@ -14,6 +14,7 @@ from ..accounts.models import User
 from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash
+from ..errors import DomainError
 from ..extensions import db
 from ..sealing import SealedColumn
 from ..throttle import Throttle, TooManyAttempts
@@ -27,17 +28,15 @@ POLICIES = ("none", "admins", "all")
 T = TypeVar("T")
 
 
-class SecondFactorError(Exception):
-    """Base for second-factor failures; `error` is the API error code, the message is safe to show."""
+class SecondFactorError(DomainError):
+    """Base for second-factor failures: the API error code and status; the message is safe to show.
+    (A login answers every one of them 401: the login is what failed.)"""
 
     error = "invalid_totp"
 
-    def __init__(self, description: str):
-        super().__init__(description)
-        self.description = description
-
 
 class InvalidTotpCode(SecondFactorError):
+    status = 400
     error = "invalid_totp"
 
     def __init__(self, reason: str = "wrong"):
@@ -47,6 +46,7 @@ class InvalidTotpCode(SecondFactorError):
 
 
 class InvalidRecoveryCode(SecondFactorError):
+    status = 400
     error = "invalid_recovery_code"
 
     def __init__(self):
@@ -54,6 +54,7 @@ class InvalidRecoveryCode(SecondFactorError):
 
 
 class TotpNotEnrolled(SecondFactorError):
+    status = 409
     error = "totp_not_enrolled"
 
     def __init__(self):
@@ -61,6 +62,7 @@ class TotpNotEnrolled(SecondFactorError):
 
 
 class NoPendingEnrolment(SecondFactorError):
+    status = 409
     error = "no_pending_enrolment"
 
     def __init__(self):
@@ -68,6 +70,7 @@ class NoPendingEnrolment(SecondFactorError):
 
 
 class CurrentFactorRequired(SecondFactorError):
+    status = 403
     error = "current_factor_required"
 
     def __init__(self):
@@ -78,6 +81,7 @@ class CurrentFactorRequired(SecondFactorError):
 
 
 class TotpRequiredByPolicy(SecondFactorError):
+    status = 403
     error = "totp_required_by_policy"
 
     def __init__(self):

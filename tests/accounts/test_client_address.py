@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
-from authserver.forwardauth.rules import parse_networks
+from authserver.access_rules import parse_networks
 from tests.conftest import LiveServer, _empty_tables, make_settings
 from tests.factories import DEFAULT_PASSWORD, make_key, make_user
 from tests.forwardauth.proxies import run_nginx_in_front

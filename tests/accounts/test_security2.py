@@ -15,7 +15,7 @@ from authserver import create_app
 from authserver.accounts.service import SESSION_COOKIE
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
-from authserver.forwardauth.rules import load_rules, parse_networks
+from authserver.access_rules import load_rules, parse_networks
 from tests.conftest import LiveServer, make_settings
 from tests.factories import (
     DEFAULT_PASSWORD,

@@ -9,8 +9,8 @@ import pytest
 from authserver import create_app
 from authserver.accounts.service import SESSION_COOKIE
 from authserver.extensions import db as _db
-from authserver.forwardauth.rules import load_rules, parse_host_patterns
-from authserver.forwardauth.rules import parse_networks
+from authserver.access_rules import load_rules, parse_host_patterns
+from authserver.access_rules import parse_networks
 from tests.conftest import make_settings
 from tests.factories import (
     DEFAULT_PASSWORD,

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from authserver.accounts.service import SESSION_COOKIE
-from authserver.forwardauth.rules import load_rules, parse_host_patterns, parse_networks
+from authserver.access_rules import load_rules, parse_host_patterns, parse_networks
 from tests.conftest import make_settings
 from tests.factories import DEFAULT_PASSWORD, key_headers, make_key, make_user
 

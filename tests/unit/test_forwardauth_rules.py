@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from authserver.forwardauth.rules import (
+from authserver.access_rules import (
     AccessRules,
     RuleError,
     address_in,

@@ -1,20 +1,22 @@
-"""The fast lane answers the hottest requests before Flask, and answers them exactly as the views do.
+"""The dispatch answers the hottest requests before Flask, exactly as their Flask routes do.
 
-Every comparison runs the same request against this app (fast lane on, the default)
+Every comparison runs the same request against this app (dispatch on, the default)
 and against a twin on the same database with AUTHSERVER_FAST_LANE=off, where Flask
-answers everything.
+answers everything through the same handlers.
 """
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from flask import request_started
 from sqlalchemy import func, select
 
 from authserver import create_app
 from authserver.accounts.service import SESSION_COOKIE
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db as _db
-from authserver.fastlane import ANSWERED_KEY
 from authserver.settings import Settings, SettingsError
 from tests.conftest import basic_auth
 from tests.factories import key_headers, login, make_client, make_key, make_user
@@ -26,21 +28,28 @@ VOLATILE = {"X-Request-ID", "Content-Length"}
 
 
 class Witness:
-    """Outermost WSGI layer: notes whether the fast lane answered each request."""
+    """Outermost WSGI layer: notes for each request whether it reached Flask (its
+    `request_started` signal) or was answered before it, by the dispatch."""
 
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
+    def __init__(self, app):
+        self.wsgi_app = app.wsgi_app
         self.answered: list[bool] = []
+        self.flask_saw = False
+        request_started.connect(self._flask_started, app, weak=False)
+
+    def _flask_started(self, sender, **extra):
+        self.flask_saw = True
 
     def __call__(self, environ, start_response):
+        self.flask_saw = False
         body = self.wsgi_app(environ, start_response)
-        self.answered.append(bool(environ.get(ANSWERED_KEY)))
+        self.answered.append(not self.flask_saw)
         return body
 
 
 @pytest.fixture
 def client(app):
-    app.wsgi_app = Witness(app.wsgi_app)
+    app.wsgi_app = Witness(app)
     return app.test_client()
 
 
@@ -49,7 +58,7 @@ def flask_only(settings, clock):
     """A test client of the same app with the fast lane off: Flask answers everything."""
     other = create_app(settings.replace(fast_lane=False), clock=clock)
     other.config["TESTING"] = True
-    other.wsgi_app = Witness(other.wsgi_app)
+    other.wsgi_app = Witness(other)
     yield other.test_client()
     with other.app_context():
         _db.engine.dispose()
@@ -61,7 +70,7 @@ def alice(services):
 
 
 def lane(test_client) -> bool:
-    """Did the fast lane answer this client's latest request?"""
+    """Did the dispatch answer this client's latest request (Flask never saw it)?"""
     return test_client.application.wsgi_app.answered[-1]
 
 
@@ -81,9 +90,9 @@ def key_failures() -> int:
 
 
 def both(fast_client, slow_client, method: str, path: str, **kwargs):
-    """One request to each app; asserts the lane answered this app's and Flask the twin's."""
+    """One request to each app; asserts the dispatch answered this app's and Flask the twin's."""
     fast = fast_client.open(path, method=method, **kwargs)
-    assert lane(fast_client), f"the fast lane passed {method} {path} on to Flask"
+    assert lane(fast_client), f"the dispatch passed {method} {path} on to Flask"
     slow = slow_client.open(path, method=method, **kwargs)
     assert not lane(slow_client)
     return fast, slow
@@ -144,26 +153,49 @@ def test_forward_auth_with_a_session_cookie_is_answered_by_the_lane(client, flas
         ({"X-API-Key": "pkid-20260101-000000000000000000000:" + "0" * 43}, ""),  # a bad key: 401
     ],
 )
-def test_forward_auth_refusals_are_left_to_flask(client, flask_only, headers, query):
-    fast = client.get("/api/authz/forward-auth" + query, headers={**headers, **ORIGINAL})
-    assert not lane(client)
-    slow = flask_only.get("/api/authz/forward-auth" + query, headers={**headers, **ORIGINAL})
-    assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data())
-    assert fast.status_code in (401, 302)
+def test_forward_auth_refusals_are_answered_by_the_dispatch_as_by_flask(client, flask_only, headers, query):
+    for path in ("/api/authz/forward-auth", "/api/authz/auth-request"):
+        fast, slow = both(client, flask_only, "GET", path + query, headers={**headers, **ORIGINAL})
+        same_answer(fast, slow)
+        assert fast.status_code in (401, 302)
 
 
-def test_a_refused_key_is_answered_by_flask_and_counted_once(client, flask_only, services, alice):
+def test_forward_auth_for_every_method(settings, clock, services, alice):
+    """POST, HEAD, OPTIONS…: the proxy forwards the original method; each gets the same check.
+    A 302 for a forwarded POST is a 303 on both (one layer turns it)."""
+    fast_app = create_app(settings, clock=clock)
+    slow_app = create_app(settings.replace(fast_lane=False), clock=clock)
+    fast_client, slow_client = Witness(fast_app), Witness(slow_app)
+    fast_app.wsgi_app, slow_app.wsgi_app = fast_client, slow_client
+    key = key_headers("x-api-key", *make_key(services, alice))
+    for method in ("POST", "HEAD", "OPTIONS", "DELETE"):
+        for headers, query in ((key, ""), ({}, ""), ({}, "?rd=1")):
+            fast = fast_app.test_client().open("/api/authz/forward-auth" + query, method=method,
+                                               headers={**headers, **ORIGINAL})
+            slow = slow_app.test_client().open("/api/authz/forward-auth" + query, method=method,
+                                               headers={**headers, **ORIGINAL})
+            assert fast_client.answered[-1] and not slow_client.answered[-1]
+            same_answer(fast, slow)
+            if query and method in ("POST", "DELETE"):
+                assert fast.status_code == 303
+    for other in (fast_app, slow_app):
+        with other.app_context():
+            _db.engine.dispose()
+
+
+def test_a_refused_key_is_answered_by_the_dispatch_and_counted_once(client, flask_only, services, alice):
     key_id, secret = make_key(services, alice)
     mistyped = {"X-API-Key": f"{key_id}:{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}"}
     services.keys.revoke(services.keys.find(key_id), actor="test")
     revoked = key_headers("x-api-key", key_id, secret)
     before = key_failures()
     fast = client.get("/api/me", headers=revoked)
-    assert not lane(client)
-    assert key_failures() == before + 1  # resolved once, by the lane; Flask took its answer from there
+    assert lane(client)
+    assert key_failures() == before + 1
     slow = flask_only.get("/api/me", headers=revoked)
-    assert fast.status_code == slow.status_code == 401
-    assert fast.json == slow.json and fast.json["error"] == "invalid_key"
+    assert key_failures() == before + 2
+    same_answer(fast, slow)
+    assert fast.status_code == 401 and fast.json["error"] == "invalid_key"
     # A mistyped secret (its checksum fails) is refused the same way on both.
     assert client.get("/api/me", headers=mistyped).json == flask_only.get("/api/me", headers=mistyped).json
 
@@ -267,19 +299,55 @@ def client_for(app, settings, clock):
     return other.test_client()
 
 
-def test_requests_that_are_not_plain_go_to_flask(client, services, alice, service_client):
+def test_odd_requests_are_answered_by_the_dispatch_as_by_flask(client, flask_only, services, alice, service_client):
+    """A body where none belongs, JSON where a form belongs, a body past the limit (announced or
+    chunked), a form in another encoding: the dispatch answers each as Flask does."""
     headers = key_headers("x-api-key", *make_key(services, alice))
-    with_body = client.get("/api/me", headers=headers, data=b"x" * 10)
-    assert with_body.status_code == 200 and not lane(client)
+    fast, slow = both(client, flask_only, "GET", "/api/me", headers=headers, data=b"x" * 10)
+    same_answer(fast, slow)
+    assert fast.status_code == 200
     client_id, secret = service_client
-    as_json = client.post("/oauth/token", json={"grant_type": "client_credentials"},
-                          headers={"Authorization": basic_auth(client_id, secret)})
-    assert as_json.status_code == 400 and not lane(client)
-    head = client.head("/api/me", headers=headers)
-    assert head.status_code == 200 and not lane(client)
+    auth = {"Authorization": basic_auth(client_id, secret)}
+    fast, slow = both(client, flask_only, "POST", "/oauth/token", json={"grant_type": "client_credentials"},
+                      headers=auth)
+    assert fast.status_code == slow.status_code == 400 and fast.json == slow.json
+    big = "x" * (1024 * 1024 + 1)
+    for path in ("/oauth/token", "/oauth/introspect", "/api/me"):
+        method = "GET" if path == "/api/me" else "POST"
+        fast, slow = both(client, flask_only, method, path, data=big, headers=auth)
+        same_answer(fast, slow)
+        assert fast.status_code == 413 and fast.json["error"] == "request_too_large"
+
+    chunked = {**auth, "Transfer-Encoding": "chunked"}
+    for body, status in ((b"grant_type=client_credentials&pad=" + b"x" * (1024 * 1024), 413),
+                         (b"grant_type=client_credentials", 200)):
+        answers = []
+        for http in (client, flask_only):
+            answers.append(http.post("/oauth/token", content_type="application/x-www-form-urlencoded", headers=chunked,
+                                     environ_overrides={"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True}))
+        assert lane(client) and not lane(flask_only)
+        assert answers[0].status_code == answers[1].status_code == status
+    fast, slow = both(client, flask_only, "POST", "/oauth/token", headers=auth,
+                      data={"grant_type": "client_credentials"}, content_type="multipart/form-data")
+    assert fast.status_code == slow.status_code == 200
 
 
-def test_a_database_outage_met_by_the_lane_is_answered_503_by_flask_without_a_second_try(
+def test_the_code_and_refresh_grants_are_answered_by_the_dispatch(client, flask_only, services, alice):
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    tokens = exchange(client, gallery, secret, code)
+    assert lane(client) and tokens.status_code == 200 and tokens.json["id_token"]
+    refreshed = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": tokens.json["refresh_token"]},
+                            headers={"Authorization": basic_auth(gallery.client_id, secret)})
+    assert lane(client) and refreshed.status_code == 200
+    fast, slow = both(client, flask_only, "POST", "/oauth/token", data={"grant_type": "authorization_code", "code": code},
+                      headers={"Authorization": basic_auth(gallery.client_id, secret)})
+    same_answer(fast, slow)
+    assert fast.json["error"] == "invalid_grant"
+
+
+def test_a_database_outage_met_by_the_dispatch_is_answered_503_without_a_second_try(
         client, services, alice, monkeypatch, json_logs):
     import keyvault.service
     from sqlalchemy.exc import OperationalError
@@ -293,14 +361,15 @@ def test_a_database_outage_met_by_the_lane_is_answered_503_by_flask_without_a_se
 
     monkeypatch.setattr(keyvault.service, "read_one", unreachable)
     response = client.get("/api/me", headers=headers)
-    assert not lane(client)
+    assert lane(client)
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert response.json["error"] == "temporarily_unavailable"
-    assert len(attempts) == 1  # the lane's; Flask answered with its error instead of connecting again
-    assert "fast lane passed" not in json_logs.text()  # an outage is not a fault of the lane
+    assert len(attempts) == 1
+    errors = [e for e in json_logs.entries() if e["logger"] == "authserver.errors"]
+    assert [e["message"] for e in errors] == ["database unavailable"]
 
 
-def test_lane_answers_are_logged_and_counted(client, services, alice, json_logs):
+def test_dispatch_answers_are_logged_and_counted(client, services, alice, json_logs):
     key_id, secret = make_key(services, alice)
     headers = {**key_headers("x-api-key", key_id, secret), "X-Request-ID": "lane-request-0001"}
     response = client.get("/api/me", headers=headers)

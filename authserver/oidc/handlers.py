@@ -1,0 +1,33 @@
+"""The client-authenticated endpoints, written once: the Flask routes and the dispatch before
+Flask both call these. Each runs Authlib's endpoint through `server.client_endpoint` (one
+client throttle, one audit) to a whole answer, errors included."""
+
+from __future__ import annotations
+
+from werkzeug.wrappers import Request
+
+from ..errors import Answer, json_bytes
+from ..web import services
+from .server import client_endpoint, token_response
+
+
+def token(req: Request) -> Answer:
+    server = services().oidc.server
+    return _answer(req, lambda: token_response(server, server.create_oauth2_request(req)))
+
+
+def introspect(req: Request) -> Answer:
+    endpoint = services().oidc.introspection
+    return _answer(req, lambda: endpoint(endpoint.create_endpoint_request(req)))
+
+
+def revoke(req: Request) -> Answer:
+    endpoint = services().oidc.revocation
+    return _answer(req, lambda: endpoint(endpoint.create_endpoint_request(req)))
+
+
+def _answer(req: Request, run) -> Answer:
+    svc = services()
+    status, body, headers = client_endpoint(req, run, throttle=svc.throttle, audit=svc.audit)
+    payload = json_bytes(body) if isinstance(body, dict) else str(body).encode()
+    return Answer(status, list(headers), payload)
