@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-import keyvault
 from flask import Flask, abort, g, request
 from sqlalchemy.orm import configure_mappers
+
+import keyvault
 
 from . import (
     accounts,

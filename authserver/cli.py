@@ -335,7 +335,7 @@ def client_create(name, redirect_uris, public, trusted, first_party, introspect,
                   jwks, id_token_alg, access_token_format, extra_claims, backchannel_logout_uri,
                   post_logout_redirect_uris, as_json):
     """Register a client; its secret is printed once."""
-    from .oidc.service import ClientError
+    from .oidc.clients import ClientError
 
     jwks_doc = None
     if jwks:

@@ -7,90 +7,87 @@ ROLLBACK round trip too), and even a Core execution costs more than the query it
 (on PostgreSQL, measured: 250 µs of CPU against 55 µs for the driver alone, most of
 it building the driver's column descriptions for SQLAlchemy's result metadata).
 
-So a hot statement is a Core construct compiled once per dialect into the driver's
-own SQL, with SQLAlchemy's own bind and result processors for each column (UTC
-datetimes, JSON, booleans on SQLite), and run on a raw connection from the engine's
-pool: on PostgreSQL in autocommit mode, so a read or a one-row insert is one round
-trip and is committed by itself. Driver errors become SQLAlchemy's exceptions (a lost
-connection is invalidated), so the error layer answers them as for any other query.
-The engine's `before_cursor_execute` listeners are called for each statement (with
-no Connection and no execution context: there is none), so statement counters and
-tracers still see every query.
+So a hot statement is a Core construct compiled once per dialect, through SQLAlchemy's
+public API only: `ClauseElement.compile` into SQL with named parameters, each
+parameter's and each column's `TypeEngine` bind and result processors (UTC datetimes,
+JSON, booleans on SQLite), and run on a raw DBAPI connection from the engine's pool:
+on PostgreSQL in autocommit mode, so a read or a one-row insert is one round trip and
+is committed by itself. A row is read into a frozen dataclass of the selected columns,
+never into an ORM object: code that must change a row loads it by primary key. Driver
+errors become SQLAlchemy's exceptions (a lost connection is invalidated), so the error
+layer answers them as for any other query. The engine's events do not see these
+statements (no SQLAlchemy Connection runs them); `observed` does.
 
 Nothing is cached but the compiled SQL: every call reads the database, so a
 revocation is seen by every worker on its next request. Statements must be prebuilt
-(module constants with bind parameters): each distinct construct is compiled once
-and kept.
+(module constants with explicit `bindparam`s): each distinct construct is compiled
+once and kept.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 import fcntl
 import os
 import threading
 import weakref
-from collections import namedtuple
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.sql import Insert
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.sqltypes import NullType
+from sqlalchemy.sql.visitors import iterate
 
 from .extensions import db
 
 
-class _Record:
-    """Shared by every statement's row class: the columns under a prefix, as a dict."""
-
-    __slots__ = ()
-
-    def prefixed(self, prefix: str) -> dict[str, Any]:
-        n = len(prefix)
-        return {name[n:]: value for name, value in zip(self._fields, self) if name.startswith(prefix)}
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(zip(self._fields, self))
-
-
 class _Compiled:
-    """One statement in one dialect: SQL text, how to order and convert parameters, how to read rows."""
+    """One statement in one dialect: its SQL, how to convert parameters, how to read a row."""
 
     __slots__ = ("binders", "names", "readers", "record", "sql")
 
     def __init__(self, statement, dialect: Dialect, keys: tuple[str, ...]):
-        # Positional parameters: psycopg reorders a dict of named ones on every execution.
-        compiled = statement.compile(dialect=_positional(dialect),
-                                     column_keys=list(keys) if isinstance(statement, Insert) else None)
-        if isinstance(statement, Insert) and compiled.insert_prefetch:
-            missing = ", ".join(column.key for column in compiled.insert_prefetch)
-            raise TypeError(f"hot inserts give every value; missing: {missing}")
-        self.sql = compiled.string
-        self.names = tuple(compiled.positiontup)
+        insert = isinstance(statement, Insert)
+        if insert:
+            columns = statement.table.columns
+            missing = [column.key for column in columns if column.key not in keys
+                       and (column.default is not None or column.onupdate is not None)]
+            if missing:
+                raise TypeError(f"hot inserts give every value; missing: {', '.join(missing)}")
+            types = {key: columns[key].type for key in keys}
+        else:
+            types = {}
+            for element in iterate(statement):
+                if isinstance(element, BindParameter):
+                    if not element.key.isidentifier() or isinstance(element.type, NullType):
+                        raise TypeError(f"hot statements take named, typed bindparams only; not {element.key!r}")
+                    types[element.key] = element.type
+        self.names = tuple(types)
+        self.sql = statement.compile(dialect=_named(dialect), column_keys=list(keys) if insert else None).string
         self.binders = tuple(
-            (name, processor)
-            for name, bind in compiled.binds.items()
-            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+            (name, processor) for name in self.names
+            if (processor := types[name].dialect_impl(dialect).bind_processor(dialect)) is not None
         )
         self.record = None
         self.readers: tuple = ()
         if statement.is_select:
-            columns = list(statement.selected_columns)
-            self.record = type("Record", (namedtuple("Row", statement.selected_columns.keys()), _Record), {"__slots__": ()})
+            selected = statement.selected_columns
+            self.record = dataclasses.make_dataclass("Row", list(selected.keys()), frozen=True, slots=True)
             self.readers = tuple(
                 (index, processor)
-                for index, column in enumerate(columns)
+                for index, column in enumerate(selected)
                 if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
             )
 
-    def arguments(self, params: Mapping[str, Any]):
-        values = dict(params)
+    def arguments(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        values = {name: params[name] for name in self.names}
         for name, processor in self.binders:
             values[name] = processor(values[name])
-        return tuple(values[name] for name in self.names)
+        return values
 
     def row(self, raw):
         if raw is None:
@@ -98,22 +95,36 @@ class _Compiled:
         values = list(raw)
         for index, processor in self.readers:
             values[index] = processor(values[index])
-        return self.record._make(values)
+        return self.record(*values)
 
 
-_POSITIONAL: weakref.WeakKeyDictionary[Dialect, Dialect] = weakref.WeakKeyDictionary()
+_NAMED: weakref.WeakKeyDictionary[Dialect, Dialect] = weakref.WeakKeyDictionary()
 
 
-def _positional(dialect: Dialect) -> Dialect:
-    """The dialect itself, or a copy that writes `%s` where it would write `%(name)s`."""
-    if dialect.positional:
+def _named(dialect: Dialect) -> Dialect:
+    """A dialect of the engine's kind that writes named parameters (`:name`, `%(name)s`), which
+    every driver here takes with a dict: SQLite's default is positional `?`."""
+    if not dialect.positional:
         return dialect
-    found = _POSITIONAL.get(dialect)
+    found = _NAMED.get(dialect)
     if found is None:
-        found = copy.copy(dialect)
-        found.paramstyle, found.positional = "format", True
-        _POSITIONAL[dialect] = found
+        found = _NAMED[dialect] = type(dialect)(paramstyle="named")
     return found
+
+
+# Callbacks that see the SQL of every hot statement (statement counters in tests, tracers):
+# the engine's own events do not fire for raw DBAPI connections.
+_OBSERVERS: list[Callable[[str], None]] = []
+
+
+@contextlib.contextmanager
+def observed(callback: Callable[[str], None]):
+    """Within the block, `callback(sql)` is called before each hot statement runs."""
+    _OBSERVERS.append(callback)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(callback)
 
 
 _COMPILED: dict[tuple, _Compiled] = {}
@@ -158,10 +169,8 @@ def _run(statement, params: Mapping[str, Any], *, fetch: bool, turn=None):
             cursor = kept[1]
         else:
             cursor = connection.cursor()
-        listeners = engine.dispatch.before_cursor_execute
-        if listeners:  # statement counters and tracers see hot statements too (with no Connection)
-            for listener in listeners:
-                listener(None, cursor, compiled.sql, arguments, None, False)
+        for observer in _OBSERVERS:
+            observer(compiled.sql)
         if turn is None:
             cursor.execute(compiled.sql, arguments)
         else:
@@ -208,7 +217,7 @@ def _restore(connection, autocommit: bool) -> None:
 
 
 def read_one(statement, params: Mapping[str, Any]):
-    """The first row of a prebuilt SELECT (attribute access by column key), or None."""
+    """The first row of a prebuilt SELECT as a frozen dataclass (fields: the column keys), or None."""
     return _run(statement, params, fetch=True)
 
 
@@ -255,25 +264,3 @@ def write_one(statement, params: Mapping[str, Any]) -> None:
     if writers is None:
         writers = _WRITERS.setdefault(engine, SqliteWriters(engine.url.database))
     _run(statement, params, fetch=False, turn=writers.turn)
-
-
-def attach(model, values: Mapping[str, Any], **loaded: Any):
-    """A persistent, clean ORM object from column values already read (no second query).
-
-    What the ORM's own loader does with a row: a new instance without __init__ (no change
-    events), the values straight into its __dict__ (`loaded` fills relationships), then
-    attached to the request's session, so code that changes it and commits still works.
-    An object the session already holds is returned as it is.
-    """
-    session = db.session()
-    mapper = model.__mapper__
-    key = mapper.identity_key_from_primary_key([values[column.key] for column in mapper.primary_key])
-    known = session.identity_map.get(key)
-    if known is not None:
-        return known
-    instance = mapper.class_manager.new_instance()
-    instance.__dict__.update(values)
-    instance.__dict__.update(loaded)
-    make_transient_to_detached(instance)
-    session.add(instance)
-    return instance

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -37,10 +38,9 @@ class Via(StrEnum):
 class Identity:
     """Who the caller is, as one strategy established it.
 
-    `profile` holds the user's columns as they were read with the credential (one
-    query, no ORM session): what `/api/me`, forward-auth and scope checks need.
-    `user` (and `session` for a cookie) are the ORM objects, attached to the request's
-    session the first time a view asks, so code that changes and commits them works.
+    `profile` holds the user's columns as they were read with the credential (a
+    `UserProfile`, or the User itself when a view had it already). `user` (and `session`
+    for a cookie) are the ORM objects, loaded by primary key the first time a view asks.
     """
 
     __slots__ = (
@@ -64,7 +64,7 @@ class Identity:
         auth_method: str,  # password, password+totp, api_key, oauth_token
         via: Via,
         user: User | None = None,
-        profile=None,  # the user's columns; a User will do
+        profile: UserProfile | User | None = None,
         load_user: Callable[[], User] | None = None,
         scopes: frozenset[str] | None = None,  # None: everything the user may do
         amr: tuple[str, ...] = (),
@@ -130,18 +130,32 @@ class Identity:
         }
 
 
-class Profile:
-    """A user's columns as read with a credential: attribute access, read-only, outside any session."""
+@dataclass(frozen=True, slots=True)
+class UserProfile:
+    """A user's columns as read with a credential (one query, no ORM session): what `/api/me`,
+    forward-auth and scope checks need. Change the user through `Identity.user`."""
 
-    def __init__(self, values: dict):
-        self.__dict__.update(values)
+    id: int
+    sub: str
+    username: str
+    email: str | None
+    name: str | None
+    groups: list[str] | None
+    is_admin: bool
+    is_disabled: bool
 
-    def __setattr__(self, name, value):
-        raise AttributeError("a Profile is read-only; change the user through Identity.user")
 
-    @property
-    def values(self) -> dict:
-        return dict(self.__dict__)
+PROFILE_FIELDS = tuple(field.name for field in fields(UserProfile))
+
+
+def profile_columns(users, prefix: str) -> list:
+    """The users table's profile columns, labelled `prefix + name`, to read beside a credential."""
+    return [users.c[name].label(prefix + name) for name in PROFILE_FIELDS]
+
+
+def profile_from(row, prefix: str) -> UserProfile:
+    """The profile in a row read with `profile_columns(…, prefix)`."""
+    return UserProfile(*(getattr(row, prefix + name) for name in PROFILE_FIELDS))
 
 
 class AuthenticationFailed(Exception):

@@ -23,7 +23,7 @@ from .crypto import PasswordHasher, SecretSealer
 from .forwardauth.service import ForwardAuthService
 from .identity import IdentityResolver
 from .oidc.server import OidcProvider
-from .oidc.service import BearerTokenStrategy
+from .oidc.tokens import BearerTokenStrategy
 from .sealing import SealedValues
 from .settings import Settings
 from .throttle import Throttle

@@ -13,9 +13,9 @@ from flask import session as flask_session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import IntegerConverter
 
+from .access_rules import allowed_redirect
 from .cookies import PENDING_LOGIN_COOKIE, PENDING_LOGIN_LIFETIME, SESSION_COOKIE
 from .errors import Answer, ApiError, LoginRequired
-from .access_rules import allowed_redirect
 from .identity import Identity, Via, identity_or_none
 
 

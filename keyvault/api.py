@@ -17,13 +17,6 @@ from .service import (
     MAX_CIDRS,
     MAX_EXPIRY_DAYS,
     MAX_GRACE_SECONDS,
-    InvalidKey,
-    InvalidKeyRequest,
-    KeyConflict,
-    KeyForbidden,
-    KeyLoginThrottled,
-    KeyNotFound,
-    KeyVaultError,
     MintedKey,
 )
 

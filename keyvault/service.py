@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Row, bindparam, or_, select, update
 
@@ -23,8 +24,8 @@ from authserver.clock import Clock
 from authserver.crypto import keyed_hash, same
 from authserver.errors import DomainError
 from authserver.extensions import db
-from authserver.hotpath import attach, read_one
-from authserver.identity import Identity, Profile
+from authserver.hotpath import read_one
+from authserver.identity import Identity, UserProfile, profile_columns, profile_from
 from authserver.throttle import Bucket, Throttle, TooManyAttempts
 
 from . import keyformat
@@ -132,7 +133,7 @@ class MintedKey:
 class VerifiedKey:
     """A key that passed every check: its row (owner columns prefixed `owner_`) and effective scopes."""
 
-    record: Row
+    record: Any  # the hot read of `_VERIFY`: a frozen dataclass of its columns
     scopes: frozenset[str]
 
     @property
@@ -140,14 +141,14 @@ class VerifiedKey:
         return self.record.key_id
 
     @functools.cached_property
-    def owner(self) -> Profile:
-        """The owner's columns, from the row already read: read-only, no ORM session."""
-        return Profile(self.record.prefixed(_OWNER))
+    def owner(self) -> UserProfile:
+        """The owner's profile, from the row already read: read-only, no ORM session."""
+        return profile_from(self.record, _OWNER)
 
     @functools.cached_property
     def user(self) -> User:
-        """The owner as a persistent User, built from the row already read (no second query)."""
-        return attach(User, self.record.prefixed(_OWNER))
+        """The owner as a persistent User (loaded by primary key: only writes need it)."""
+        return db.session.get(User, self.record.user_id)
 
 
 # Verification reads the key and its owner with one prebuilt Core statement: the ORM's
@@ -156,7 +157,7 @@ _KEYS = ApiKey.__table__
 _USERS = User.__table__
 _OWNER = "owner_"
 _VERIFY = (
-    select(_KEYS, *(column.label(_OWNER + column.key) for column in _USERS.columns))
+    select(_KEYS, *profile_columns(_USERS, _OWNER))
     .join_from(_KEYS, _USERS, _USERS.c.id == _KEYS.c.user_id)
     .where(_KEYS.c.key_id == bindparam("key_id"))
 )

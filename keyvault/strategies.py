@@ -11,7 +11,6 @@ from .keyformat import looks_like_key_id
 from .service import INVALID_KEY, InvalidKey, KeyService
 
 
-
 def key_identity(verified) -> Identity:
     """Who a verified key answers as: its owner, with the key's scopes, never asked for TOTP."""
     return Identity(

@@ -11,8 +11,8 @@ from authserver.errors import ApiError
 from authserver.identity import AuthenticationFailed, Via, current_identity
 from authserver.web import services
 
-from .blueprint import bp
 from .api import key_json
+from .blueprint import bp
 from .forms import MintKeyForm, RotateKeyForm
 from .service import KeyForbidden, acts_as_admin, can_manage_keys
 

@@ -8,7 +8,6 @@ can sit beside it in the same JSON login and still end in a `LoginResult`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import delete, select
 
@@ -27,8 +26,6 @@ from .service import (
     InvalidCredentials,
     normalise_username,
 )
-
-
 
 
 @dataclass(frozen=True)

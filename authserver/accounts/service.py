@@ -12,28 +12,32 @@ from sqlalchemy.exc import IntegrityError
 
 from ..audit.service import AuditLog
 from ..clock import Clock
+from ..cookies import SESSION_COOKIE
 from ..crypto import PasswordHasher, random_token, token_hash
 from ..extensions import db
-from ..hotpath import attach, read_one, write_one
-from ..cookies import SESSION_COOKIE  # noqa: F401  (re-exported: where callers look for it)
-from ..identity import Identity, Profile, Via
+from ..hotpath import read_one, write_one
+from ..identity import Identity, Via, profile_columns, profile_from
 from .models import SsoSession, User
 
 # Touching last_seen_at on every request would turn every read into a write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
-# Built once: every authenticated request runs it. A Core read of the session and its
-# user (columns prefixed `user__`), made into ORM objects without the ORM's loading
-# machinery (docs/benchmarks.md).
+# Built once: every authenticated request runs it. One read of the session's columns a
+# check needs and its user's profile (prefixed `user__`), no ORM (docs/benchmarks.md).
 _SESSIONS = SsoSession.__table__
 _USERS = User.__table__
 _USER = "user__"
 SESSION_BY_TOKEN = (
-    select(_SESSIONS, *(column.label(_USER + column.key) for column in _USERS.columns))
+    select(
+        *(_SESSIONS.c[name] for name in ("id", "auth_method", "scopes", "amr", "key_id", "revoked_at",
+                                         "expires_at", "last_seen_at")),
+        *profile_columns(_USERS, _USER),
+    )
     .join_from(_SESSIONS, _USERS, _USERS.c.id == _SESSIONS.c.user_id)
     .where(_SESSIONS.c.token_hash == bindparam("token_hash"))
 )
 
-_TOUCH_SESSION = update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session_id")).values(last_seen_at=bindparam("now"))
+_TOUCH_SESSION = update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session_id")).values(
+    last_seen_at=bindparam("now", type_=_SESSIONS.c.last_seen_at.type))
 
 
 class AccountError(Exception):
@@ -377,16 +381,11 @@ class SessionCookieStrategy:
 
 def identity_from_row(row) -> Identity:
     """The identity of a session read by `SessionService.resolve`; ORM objects only when a view asks."""
-    user_values = row.prefixed(_USER)
-    session_values = {column.key: getattr(row, column.key) for column in _SESSIONS.columns}
-
-    def load_session() -> SsoSession:
-        return attach(SsoSession, session_values, user=identity.user)
-
-    identity = Identity(
-        profile=Profile(user_values),
-        load_user=lambda: attach(User, user_values),
-        load_session=load_session,
+    profile = profile_from(row, _USER)
+    return Identity(
+        profile=profile,
+        load_user=lambda: db.session.get(User, profile.id),
+        load_session=lambda: db.session.get(SsoSession, row.id),
         auth_method=row.auth_method,
         via=Via.SESSION,
         scopes=frozenset(row.scopes) if row.scopes is not None else None,
@@ -394,7 +393,6 @@ def identity_from_row(row) -> Identity:
         key_id=row.key_id,
         extra={"session_id": row.id},
     )
-    return identity
 
 
 def identity_from_session(record: SsoSession) -> Identity:

@@ -21,7 +21,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Rege
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from ..accounts.forms import EMAIL, PRINTABLE
-from ..oidc.service import DEFAULT_GRANTS, DEFAULT_SCOPE, GRANT_TYPES
+from ..oidc.clients import DEFAULT_GRANTS, DEFAULT_SCOPE, GRANT_TYPES
 from ..oidc.signing import SUPPORTED_ALGS
 
 TIME_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")

@@ -28,8 +28,8 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..extensions import db
 from ..oidc.models import OAuthClient, SigningKey
-from ..oidc.service import TokenStore
 from ..oidc.signing import SigningKeyService
+from ..oidc.tokens import TokenStore
 from ..totp.models import TotpCredential
 from ..totp.service import TotpService
 

@@ -14,7 +14,7 @@ from ..accounts.service import AccountError, UsernameTaken
 from ..errors import ApiError
 from ..extensions import db
 from ..oidc.claims import EXTRA_CLAIM_KINDS
-from ..oidc.service import SECRET_METHODS, ClientError
+from ..oidc.clients import SECRET_METHODS, ClientError
 from ..web import services, signed_in
 from .blueprint import bp
 from .forms import (

@@ -37,8 +37,8 @@ from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash, random_token, same
 from ..errors import DomainError
 from ..extensions import db
+from ..oidc.clients import RegisteredClient
 from ..oidc.server import ENDPOINTS, OidcProvider, token_response
-from ..oidc.service import RegisteredClient
 from ..sealing import SealedColumn
 from ..throttle import Bucket, Throttle
 from .models import BrokerTransaction

@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from ..identity import AuthenticationFailed, Identity
-from ..errors import DomainError
 from ..access_rules import (
     AccessRule,
     AccessRules,
@@ -24,6 +22,8 @@ from ..access_rules import (
     allowed_redirect,
     normalise_path,
 )
+from ..errors import DomainError
+from ..identity import AuthenticationFailed, Identity
 
 MAX_URL_LENGTH = 8192
 _HOST_CHARS = re.compile(r"^[a-z0-9.-]+$")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import text
 
+from ..access_rules import address_in
 from ..crypto import same
 from ..errors import ApiError
 from ..extensions import db
-from ..access_rules import address_in
 from ..metrics import render_metrics
 
 bp = Blueprint("health", __name__)

@@ -26,7 +26,7 @@ from joserfc.jwk import KeySet
 
 from ..accounts.models import User
 from ..extensions import db
-from .service import append_query
+from .clients import append_query
 
 if TYPE_CHECKING:
     from .server import OidcProvider

@@ -50,20 +50,20 @@ from ..settings import Settings
 from ..throttle import Bucket, Throttle, TooManyAttempts
 from . import grants
 from .claims import CLAIMS_SUPPORTED, STANDARD_SCOPES, user_claims
-from .service import (
+from .clients import (
     ACCESS_TOKEN_SECONDS,
     AUTH_METHODS,
     GRANT_TYPES,
     ID_TOKEN_SECONDS,
     REFRESH_TOKEN_SECONDS,
-    BackchannelLogout,
     ClientRegistry,
-    CodeStore,
-    ConsentStore,
-    TokenStore,
     append_query,
 )
+from .codes import CodeStore
+from .consent import ConsentStore
+from .logout import BackchannelLogout
 from .signing import SUPPORTED_ALGS, SigningKeyService
+from .tokens import TokenStore
 
 ENDPOINTS = {
     "authorization_endpoint": "/oauth/authorize",

@@ -33,9 +33,10 @@ from ..errors import ApiError
 from ..extensions import db
 from ..identity import Via, current_identity, identity_or_none, require_identity
 from ..web import clear_session_cookie, respond, services, signed_in
-from .forms import ConsentForm, LogoutForm
 from . import handlers
-from .service import TicketSpent, append_query
+from .clients import append_query
+from .codes import TicketSpent
+from .forms import ConsentForm, LogoutForm
 
 bp = Blueprint("oidc", __name__)
 log = logging.getLogger("authserver.oidc")

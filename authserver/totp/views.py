@@ -9,7 +9,7 @@ from .. import jsonapi
 from ..accounts.forms import PostOnlyForm
 from ..accounts.models import User
 from ..errors import ApiError
-from ..identity import Identity, Via, current_identity, identity_or_none, require_identity
+from ..identity import Identity, Via, current_identity, require_identity
 from ..throttle import TooManyAttempts
 from ..web import client_ip, services, signed_in
 from .forms import CodeForm

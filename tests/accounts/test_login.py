@@ -1,7 +1,7 @@
 
 import pytest
 
-from authserver.accounts.service import SESSION_COOKIE
+from authserver.cookies import SESSION_COOKIE
 from tests.factories import DEFAULT_PASSWORD, csrf_token, login, make_user
 
 

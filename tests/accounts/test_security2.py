@@ -12,7 +12,7 @@ import requests
 from sqlalchemy import select
 
 from authserver import create_app
-from authserver.accounts.service import SESSION_COOKIE
+from authserver.cookies import SESSION_COOKIE
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
 from authserver.access_rules import load_rules, parse_networks

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from authserver import create_app
-from authserver.accounts.service import SESSION_COOKIE
+from authserver.cookies import SESSION_COOKIE
 from authserver.extensions import db as _db
 from authserver.access_rules import load_rules, parse_host_patterns
 from authserver.access_rules import parse_networks
@@ -298,17 +298,24 @@ def test_login_page_sends_back_to_forward_auth_domains_only(client, services, ta
 
 @pytest.fixture
 def statements(app):
-    """The SQL statements the app runs while the test watches."""
+    """The SQL statements the app runs while the test watches: the ORM's and Core's (engine
+    events) and the hot path's (`hotpath.observed`)."""
     from sqlalchemy import event
+
+    from authserver import hotpath
 
     seen: list[str] = []
 
-    def record(conn, cursor, statement, parameters, context, executemany):
+    def note(statement: str) -> None:
         seen.append(statement.split(None, 1)[0].upper())
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        note(statement)
 
     engine = _db.engine
     event.listen(engine, "before_cursor_execute", record)
-    yield seen
+    with hotpath.observed(note):
+        yield seen
     event.remove(engine, "before_cursor_execute", record)
 
 

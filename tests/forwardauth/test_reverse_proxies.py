@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from authserver.accounts.service import SESSION_COOKIE
+from authserver.cookies import SESSION_COOKIE
 from authserver.access_rules import load_rules, parse_host_patterns, parse_networks
 from tests.conftest import make_settings
 from tests.factories import DEFAULT_PASSWORD, key_headers, make_key, make_user

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, event, func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from authserver import hotpath
 from authserver.accounts.models import User
 from authserver.audit.models import AuditEvent
-from authserver import hotpath
 from authserver.hotpath import read_one, write_one
 
 EVENTS = AuditEvent.__table__
@@ -36,7 +37,9 @@ def test_a_row_reads_back_with_the_orms_types(app, db, services):
     for column in User.__table__.columns:
         assert getattr(row, column.key) == getattr(orm, column.key), column.key
     assert row.created_at.tzinfo is not None and row.groups == ["family"] and row.is_admin is True
-    assert row.prefixed("user") == {"name": "typed", "name_key": "typed"}  # username, username_key
+    assert dataclasses.is_dataclass(row)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.username = "changed"  # a row read on the hot path is never written back
     assert read_one(USER_BY_ID, {"user_id": 10**9}) is None
 
 
@@ -94,16 +97,27 @@ def test_sqlite_writers_queue_on_a_private_lock_file_beside_the_database(app, db
     assert stat.S_IMODE(os.stat(writers.path).st_mode) == 0o600
 
 
-def test_statement_listeners_see_hot_statements(app, db):
+def test_observers_see_hot_statements(app, db):
     seen = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement.split(None, 1)[0].upper())
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
+    with hotpath.observed(lambda sql: seen.append(sql.split(None, 1)[0].upper())):
         write_one(INSERT_EVENT, event_values(9))
         read_one(EVENT_BY_ID, {"event_id": 9})
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+    read_one(EVENT_BY_ID, {"event_id": 9})
     assert seen == ["INSERT", "SELECT"]
+
+
+def test_hot_statements_take_named_typed_parameters_only(app, db):
+    """A parameter the statement cannot type (a bare `bindparam` in VALUES) or an anonymous
+    literal would be converted wrongly or not at all: refused when the statement is first run."""
+    untyped = EVENTS.update().where(EVENTS.c.id == bindparam("event_id", type_=EVENTS.c.id.type)).values(
+        actor=bindparam("actor"))
+    with pytest.raises(TypeError, match="typed bindparams"):
+        write_one(untyped, {"event_id": 1, "actor": "x"})
+    literal = select(EVENTS).where(EVENTS.c.actor == "test:1")
+    with pytest.raises(TypeError, match="typed bindparams"):
+        read_one(literal, {})
+    typed = EVENTS.update().where(EVENTS.c.id == bindparam("event_id", type_=EVENTS.c.id.type)).values(
+        at=bindparam("at", type_=EVENTS.c.at.type))
+    write_one(INSERT_EVENT, event_values(3))
+    write_one(typed, {"event_id": 3, "at": datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)})
+    assert read_one(EVENT_BY_ID, {"event_id": 3}).at == datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
 from authserver.oidc.models import OAuthClient, OAuthToken
-from authserver.oidc.service import ClientError
+from authserver.oidc.clients import ClientError
 from tests.factories import (
     DEFAULT_PASSWORD,
     csrf_token,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from authserver.oidc.service import ClientError
+from authserver.oidc.clients import ClientError
 from tests.factories import make_client, make_user
 from tests.oidc.conftest import (
     REDIRECT,

@@ -5,7 +5,8 @@ import threading
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from authserver.oidc.service import BACKCHANNEL_EVENT, post_logout_token
+from authserver.oidc.clients import BACKCHANNEL_EVENT
+from authserver.oidc.logout import post_logout_token
 from tests.factories import make_client, make_user
 from tests.oidc.conftest import exchange, get_code, logged_in
 from tests.oidc.receiver import LogoutReceiver

@@ -80,7 +80,7 @@ def test_introspection_by_a_resource_server_the_token_names(client, services, al
     resource, rs_secret = make_client(services, "Photo API", redirect_uris=(), grants=["client_credentials"], scope="x",
                                       introspect=True)
     gallery, secret = make_client(services, "Gallery", audiences=[resource.client_id])
-    from authserver.oidc.service import ClientError
+    from authserver.oidc.clients import ClientError
 
     with pytest.raises(ClientError, match="not a registered client"):
         make_client(services, "Elsewhere", audiences=["no-such-client"])

@@ -12,7 +12,7 @@ from joserfc.jwk import KeySet
 from authserver import create_app
 from authserver.crypto import SealError, SecretSealer, keyed_hash
 from authserver.oidc.models import OAuthClient, SigningKey
-from authserver.oidc.service import ClientError
+from authserver.oidc.clients import ClientError
 from tests.conftest import cli_command, subprocess_env
 from tests.factories import make_client
 

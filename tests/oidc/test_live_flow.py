@@ -17,7 +17,7 @@ from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from authserver.oidc.service import BACKCHANNEL_EVENT
+from authserver.oidc.clients import BACKCHANNEL_EVENT
 from tests.factories import DEFAULT_PASSWORD, csrf_token, make_client, make_user
 from tests.oidc.conftest import REDIRECT, form_action, query_of
 from tests.oidc.receiver import LogoutReceiver

@@ -3,7 +3,7 @@
 
 import requests
 
-from authserver.accounts.login import PENDING_LOGIN_COOKIE
+from authserver.cookies import PENDING_LOGIN_COOKIE
 from tests.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_user
 
 

@@ -5,8 +5,8 @@ import re
 import pytest
 from sqlalchemy import text
 
-from authserver.accounts.login import PENDING_LOGIN_COOKIE
-from authserver.accounts.service import SESSION_COOKIE
+from authserver.cookies import PENDING_LOGIN_COOKIE
+from authserver.cookies import SESSION_COOKIE
 from authserver.audit.models import AuditEvent
 from authserver.crypto import token_hash
 from tests.factories import (

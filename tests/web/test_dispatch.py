@@ -14,8 +14,8 @@ from flask import request_started
 from sqlalchemy import func, select
 
 from authserver import create_app
-from authserver.accounts.service import SESSION_COOKIE
 from authserver.audit.models import AuditEvent
+from authserver.cookies import SESSION_COOKIE
 from authserver.extensions import db as _db
 from authserver.settings import Settings, SettingsError
 from tests.conftest import basic_auth
@@ -349,8 +349,9 @@ def test_the_code_and_refresh_grants_are_answered_by_the_dispatch(client, flask_
 
 def test_a_database_outage_met_by_the_dispatch_is_answered_503_without_a_second_try(
         client, services, alice, monkeypatch, json_logs):
-    import keyvault.service
     from sqlalchemy.exc import OperationalError
+
+    import keyvault.service
 
     headers = key_headers("x-api-key", *make_key(services, alice))
     attempts = []

@@ -16,7 +16,7 @@ from werkzeug.routing import (
     UUIDConverter,
 )
 
-from authserver.accounts.service import SESSION_COOKIE
+from authserver.cookies import SESSION_COOKIE
 from authserver.errors import is_json_path
 from tests.factories import DEFAULT_PASSWORD, make_user
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from authserver.accounts.service import SESSION_COOKIE
+from authserver.cookies import SESSION_COOKIE
 from tests.factories import csrf_token, make_user
 
 PASSWORD = "Plum-Wizard-7731-never-logged"

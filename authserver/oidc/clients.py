@@ -1,0 +1,398 @@
+"""Registered clients: the registry (cached per worker), registration checks, Authlib's view of a client."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlencode, urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749.util import scope_to_list
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..audit.service import AuditLog
+from ..clock import Clock
+from ..crypto import SecretSealer, keyed_hash, random_token, same
+from ..extensions import db
+from ..hotpath import read_one
+from ..sealing import SealedColumn
+from .claims import ExtraClaimError, parse_extra_claim
+from .models import AssertionJti, Consent, OAuthClient, OAuthToken
+from .redirects import RedirectUriError, check_registration, redirect_uri_allowed
+from .signing import SUPPORTED_ALGS
+
+log = logging.getLogger("authserver.oidc")
+
+CODE_SECONDS = 60
+ACCESS_TOKEN_SECONDS = 3600
+ID_TOKEN_SECONDS = 3600
+REFRESH_TOKEN_SECONDS = 30 * 24 * 3600  # the default idle lifetime (AUTHSERVER_REFRESH_IDLE_SECONDS)
+LOGOUT_TOKEN_SECONDS = 120
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+TOKEN_FORMATS = ("opaque", "jwt")
+DEFAULT_SCOPE = "openid profile email groups"
+# Grants a client gets when registration names none: refresh tokens are opt-in.
+DEFAULT_GRANTS = ("authorization_code",)
+# Scopes that manage this server: only first-party clients may hold them, never through consent.
+MANAGEMENT_SCOPES = frozenset({"admin"})
+OFFLINE_SCOPE = "offline_access"
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+class ClientError(Exception):
+    """A client registration is invalid; the message says what to change."""
+
+
+
+
+def append_query(uri: str, params) -> str:
+    """Add query parameters without re-assembling the URI.
+
+    urllib's urlunparse turns `app.immich:///oauth-callback` into
+    `app.immich:/oauth-callback` (an empty authority is dropped for schemes
+    it does not know), and the app would never see its callback. Registered
+    redirect URIs have no fragment, so appending is exact.
+    """
+    pairs = list(params.items()) if isinstance(params, dict) else list(params)
+    if not pairs:
+        return uri
+    joiner = "" if uri.endswith(("?", "&")) else ("&" if "?" in uri else "?")
+    return uri + joiner + urlencode(pairs)
+
+
+def validate_redirect_uri(uri: str) -> str:
+    try:
+        return check_registration(uri)
+    except RedirectUriError as exc:
+        raise ClientError(str(exc)) from None
+
+
+class RegisteredClient(ClientMixin):
+    """Authlib's view of a client: an immutable row of `oauth_clients`; checks secrets with the keyed hash."""
+
+    def __init__(self, row, pepper: bytes):
+        self.row = row
+        self._pepper = pepper
+        self.client_id = row.client_id
+        self.id_token_signed_response_alg = row.id_token_signed_response_alg
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def is_public(self) -> bool:
+        return self.row.is_public
+
+    @property
+    def client_metadata(self) -> dict:
+        return {"post_logout_redirect_uris": list(self.row.post_logout_redirect_uris or [])}
+
+    def get_client_id(self):
+        return self.row.client_id
+
+    def get_default_redirect_uri(self):
+        # OpenID Connect requires redirect_uri on every request: no default.
+        return None
+
+    def get_allowed_scope(self, scope):
+        """The requested scope, or None (invalid_scope) if it asks beyond the registration.
+
+        Scopes that manage this server are never allowed to a third-party client, whatever
+        an older registration says.
+        """
+        allowed = set(scope_to_list(self.row.scope) or [])
+        if not self.row.is_first_party:
+            allowed -= MANAGEMENT_SCOPES
+        if not scope:
+            return ""
+        requested = scope_to_list(scope)
+        if not set(requested) <= allowed:
+            return None
+        return " ".join(dict.fromkeys(requested))
+
+    @property
+    def skips_consent(self) -> bool:
+        return bool(self.row.is_trusted or self.row.is_first_party)
+
+    def token_audience(self, api_audience: str) -> list[str]:
+        """Who this client's access tokens are meant for: itself, the resource servers it
+        was registered with, and this server's own API for a first-party client."""
+        audience = [self.client_id, *(self.row.audiences or [])]
+        if self.row.is_first_party:
+            audience.append(api_audience)
+        return list(dict.fromkeys(audience))
+
+    def check_redirect_uri(self, redirect_uri):
+        return redirect_uri_allowed(self.row.redirect_uris or (), redirect_uri)
+
+    def check_post_logout_redirect_uri(self, uri) -> bool:
+        return redirect_uri_allowed(self.row.post_logout_redirect_uris or (), uri)
+
+    def check_client_secret(self, client_secret):
+        if not self.row.secret_hmac or not isinstance(client_secret, str) or len(client_secret) > 256:
+            return False
+        # Constant time: the comparison must not tell how much of a guess was right.
+        return same(keyed_hash(self._pepper, client_secret), self.row.secret_hmac)
+
+    def check_endpoint_auth_method(self, method, endpoint):
+        registered = self.row.token_endpoint_auth_method
+        if registered in SECRET_METHODS:
+            return method in SECRET_METHODS
+        return method == registered
+
+    def check_response_type(self, response_type):
+        return response_type == "code" and "authorization_code" in (self.row.grant_types or [])
+
+    def check_grant_type(self, grant_type):
+        return grant_type in (self.row.grant_types or [])
+
+
+def _secret_context(client_id: str) -> bytes:
+    return b"client-secret:" + client_id.encode()
+
+
+_CLIENTS = OAuthClient.__table__
+_CLIENT_BY_ID = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("client_id"))
+
+
+@dataclass(frozen=True)
+class CreatedClient:
+    row: OAuthClient
+    client_secret: str | None  # shown once, at creation
+
+
+class ClientRegistry:
+    """Registered clients.
+
+    A client's registration does not change once made, so each worker keeps
+    the rows it has read for CACHE_SECONDS: the token and introspection
+    endpoints then cost one indexed query (the token's) instead of two. A
+    future "disable client" takes effect in every worker within that time.
+    """
+
+    CACHE_SECONDS = 10.0
+
+    def __init__(self, pepper: bytes, sealer: SecretSealer, audit: AuditLog, clock: Clock,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.pepper = pepper
+        self.sealer = sealer
+        self.audit = audit
+        self.clock = clock
+        self._monotonic = monotonic
+        self._cache: dict[str, tuple[float, RegisteredClient]] = {}
+
+    def get(self, client_id: str | None) -> RegisteredClient | None:
+        if not client_id or not isinstance(client_id, str) or len(client_id) > 64:
+            return None
+        now = self._monotonic()
+        cached = self._cache.get(client_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        row = read_one(_CLIENT_BY_ID, {"client_id": client_id})
+        if row is None or row.disabled_at is not None:
+            self._cache.pop(client_id, None)
+            return None
+        client = RegisteredClient(row, self.pepper)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[client_id] = (now + self.CACHE_SECONDS, client)
+        return client
+
+    def find_by_name(self, name: str) -> OAuthClient | None:
+        return db.session.scalar(select(OAuthClient).where(OAuthClient.name == name).limit(1))
+
+    def create(
+        self,
+        *,
+        name: str,
+        redirect_uris: Sequence[str] = (),
+        public: bool = False,
+        trusted: bool = False,
+        first_party: bool = False,
+        introspect: bool = False,
+        pkce_required: bool = True,
+        audiences: Sequence[str] = (),
+        broker: bool = False,
+        allow_missing_state: bool = False,
+        scope: str | None = None,
+        grant_types: Sequence[str] = (),
+        token_endpoint_auth_method: str | None = None,
+        id_token_signed_response_alg: str = "RS256",
+        access_token_format: str = "opaque",
+        extra_claims: Iterable[str] = (),
+        backchannel_logout_uri: str | None = None,
+        post_logout_redirect_uris: Sequence[str] = (),
+        jwks: dict | None = None,
+        actor: str = "system",
+    ) -> CreatedClient:
+        name = (name or "").strip()
+        if not 1 <= len(name) <= 200:
+            raise ClientError("A client name has 1 to 200 characters.")
+        redirect_uris = [validate_redirect_uri(u) for u in redirect_uris]
+        post_logout = [validate_redirect_uri(u) for u in post_logout_redirect_uris]
+        grants = list(dict.fromkeys(grant_types or DEFAULT_GRANTS))
+        unknown = [g for g in grants if g not in GRANT_TYPES]
+        if unknown:
+            raise ClientError(f"Unknown grant type {unknown[0]!r}; use one of {', '.join(GRANT_TYPES)}.")
+        if "authorization_code" in grants and not redirect_uris:
+            raise ClientError("The authorization_code grant needs at least one --redirect-uri.")
+        method = token_endpoint_auth_method or ("none" if public else "client_secret_basic")
+        if method not in AUTH_METHODS:
+            raise ClientError(f"Unknown token endpoint auth method {method!r}; use one of {', '.join(AUTH_METHODS)}.")
+        if public != (method == "none"):
+            raise ClientError("A public client authenticates with 'none', and only a public client may.")
+        if public and "client_credentials" in grants:
+            raise ClientError("A public client cannot use client_credentials: it holds no credentials.")
+        if method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]):
+            raise ClientError("private_key_jwt needs the client's public keys as a JWKS ({\"keys\": [...]}).")
+        if id_token_signed_response_alg not in SUPPORTED_ALGS:
+            raise ClientError(f"The ID token algorithm must be one of {', '.join(SUPPORTED_ALGS)}.")
+        if access_token_format not in TOKEN_FORMATS:
+            raise ClientError(f"The access token format must be one of {', '.join(TOKEN_FORMATS)}.")
+        if backchannel_logout_uri:
+            parts = urlsplit(backchannel_logout_uri)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+                raise ClientError("The back-channel logout URI must be an absolute http(s) URL without a fragment.")
+        try:
+            claims = dict(parse_extra_claim(text) for text in extra_claims)
+        except ExtraClaimError as exc:
+            raise ClientError(str(exc)) from None
+        scope_list = scope_to_list(scope if scope is not None else DEFAULT_SCOPE) or []
+        if any(len(s) > 100 or not s.isprintable() for s in scope_list):
+            raise ClientError("Scopes are printable words of up to 100 characters, separated by spaces.")
+        managing = sorted(MANAGEMENT_SCOPES.intersection(scope_list))
+        if managing and not first_party:
+            raise ClientError(
+                f"The scope {managing[0]!r} manages this server: only a first-party client (--first-party, "
+                "this server's own app) may hold it; a third-party app cannot be given it, not even by consent."
+            )
+        if not pkce_required and public:
+            raise ClientError("A public client always uses PKCE; only a confidential client can be exempted (--no-pkce).")
+        audience_list = list(dict.fromkeys(a.strip() for a in audiences if a and a.strip()))
+        for audience in audience_list:
+            if len(audience) > 64 or self.registered(audience) is None:
+                raise ClientError(
+                    f"The audience {audience[:64]!r} is not a registered client: name a resource server's client_id "
+                    "(registered with --introspect)."
+                )
+
+        secret = None if method in ("none", "private_key_jwt") else random_token(32)
+        row = OAuthClient(
+            client_id=secrets.token_urlsafe(18),
+            secret_hmac=keyed_hash(self.pepper, secret) if secret else None,
+            secret_sealed=None,
+            name=name,
+            redirect_uris=redirect_uris,
+            post_logout_redirect_uris=post_logout,
+            grant_types=grants,
+            scope=" ".join(dict.fromkeys(scope_list)),
+            is_public=public,
+            is_trusted=trusted or first_party,
+            is_first_party=first_party,
+            can_introspect=introspect,
+            pkce_required=pkce_required,
+            audiences=audience_list,
+            is_broker=broker,
+            allow_missing_state=allow_missing_state,
+            token_endpoint_auth_method=method,
+            id_token_signed_response_alg=id_token_signed_response_alg,
+            access_token_format=access_token_format,
+            extra_claims=claims,
+            backchannel_logout_uri=backchannel_logout_uri or None,
+            jwks=jwks,
+            created_at=self.clock.now(),
+        )
+        db.session.add(row)
+        if broker and secret:
+            row.secret_sealed = self.sealer.seal(secret.encode(), _secret_context(row.client_id))
+        db.session.flush()
+        self.audit.record("client.create", actor=actor, target=f"client:{row.client_id}",
+                          details={"name": name, "public": public, "grants": grants, "first_party": first_party,
+                                   "introspect": introspect, "pkce_required": pkce_required})
+        db.session.commit()
+        return CreatedClient(row, secret)
+
+    def registered(self, client_id: str) -> OAuthClient | None:
+        """A client's row for the admin console (not deleted); None when there is none."""
+        if not client_id or len(client_id) > 64:
+            return None
+        return db.session.scalar(
+            select(OAuthClient).where(OAuthClient.client_id == client_id, OAuthClient.disabled_at.is_(None))
+        )
+
+    def list_registered(self) -> list[OAuthClient]:
+        return list(db.session.scalars(
+            select(OAuthClient).where(OAuthClient.disabled_at.is_(None)).order_by(OAuthClient.name, OAuthClient.id)
+        ))
+
+    def rotate_secret(self, client_id: str, *, actor: str) -> str:
+        """A new secret (shown once); the old one stops working here at once, in other workers
+        within CACHE_SECONDS."""
+        row = self.registered(client_id)
+        if row is None:
+            raise ClientError("There is no such client; it may have been deleted.")
+        if row.token_endpoint_auth_method not in SECRET_METHODS:
+            raise ClientError("This client signs in without a secret (public or private_key_jwt): there is none to rotate.")
+        secret = random_token(32)
+        row.secret_hmac = keyed_hash(self.pepper, secret)
+        if row.is_broker:
+            row.secret_sealed = self.sealer.seal(secret.encode(), _secret_context(row.client_id))
+        self.audit.record("client.secret_rotate", actor=actor, target=f"client:{row.client_id}")
+        db.session.commit()
+        self._cache.pop(row.client_id, None)
+        return secret
+
+    def delete(self, client_id: str, *, actor: str) -> OAuthClient:
+        """Retire a client for good: refused from now on, its tokens revoked and its consents forgotten.
+
+        The row stays (disabled) so the audit log and old token rows keep naming it.
+        """
+        row = self.registered(client_id)
+        if row is None:
+            raise ClientError("There is no such client; it may have been deleted already.")
+        now = self.clock.now()
+        row.disabled_at = now
+        revoked = db.session.execute(
+            update(OAuthToken).where(OAuthToken.client_id == row.client_id, OAuthToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        ).rowcount
+        db.session.execute(delete(Consent).where(Consent.client_id == row.client_id))
+        self.audit.record("client.delete", actor=actor, target=f"client:{row.client_id}",
+                          details={"name": row.name, "revoked_tokens": revoked})
+        db.session.commit()
+        self._cache.pop(row.client_id, None)
+        return row
+
+    def broker_secret(self, client_id: str) -> str | None:
+        """The secret of a confidential broker client, for the broker's own code exchange."""
+        row = db.session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
+        if row is None or not row.is_broker or not row.secret_sealed:
+            return None
+        return self.sealer.unseal(row.secret_sealed, _secret_context(client_id)).decode()
+
+    def reseal_all(self, sealer) -> int:
+        """Re-seal broker client secrets under `sealer` (for `master-key rotate`; current transaction, no commit)."""
+        return SealedColumn(OAuthClient, "secret_sealed", lambda row: _secret_context(row.client_id)).reseal(sealer)
+
+    def remember_assertion(self, client_id: str, jti: str, expires_at: datetime) -> bool:
+        """Record a private_key_jwt assertion id; False if it was seen before (a replay)."""
+        if not isinstance(jti, str) or not 0 < len(jti) <= 255:
+            return False
+        now = self.clock.now()
+        db.session.execute(delete(AssertionJti).where(AssertionJti.expires_at < now))
+        db.session.add(AssertionJti(client_id=client_id, jti=jti, expires_at=max(expires_at, now)))
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            return False
+        return True

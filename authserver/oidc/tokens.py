@@ -1,0 +1,431 @@
+"""Access and refresh tokens: stored hashed, rotated, revoked by family; the bearer strategy."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from authlib.oauth2.rfc6749 import TokenMixin
+from authlib.oauth2.rfc6749.util import scope_to_list
+from sqlalchemy import bindparam, insert, select, update
+
+from ..accounts.models import User
+from ..audit.service import AuditLog
+from ..clock import Clock
+from ..crypto import token_hash
+from ..extensions import db
+from ..hotpath import read_one, write_one
+from ..identity import AuthenticationFailed, Identity, Via, profile_columns, profile_from
+from .clients import ACCESS_TOKEN_SECONDS, OFFLINE_SCOPE, REFRESH_TOKEN_SECONDS, ClientRegistry, RegisteredClient
+from .models import AuthorizationCode, OAuthToken
+
+log = logging.getLogger("authserver.oidc")
+
+
+
+_TOKENS = OAuthToken.__table__
+_USERS = User.__table__
+# The token row with the few user columns introspection needs: one indexed query.
+_TOKEN_WITH_USER = select(
+    _TOKENS, _USERS.c.sub.label("user_sub"), _USERS.c.username.label("username"),
+    _USERS.c.is_disabled.label("user_disabled"),
+).select_from(_TOKENS.outerjoin(_USERS, _USERS.c.id == _TOKENS.c.user_id))
+_BY_ACCESS = _TOKEN_WITH_USER.where(_TOKENS.c.access_token_hash == bindparam("hash"))
+# A bearer credential answers as its user: the user's profile (prefixed `user__`), same one query.
+_USER = "user__"
+_BEARER = _TOKEN_WITH_USER.add_columns(*profile_columns(_USERS, _USER)).where(
+    _TOKENS.c.access_token_hash == bindparam("hash")
+)
+_BY_REFRESH = _TOKEN_WITH_USER.where(_TOKENS.c.refresh_token_hash == bindparam("hash"))
+_INSERT_TOKEN = insert(_TOKENS)
+
+
+class IssuedToken(TokenMixin):
+    """Authlib's view of a token (an immutable row), as an access token or as a refresh token."""
+
+    def __init__(self, row, clock: Clock, clients: ClientRegistry, kind: str = "access_token"):
+        self.row = row
+        self.kind = kind
+        self._clock = clock
+        self._clients = clients
+        self.scope = row.scope
+        self.client_id = row.client_id
+
+    def check_client(self, client):
+        return self.row.client_id == client.get_client_id()
+
+    def get_scope(self):
+        return self.row.scope
+
+    def get_expires_in(self):
+        return int((self.row.expires_at - self.row.issued_at).total_seconds())
+
+    @property
+    def expires_at(self) -> datetime:
+        if self.kind == "refresh_token":
+            return self.row.refresh_expires_at or self.row.issued_at
+        return self.row.expires_at
+
+    def is_expired(self):
+        return self._clock.now() >= self.expires_at
+
+    def is_revoked(self):
+        if self.row.revoked_at is not None or self.row.user_disabled:
+            return True
+        return self.kind == "refresh_token" and self.row.rotated_at is not None
+
+    def get_user(self):
+        if self.row.user_id is None:
+            return None
+        return db.session.get(User, self.row.user_id)
+
+    def get_client(self):
+        return self._clients.get(self.row.client_id)
+
+    @property
+    def audience(self) -> list[str]:
+        return (self.row.audience or "").split() or [self.row.client_id]
+
+    def meant_for(self, client_id: str) -> bool:
+        """May this resource server learn about the token? Its own client's, or an access token
+        naming it in its audience (a refresh token is only ever for the client it was issued to)."""
+        if client_id == self.row.client_id:
+            return True
+        return self.kind == "access_token" and client_id in self.audience
+
+    def introspect(self, issuer: str) -> dict:
+        row = self.row
+        audience = self.audience
+        body = {
+            "active": True,
+            "scope": row.scope,
+            "client_id": row.client_id,
+            "token_type": "Bearer" if self.kind == "access_token" else "refresh_token",
+            "exp": int(self.expires_at.timestamp()),
+            "iat": int(row.issued_at.timestamp()),
+            "iss": issuer,
+            "aud": audience[0] if len(audience) == 1 else audience,
+        }
+        if row.user_sub is not None:
+            body["sub"] = row.user_sub
+            body["username"] = row.username
+        else:
+            body["sub"] = row.client_id
+        return body
+
+
+@dataclass
+class SavedToken:
+    """The values of one issuance as inserted (read back for the ID token's session claims)."""
+
+    access_token_hash: str
+    refresh_token_hash: str | None
+    family_id: str
+    code_id: int | None
+    client_id: str
+    user_id: int | None
+    scope: str
+    token_format: str
+    sid: str | None
+    auth_time: datetime | None
+    acr: str
+    amr: list
+    issued_at: datetime
+    expires_at: datetime
+    refresh_expires_at: datetime | None
+    audience: str = ""
+    family_expires_at: datetime | None = None
+
+
+class IssuanceTally:
+    """client_credentials issuance in the audit log, aggregated: per client and worker, a row
+    at the first token and then at most one a minute, with the number of tokens issued since
+    the previous row (`oauth.client_credentials_issued`, details.tokens). A worker's count not
+    yet written when it stops is lost: at most a minute's worth for each client."""
+
+    def __init__(self, audit: AuditLog, clock: Clock, seconds: int = 60):
+        self.audit = audit
+        self.clock = clock
+        self.interval = timedelta(seconds=seconds)
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[int, datetime | None]] = {}
+
+    def note(self, client_id: str) -> None:
+        now = self.clock.now()
+        with self._lock:
+            count, last = self._pending.get(client_id, (0, None))
+            count += 1
+            if last is not None and now - last < self.interval:
+                self._pending[client_id] = (count, last)
+                return
+            self._pending[client_id] = (0, now)
+        self.audit.record("oauth.client_credentials_issued", actor=f"client:{client_id}",
+                          details={"tokens": count}, commit=True)
+
+
+class TokenStore:
+    """Issued tokens, stored as SHA-256 of their value; rotation and family revocation."""
+
+    def __init__(self, clock: Clock, audit: AuditLog, clients: ClientRegistry, *, api_audience: str,
+                 sessions=None, refresh_idle_seconds: int = REFRESH_TOKEN_SECONDS,
+                 refresh_absolute_seconds: int = 3 * REFRESH_TOKEN_SECONDS):
+        self.clock = clock
+        self.audit = audit
+        self.clients = clients
+        self.api_audience = api_audience
+        self.sessions = sessions  # SessionService: refresh tokens without offline_access live with theirs
+        self.tally = IssuanceTally(audit, clock)
+        self.refresh_idle = timedelta(seconds=refresh_idle_seconds)
+        self.refresh_absolute = timedelta(seconds=refresh_absolute_seconds)
+
+    def save(self, token: dict, *, client: RegisteredClient, user, grant_type: str,
+             code: AuthorizationCode | None = None, parent=None) -> SavedToken:
+        """Insert the issuance (a Core insert: this is the token endpoint's hot path)."""
+        now = self.clock.now()
+        origin = code or parent
+        refresh = token.get("refresh_token")
+        values = {
+            "access_token_hash": token_hash(token["access_token"]),
+            "refresh_token_hash": token_hash(refresh) if refresh else None,
+            "family_id": parent.family_id if parent else secrets.token_hex(16),
+            "code_id": code.id if code else None,
+            "client_id": client.client_id,
+            "user_id": user.id if user is not None else None,
+            "scope": token.get("scope", ""),
+            "token_format": client.row.access_token_format,
+            "sid": origin.sid if origin else None,
+            "auth_time": origin.auth_time if origin else None,
+            "acr": origin.acr if origin else "",
+            "amr": list(origin.amr or []) if origin else [],
+            "issued_at": now,
+            "expires_at": now + timedelta(seconds=int(token.get("expires_in") or ACCESS_TOKEN_SECONDS)),
+            "refresh_expires_at": None,
+        }
+        row = SavedToken(**values)
+        row.audience = values["audience"] = " ".join(client.token_audience(self.api_audience))
+        if refresh:
+            # A family's absolute end is set at its first issuance; rotations never move it.
+            family_end = parent.family_expires_at if parent is not None and parent.family_expires_at else now + self.refresh_absolute
+            values["family_expires_at"] = row.family_expires_at = family_end
+            values["refresh_expires_at"] = row.refresh_expires_at = min(now + self.refresh_idle, family_end)
+        # A prepared INSERT with parameters: compiled once, not rebuilt per token.
+        if grant_type == "client_credentials":
+            # The insert commits on its own (one round trip on PostgreSQL); the audit log gets
+            # a count per client at most once a minute, not a row per token.
+            write_one(_INSERT_TOKEN, values)
+            self.tally.note(client.client_id)
+            return row
+        db.session.execute(_INSERT_TOKEN, values)
+        self.audit.record("oauth.token_issued", actor=f"client:{client.client_id}",
+                          target=f"user:{user.username}" if user is not None else "",
+                          details={"grant_type": grant_type, "family": row.family_id})
+        db.session.commit()
+        return row
+
+    def find_access(self, value: str) -> IssuedToken | None:
+        if not isinstance(value, str) or not 0 < len(value) <= 4096:
+            return None
+        row = read_one(_BY_ACCESS, {"hash": token_hash(value)})
+        return IssuedToken(row, self.clock, self.clients) if row else None
+
+    def find_bearer(self, value: str) -> IssuedToken | None:
+        """An access token presented as a credential, read with its user's columns (one query)."""
+        if not isinstance(value, str) or not 0 < len(value) <= 4096:
+            return None
+        row = read_one(_BEARER, {"hash": token_hash(value)})
+        return IssuedToken(row, self.clock, self.clients) if row else None
+
+    def find_refresh(self, value: str) -> IssuedToken | None:
+        if not isinstance(value, str) or not 0 < len(value) <= 4096:
+            return None
+        row = read_one(_BY_REFRESH, {"hash": token_hash(value)})
+        return IssuedToken(row, self.clock, self.clients, "refresh_token") if row else None
+
+    def find(self, value: str, hint: str | None = None, *, address: str = "") -> IssuedToken | None:
+        """An access or refresh token; the hint only decides which is looked up first.
+
+        (`address`: the introspection caller's; a wrong guess of a 256-bit token needs no throttle.)"""
+        lookups = [self.find_access, self.find_refresh]
+        if hint == "refresh_token":
+            lookups.reverse()
+        for lookup in lookups:
+            found = lookup(value)
+            if found is not None:
+                return found
+        return None
+
+    def rotate_refresh(self, value: str, client_id: str) -> IssuedToken | None:
+        """Claim a refresh token for one exchange (conditional UPDATE, in the open transaction).
+
+        A token that was already exchanged is being reused: someone holds a
+        stolen copy, so the whole family is revoked.
+        """
+        if not isinstance(value, str) or not 0 < len(value) <= 4096:
+            return None
+        hashed = token_hash(value)
+        now = self.clock.now()
+        db.session.commit()
+        result = db.session.execute(
+            update(OAuthToken)
+            .where(OAuthToken.refresh_token_hash == hashed, OAuthToken.client_id == client_id,
+                   OAuthToken.rotated_at.is_(None), OAuthToken.revoked_at.is_(None),
+                   OAuthToken.refresh_expires_at > now)
+            .values(rotated_at=now)
+        )
+        if result.rowcount == 1:
+            row = db.session.execute(_BY_REFRESH, {"hash": hashed}).first()
+            if self._session_bound(row) and not self.sessions.keep_alive(row.sid):
+                # No offline_access: the refresh token lived with its SSO session, which has ended.
+                db.session.rollback()
+                revoked = self.revoke_family(row.family_id)
+                self.audit.record("oauth.refresh_session_ended", actor=f"client:{client_id}",
+                                  target=f"family:{row.family_id}", outcome="failure",
+                                  details={"revoked_tokens": revoked})
+                db.session.commit()
+                return None
+            return IssuedToken(row, self.clock, self.clients, "refresh_token")
+        db.session.rollback()
+        row = db.session.scalar(select(OAuthToken).where(OAuthToken.refresh_token_hash == hashed))
+        if row is not None and row.rotated_at is not None and row.client_id == client_id:
+            revoked = self.revoke_family(row.family_id)
+            self.audit.record("oauth.refresh_reused", actor=f"client:{client_id}", target=f"family:{row.family_id}",
+                              outcome="failure", details={"revoked_tokens": revoked})
+            db.session.commit()
+            log.warning("refresh token reused; revoked its family", extra={"client_id": client_id})
+        return None
+
+    def move_session(self, old, new) -> None:
+        """A new login of the same user in the same browser: tokens and codes of the old session
+        belong to the new one (in the caller's transaction)."""
+        db.session.execute(update(OAuthToken).where(OAuthToken.sid == old.id).values(sid=new.id))
+        db.session.execute(update(AuthorizationCode).where(AuthorizationCode.sid == old.id).values(sid=new.id))
+
+    def _session_bound(self, row) -> bool:
+        return (self.sessions is not None and row.sid is not None
+                and OFFLINE_SCOPE not in (scope_to_list(row.scope) or ()))
+
+    def revoke_for_sessions(self, sids: Sequence[str]) -> int:
+        """The tokens of ended SSO sessions, but for families the user let go offline (offline_access)."""
+        if not sids:
+            return 0
+        rows = db.session.execute(
+            select(OAuthToken.family_id, OAuthToken.scope).where(OAuthToken.sid.in_(list(sids)),
+                                                                 OAuthToken.revoked_at.is_(None))
+        )
+        families = {family for family, scope in rows if OFFLINE_SCOPE not in (scope_to_list(scope) or ())}
+        if not families:
+            return 0
+        return db.session.execute(
+            update(OAuthToken)
+            .where(OAuthToken.family_id.in_(sorted(families)), OAuthToken.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+
+    def revoke_for_user(self, user_id: int, *, refresh_only: bool = False) -> int:
+        """Every live token of a user (disabled account), or every refresh family (password change)."""
+        condition = [OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None)]
+        if refresh_only:
+            families = select(OAuthToken.family_id).where(
+                OAuthToken.user_id == user_id, OAuthToken.refresh_token_hash.is_not(None)
+            ).scalar_subquery()
+            condition.append(OAuthToken.family_id.in_(families))
+        return db.session.execute(
+            update(OAuthToken).where(*condition).values(revoked_at=self.clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+
+    def revoke_family(self, family_id: str) -> int:
+        result = db.session.execute(
+            update(OAuthToken)
+            .where(OAuthToken.family_id == family_id, OAuthToken.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+        )
+        return result.rowcount
+
+    def revoke_for_code(self, code_id: int) -> int:
+        families = select(OAuthToken.family_id).where(OAuthToken.code_id == code_id).scalar_subquery()
+        result = db.session.execute(
+            update(OAuthToken)
+            .where(OAuthToken.family_id.in_(families), OAuthToken.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount
+
+    def revoke(self, token: IssuedToken, *, actor: str) -> None:
+        """RFC 7009: a refresh token takes its whole family (and their access tokens) with it."""
+        if token.kind == "refresh_token":
+            self.revoke_family(token.row.family_id)
+        else:
+            db.session.execute(
+                update(OAuthToken).where(OAuthToken.id == token.row.id, OAuthToken.revoked_at.is_(None))
+                .values(revoked_at=self.clock.now())
+            )
+        self.audit.record("oauth.token_revoked", actor=actor, target=f"family:{token.row.family_id}",
+                          details={"kind": token.kind})
+        db.session.commit()
+
+    def revoke_for_user_client(self, user_id: int, client_id: str) -> int:
+        result = db.session.execute(
+            update(OAuthToken)
+            .where(OAuthToken.user_id == user_id, OAuthToken.client_id == client_id, OAuthToken.revoked_at.is_(None))
+            .values(revoked_at=self.clock.now())
+        )
+        return result.rowcount
+
+    def clients_of_sessions(self, sids: Sequence[str]) -> dict[str, set[str]]:
+        """Which clients got tokens under each SSO session."""
+        if not sids:
+            return {}
+        rows = db.session.execute(
+            select(OAuthToken.sid, OAuthToken.client_id).where(OAuthToken.sid.in_(list(sids))).distinct()
+        )
+        found: dict[str, set[str]] = {}
+        for sid, client_id in rows:
+            found.setdefault(sid, set()).add(client_id)
+        return found
+
+
+
+
+class BearerTokenStrategy:
+    """`Authorization: Bearer <access token>` issued by this provider."""
+
+    name = "bearer"
+
+    def __init__(self, tokens: TokenStore):
+        self.tokens = tokens
+
+    def authenticate(self, req) -> Identity | None:
+        header = req.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value or value.startswith("pkid-"):
+            return None
+        token = self.tokens.find_bearer(value)
+        if token is None or token.is_expired() or token.is_revoked():
+            raise AuthenticationFailed("The access token is not valid, expired or revoked.", "invalid_token")
+        if token.row.user_id is None:
+            raise AuthenticationFailed("This access token belongs to a client, not a user.", "invalid_token")
+        if self.tokens.api_audience not in token.audience:
+            # RFC 9700 §2.3: a token an app got for itself is not a key to this server's own API.
+            raise AuthenticationFailed(
+                "This access token was issued to an app for its own use; this server's API accepts only tokens "
+                "of its first-party apps (clients registered with --first-party).", "invalid_token")
+        profile = profile_from(token.row, _USER)
+        if profile.is_disabled:
+            raise AuthenticationFailed("The account is disabled.", "invalid_token")
+        return Identity(
+            profile=profile,
+            load_user=lambda: db.session.get(User, profile.id),
+            auth_method="oauth_token",
+            via=Via.BEARER,
+            scopes=frozenset(scope_to_list(token.get_scope()) or ()),
+            amr=tuple(token.row.amr or ()),
+            client_id=token.row.client_id,
+        )
