@@ -7,9 +7,8 @@ from datetime import timedelta
 from flask import redirect, render_template, request, url_for
 
 from authserver.accounts.forms import ConfirmForm
-from authserver.errors import ApiError
-from authserver.identity import AuthenticationFailed, Via, current_identity
-from authserver.web import services
+from authserver.errors import ApiError, csrf_failed
+from authserver.web import services, signed_in
 
 from .api import key_json
 from .blueprint import bp
@@ -18,26 +17,16 @@ from .service import KeyForbidden, acts_as_admin, can_manage_keys
 
 # The newest keys shown on a page; admins narrow the list by owner.
 PAGE_LIMIT = 500
-CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
 
 
 def page_identity(admin: bool):
-    """The logged-in browser user allowed on this page, or a redirect to the login page."""
-    try:
-        identity = current_identity()
-    except AuthenticationFailed:
-        identity = None
-    if identity is None or identity.via != Via.SESSION:
-        return None
+    """The signed-in browser user allowed on this page (the one page guard, then the vault's own rules)."""
+    identity = signed_in(full=False)
     if not can_manage_keys(identity):
         raise KeyForbidden("Managing keys needs a password login; a key login cannot manage keys.")
     if admin and not acts_as_admin(identity):
         raise KeyForbidden("Only administrators see every key.")
     return identity
-
-
-def login_redirect():
-    return redirect(url_for("accounts.login", next=request.full_path.rstrip("?")))
 
 
 def render_keys(identity, *, admin: bool, mint_form=None, minted=None, revoke_form=None, revoke_failed=None,
@@ -74,21 +63,17 @@ def render_keys(identity, *, admin: bool, mint_form=None, minted=None, revoke_fo
 
 def keys_page(admin: bool):
     identity = page_identity(admin)
-    if identity is None:
-        return login_redirect()
     return render_keys(identity, admin=admin)
 
 
 def mint_from_form(admin: bool):
     identity = page_identity(admin)
-    if identity is None:
-        return login_redirect()
     keys = services().keys
     form = MintKeyForm()
     form.scopes.choices = list(keys.catalogue if admin else keys.scopes_for(identity.user))
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         return render_keys(identity, admin=admin, mint_form=form, status=400)
     days = form.expires_in_days.data
     minted = keys.mint_as(
@@ -105,12 +90,10 @@ def mint_from_form(admin: bool):
 
 def rotate_from_form(admin: bool, key_id: str):
     identity = page_identity(admin)
-    if identity is None:
-        return login_redirect()
     form = RotateKeyForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         raise ApiError(400, "invalid_request", "The grace period is a whole number of seconds from 0 to 30 days.")
     minted = services().keys.rotate_as(identity, key_id, grace_seconds=form.grace_seconds.data or 0)
     return render_keys(identity, admin=admin, minted=minted)
@@ -118,12 +101,10 @@ def rotate_from_form(admin: bool, key_id: str):
 
 def revoke_from_form(admin: bool, key_id: str):
     identity = page_identity(admin)
-    if identity is None:
-        return login_redirect()
     form = ConfirmForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         # Revoking cannot be undone: the row's "Yes, revoke" box must be ticked.
         return render_keys(identity, admin=admin, revoke_form=form, revoke_failed=key_id, status=400)
     key = services().keys.revoke_as(identity, key_id)
@@ -174,8 +155,6 @@ def admin_revoke(key_id: str):
 @bp.get("/admin/keys/<key_id>")
 def admin_key_audit(key_id: str):
     identity = page_identity(admin=True)
-    if identity is None:
-        return login_redirect()
     keys = services().keys
     key = keys.manageable(identity, key_id)
     return render_template(

@@ -14,6 +14,7 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..cookies import SESSION_COOKIE
 from ..crypto import PasswordHasher, random_token, token_hash
+from ..errors import DomainError
 from ..extensions import db
 from ..hotpath import read_one, write_one
 from ..identity import Identity, Via, profile_columns, profile_from
@@ -40,12 +41,16 @@ _TOUCH_SESSION = update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session_id
     last_seen_at=bindparam("now", type_=_SESSIONS.c.last_seen_at.type))
 
 
-class AccountError(Exception):
-    """Base for account failures; the message is safe to show."""
+class AccountError(DomainError):
+    """Base for account failures; the message is safe to show, `field` names the input it is about."""
 
 
 class UsernameTaken(AccountError):
-    pass
+    status = 409
+    error = "username_taken"
+
+    def __init__(self, description: str):
+        super().__init__(description, field="username")
 
 
 class InvalidUserInput(AccountError):
@@ -55,6 +60,9 @@ class InvalidUserInput(AccountError):
 class InvalidCredentials(AccountError):
     """Unknown user, wrong password or disabled account: deliberately indistinguishable."""
 
+    status = 401
+    error = "invalid_credentials"
+
 
 def normalise_username(username: str) -> str:
     return username.strip().casefold()
@@ -63,11 +71,11 @@ def normalise_username(username: str) -> str:
 def validate_username(username: str) -> str:
     username = username.strip()
     if not 1 <= len(username) <= 150:
-        raise InvalidUserInput("A username has 1 to 150 characters.")
+        raise InvalidUserInput("A username has 1 to 150 characters.", field="username")
     if any(c.isspace() or not c.isprintable() for c in username) or ":" in username:
-        raise InvalidUserInput("A username may not contain spaces, colons or control characters.")
+        raise InvalidUserInput("A username may not contain spaces, colons or control characters.", field="username")
     if username.lower().startswith("pkid-"):
-        raise InvalidUserInput('A username may not start with "pkid-" (that prefix is for API keys).')
+        raise InvalidUserInput('A username may not start with "pkid-" (that prefix is for API keys).', field="username")
     return username
 
 
@@ -99,9 +107,9 @@ class AccountService:
     ) -> User:
         username = validate_username(username)
         if password is not None and not 8 <= len(password) <= 1024:
-            raise InvalidUserInput("A password has 8 to 1024 characters.")
+            raise InvalidUserInput("A password has 8 to 1024 characters.", field="password")
         if len(email) > 320 or (email and "@" not in email):
-            raise InvalidUserInput("The email address is not valid.")
+            raise InvalidUserInput("The email address is not valid.", field="email")
         self.check_email_free(email, None)
         now = self.clock.now()
         user = User(
@@ -138,7 +146,7 @@ class AccountService:
         if user_id is not None:
             taken = taken.where(User.id != user_id)
         if db.session.scalar(taken) is not None:
-            raise InvalidUserInput("This email address belongs to another account.")
+            raise InvalidUserInput("This email address belongs to another account.", field="email")
 
     def find(self, username: str) -> User | None:
         return db.session.scalar(select(User).where(User.username_key == normalise_username(username)))
@@ -164,7 +172,7 @@ class AccountService:
 
     def set_password(self, user: User, password: str, *, actor: str) -> None:
         if not 8 <= len(password) <= 1024:
-            raise InvalidUserInput("A password has 8 to 1024 characters.")
+            raise InvalidUserInput("A password has 8 to 1024 characters.", field="password")
         user.password_hash = self.passwords.hash(password)
         user.updated_at = self.clock.now()
         self.audit.record("user.password_set", actor=actor, target=f"user:{user.username}")
@@ -175,9 +183,9 @@ class AccountService:
         """The user's own name and email; a new email is unverified. Answers the fields that changed."""
         name, email = name.strip(), email.strip()
         if len(name) > 200:
-            raise InvalidUserInput("A name has at most 200 characters.")
+            raise InvalidUserInput("A name has at most 200 characters.", field="name")
         if len(email) > 320 or (email and "@" not in email):
-            raise InvalidUserInput("The email address is not valid.")
+            raise InvalidUserInput("The email address is not valid.", field="email")
         if email.casefold() != (user.email or "").casefold():
             self.check_email_free(email, user.id)
         wanted = {"name": name or user.username, "email": email}

@@ -51,12 +51,13 @@ def parse_groups(text: str) -> list[str]:
             continue
         if not GROUP_NAME.match(name):
             raise InvalidUserInput(
-                f'"{name[:64]}" is not a group name: letters, digits and . _ : @ - only, up to 64 characters.'
+                f'"{name[:64]}" is not a group name: letters, digits and . _ : @ - only, up to 64 characters.',
+                field="groups",
             )
         if name not in groups:
             groups.append(name)
     if len(groups) > MAX_GROUPS:
-        raise InvalidUserInput(f"A user belongs to at most {MAX_GROUPS} groups.")
+        raise InvalidUserInput(f"A user belongs to at most {MAX_GROUPS} groups.", field="groups")
     return groups
 
 
@@ -165,11 +166,11 @@ class AdminService:
                     is_admin: bool) -> list[str]:
         """Change the profile, groups and admin flag; answers the names of the fields that changed."""
         if user.id == admin.id and not is_admin:
-            raise AdminError("You cannot remove your own admin flag; ask another administrator.")
+            raise AdminError("You cannot remove your own admin flag; ask another administrator.", field="is_admin")
         if len(email) > 320 or (email and "@" not in email):
-            raise InvalidUserInput("The email address is not valid.")
+            raise InvalidUserInput("The email address is not valid.", field="email")
         if len(name) > 200:
-            raise InvalidUserInput("A name has at most 200 characters.")
+            raise InvalidUserInput("A name has at most 200 characters.", field="name")
         if email.casefold() != (user.email or "").casefold():
             self.accounts.check_email_free(email, user.id)
         wanted = {"name": name or user.username, "email": email, "groups": list(groups), "is_admin": is_admin}

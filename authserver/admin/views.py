@@ -10,8 +10,8 @@ from flask import abort, flash, redirect, render_template, request, url_for
 
 from ..accounts.forms import ConfirmForm, PostOnlyForm
 from ..accounts.models import User
-from ..accounts.service import AccountError, UsernameTaken
-from ..errors import ApiError
+from ..accounts.service import AccountError
+from ..errors import ApiError, DomainError, csrf_failed
 from ..extensions import db
 from ..oidc.claims import EXTRA_CLAIM_KINDS
 from ..oidc.clients import SECRET_METHODS, ClientError
@@ -25,8 +25,6 @@ from .forms import (
     EditUserForm,
 )
 from .service import AdminError, AuditFilter, parse_groups
-
-CSRF_FAILED = ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
 
 
 def admin_service():
@@ -71,7 +69,7 @@ def create_user():
     form = CreateUserForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         return render_users(identity, form, 400)
     try:
         user, generated = admin_service().create_user(
@@ -79,18 +77,20 @@ def create_user():
             name=(form.name.data or "").strip(), groups=parse_groups(form.groups.data or ""),
             is_admin=form.is_admin.data, password=form.password.data or None,
         )
-    except UsernameTaken as exc:
-        form.username.errors = [str(exc)]
-        return render_users(identity, form, 409)
     except AccountError as exc:
-        field = form.groups if "group" in str(exc) else form.email if "email" in str(exc) else form.username
-        field.errors = [str(exc)]
-        return render_users(identity, form, 400)
+        beside(form, exc, default="username")
+        return render_users(identity, form, exc.status)
     if generated is None:
         flash(f'User "{user.username}" created.')
         return redirect(url_for("admin.user", user_id=user.id))
     # Rendered, not redirected: the generated password exists only in this response.
     return render_user(identity, user, generated_password=generated, status=201)
+
+
+def beside(form, exc: DomainError, *, default: str) -> None:
+    """A refused change's message beside the form field it is about (the error names it)."""
+    field = getattr(form, exc.field or "", None) or getattr(form, default)
+    field.errors = [exc.description]
 
 
 def find_user(user_id: int) -> User:
@@ -136,7 +136,7 @@ def update_user(user_id: int):
     form = EditUserForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         return render_user(identity, user, edit_form=form, status=400)
     try:
         changed = admin_service().update_user(
@@ -144,10 +144,7 @@ def update_user(user_id: int):
             groups=parse_groups(form.groups.data or ""), is_admin=form.is_admin.data,
         )
     except AccountError as exc:
-        text = str(exc)
-        field = form.groups if "group" in text else form.email if "email" in text else (
-            form.is_admin if "admin" in text else form.name)
-        field.errors = [text]
+        beside(form, exc, default="name")
         db.session.rollback()
         return render_user(identity, user, edit_form=form, status=400)
     flash(f"Saved: {', '.join(changed)}." if changed else "Nothing to change.")
@@ -167,14 +164,14 @@ def user_action(user_id: int, action: str):
     admin = admin_service()
     if action == "enable":
         if not PostOnlyForm().validate_on_submit():
-            raise CSRF_FAILED
+            raise csrf_failed()
         admin.set_disabled(identity.user, user, False)
         flash(f'"{user.username}" can sign in again.')
         return redirect(url_for("admin.user", user_id=user.id))
     form = ConfirmForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         return render_user(identity, user, confirm_form=form, confirm_for=action, status=400)
     try:
         if action == "disable":
@@ -249,7 +246,7 @@ def create_client():
     form = ClientForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         return render_clients(identity, form, status=400)
     jwks = form.jwks_value()
     if form.jwks.errors:
@@ -268,28 +265,12 @@ def create_client():
         )
     except ClientError as exc:
         db.session.rollback()
-        # The registry's message names the setting to change; it goes beside that setting.
-        field = client_error_field(form, str(exc))
-        field.errors = [str(exc)]
+        beside(form, exc, default="name")
         return render_clients(identity, form, status=400)
     if created.client_secret is None:
         flash(f'Client "{created.row.name}" created.')
         return redirect(url_for("admin.client", client_id=created.row.client_id))
     return render_client(identity, created.row, secret=created.client_secret, status=201)
-
-
-def client_error_field(form, message: str):
-    text = message.lower()
-    for words, field in (
-        (("redirect",), form.redirect_uris), (("grant", "client_credentials"), form.grant_types),
-        (("public", "auth method", "authenticates"), form.token_endpoint_auth_method),
-        (("first-party", "manages this server"), form.is_first_party), (("pkce",), form.no_pkce),
-        (("jwks", "private_key_jwt"), form.jwks), (("claim",), form.extra_claims), (("scope",), form.scope),
-        (("algorithm",), form.id_token_signed_response_alg), (("token format",), form.access_token_format),
-    ):
-        if any(word in text for word in words):
-            return field
-    return form.name
 
 
 def find_client(client_id: str):
@@ -324,7 +305,7 @@ def client_action(client_id: str, action: str):
     form = ConfirmForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         return render_client(identity, row, confirm_form=form, confirm_for=action, status=400)
     try:
         if action == "rotate-secret":
@@ -358,7 +339,7 @@ def rotate_signing_keys():
     form = ConfirmForm()
     if not form.validate_on_submit():
         if form.csrf_token.errors:
-            raise CSRF_FAILED
+            raise csrf_failed()
         return render_signing_keys(identity, form, 400)
     kids = admin_service().rotate_signing_keys(identity.user)
     flash(f"New signing keys: {', '.join(kids)}. The old ones stay published until their tokens expire.")

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from ..audit.service import AuditLog
 from ..clock import Clock
 from ..crypto import SecretSealer, keyed_hash, random_token, same
+from ..errors import DomainError
 from ..extensions import db
 from ..hotpath import read_one
 from ..sealing import SealedColumn
@@ -47,8 +48,11 @@ OFFLINE_SCOPE = "offline_access"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
-class ClientError(Exception):
-    """A client registration is invalid; the message says what to change."""
+class ClientError(DomainError):
+    """A client registration is invalid; the message says what to change, `field` which
+    registration setting it is about (the admin console's form field of the same name)."""
+
+    error = "invalid_client_metadata"
 
 
 
@@ -68,11 +72,11 @@ def append_query(uri: str, params) -> str:
     return uri + joiner + urlencode(pairs)
 
 
-def validate_redirect_uri(uri: str) -> str:
+def validate_redirect_uri(uri: str, field: str = "redirect_uris") -> str:
     try:
         return check_registration(uri)
     except RedirectUriError as exc:
-        raise ClientError(str(exc)) from None
+        raise ClientError(str(exc), field=field) from None
 
 
 class RegisteredClient(ClientMixin):
@@ -236,53 +240,55 @@ class ClientRegistry:
     ) -> CreatedClient:
         name = (name or "").strip()
         if not 1 <= len(name) <= 200:
-            raise ClientError("A client name has 1 to 200 characters.")
+            raise ClientError("A client name has 1 to 200 characters.", field="name")
         redirect_uris = [validate_redirect_uri(u) for u in redirect_uris]
-        post_logout = [validate_redirect_uri(u) for u in post_logout_redirect_uris]
+        post_logout = [validate_redirect_uri(u, "post_logout_redirect_uris") for u in post_logout_redirect_uris]
         grants = list(dict.fromkeys(grant_types or DEFAULT_GRANTS))
         unknown = [g for g in grants if g not in GRANT_TYPES]
         if unknown:
-            raise ClientError(f"Unknown grant type {unknown[0]!r}; use one of {', '.join(GRANT_TYPES)}.")
+            raise ClientError(f"Unknown grant type {unknown[0]!r}; use one of {', '.join(GRANT_TYPES)}.", field="grant_types")
         if "authorization_code" in grants and not redirect_uris:
-            raise ClientError("The authorization_code grant needs at least one --redirect-uri.")
+            raise ClientError("The authorization_code grant needs at least one --redirect-uri.", field="redirect_uris")
         method = token_endpoint_auth_method or ("none" if public else "client_secret_basic")
         if method not in AUTH_METHODS:
-            raise ClientError(f"Unknown token endpoint auth method {method!r}; use one of {', '.join(AUTH_METHODS)}.")
+            raise ClientError(f"Unknown token endpoint auth method {method!r}; use one of {', '.join(AUTH_METHODS)}.", field="token_endpoint_auth_method")
         if public != (method == "none"):
-            raise ClientError("A public client authenticates with 'none', and only a public client may.")
+            raise ClientError("A public client authenticates with 'none', and only a public client may.", field="token_endpoint_auth_method")
         if public and "client_credentials" in grants:
-            raise ClientError("A public client cannot use client_credentials: it holds no credentials.")
+            raise ClientError("A public client cannot use client_credentials: it holds no credentials.", field="grant_types")
         if method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]):
-            raise ClientError("private_key_jwt needs the client's public keys as a JWKS ({\"keys\": [...]}).")
+            raise ClientError("private_key_jwt needs the client's public keys as a JWKS ({\"keys\": [...]}).", field="jwks")
         if id_token_signed_response_alg not in SUPPORTED_ALGS:
-            raise ClientError(f"The ID token algorithm must be one of {', '.join(SUPPORTED_ALGS)}.")
+            raise ClientError(f"The ID token algorithm must be one of {', '.join(SUPPORTED_ALGS)}.", field="id_token_signed_response_alg")
         if access_token_format not in TOKEN_FORMATS:
-            raise ClientError(f"The access token format must be one of {', '.join(TOKEN_FORMATS)}.")
+            raise ClientError(f"The access token format must be one of {', '.join(TOKEN_FORMATS)}.", field="access_token_format")
         if backchannel_logout_uri:
             parts = urlsplit(backchannel_logout_uri)
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
-                raise ClientError("The back-channel logout URI must be an absolute http(s) URL without a fragment.")
+                raise ClientError("The back-channel logout URI must be an absolute http(s) URL without a fragment.", field="backchannel_logout_uri")
         try:
             claims = dict(parse_extra_claim(text) for text in extra_claims)
         except ExtraClaimError as exc:
-            raise ClientError(str(exc)) from None
+            raise ClientError(str(exc), field="extra_claims") from None
         scope_list = scope_to_list(scope if scope is not None else DEFAULT_SCOPE) or []
         if any(len(s) > 100 or not s.isprintable() for s in scope_list):
-            raise ClientError("Scopes are printable words of up to 100 characters, separated by spaces.")
+            raise ClientError("Scopes are printable words of up to 100 characters, separated by spaces.", field="scope")
         managing = sorted(MANAGEMENT_SCOPES.intersection(scope_list))
         if managing and not first_party:
             raise ClientError(
                 f"The scope {managing[0]!r} manages this server: only a first-party client (--first-party, "
-                "this server's own app) may hold it; a third-party app cannot be given it, not even by consent."
+                "this server's own app) may hold it; a third-party app cannot be given it, not even by consent.",
+                field="is_first_party",
             )
         if not pkce_required and public:
-            raise ClientError("A public client always uses PKCE; only a confidential client can be exempted (--no-pkce).")
+            raise ClientError("A public client always uses PKCE; only a confidential client can be exempted (--no-pkce).", field="no_pkce")
         audience_list = list(dict.fromkeys(a.strip() for a in audiences if a and a.strip()))
         for audience in audience_list:
             if len(audience) > 64 or self.registered(audience) is None:
                 raise ClientError(
                     f"The audience {audience[:64]!r} is not a registered client: name a resource server's client_id "
-                    "(registered with --introspect)."
+                    "(registered with --introspect).",
+                    field="audiences",
                 )
 
         secret = None if method in ("none", "private_key_jwt") else random_token(32)

@@ -29,7 +29,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from ..accounts.acr import required_acr, satisfies
 from ..accounts.forms import PostOnlyForm
-from ..errors import ApiError
+from ..errors import ApiError, csrf_failed
 from ..extensions import db
 from ..identity import Via, current_identity, identity_or_none, require_identity
 from ..web import clear_session_cookie, respond, services, signed_in
@@ -368,7 +368,7 @@ def _connected_apps():
 def revoke_app(client_id: str):
     identity = signed_in()
     if not PostOnlyForm().validate_on_submit():
-        raise ApiError(400, "csrf_failed", "The form expired or was not sent from this site; reload the page and try again.")
+        raise csrf_failed()
     if provider().consents.revoke(identity.user, client_id[:64]):
         flash("Access revoked; the app asks again next time you use it.")
     return redirect("/account#connected-apps")
