@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_load import empty_postgresql  # noqa: E402
-from werkzeug.test import EnvironBuilder  # noqa: E402
+from http_load import empty_postgresql
+from werkzeug.test import EnvironBuilder
 
-from authserver import create_app  # noqa: E402
-from authserver.settings import Settings  # noqa: E402
+from authserver import create_app
+from authserver.settings import Settings
 
 PASSWORD = "bench-password-" + secrets.token_urlsafe(8)
 
