@@ -371,6 +371,18 @@ def rss_mib(pid: int) -> float:
     return _status_mib(pid, "VmRSS")
 
 
+def private_mib(pid: int) -> float:
+    """What this process alone has resident now (private pages, from smaps_rollup), MiB. A worker's
+    RSS also counts the pages it still shares with Granian's main process, which imported the
+    package's modules before it forked the workers."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    kib = sum(int(value) for value in re.findall(r"^Private_(?:Clean|Dirty):\s+(\d+) kB", rollup, re.MULTILINE))
+    return round(kib / 1024, 1)
+
+
 def _status_mib(pid: int, field: str) -> float:
     try:
         status = Path(f"/proc/{pid}/status").read_text()

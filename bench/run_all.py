@@ -56,6 +56,7 @@ from http_load import (
     load,
     login_burst,
     peak_rss_mib,
+    private_mib,
     rss_mib,
     scenarios,
 )
@@ -178,6 +179,7 @@ def run_http(backend: str, url: str, args, extra_env: dict, rss: dict) -> list[d
             time.sleep(1)  # the last responses written, the threads idle again
             memory["workers"] = [peak_rss_mib(p) for p in pids[1:]]
             memory["workers_resident_after_logins"] = [rss_mib(p) for p in pids[1:]]
+            memory["workers_private_after_logins"] = [private_mib(p) for p in pids[1:]]
         rss[backend] = memory
     finally:
         instance.stop()
@@ -323,13 +325,16 @@ def memory_markdown(report: dict, names: dict) -> list[str]:
         return lines + ["Not measured (no HTTP run)."]
     logins = {r["backend"]: r for r in report["http"] if r["scenario"] == LOGIN_SCENARIO}
     lines += [("| backend | Granian main, peak | worker | peak before the logins | peak after | "
-               "resident after | logins | met |"), "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+               "resident after | of it private | logins | met |"),
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for backend, rss in report["rss_mib"].items():
-        before = rss.get("workers_before_logins", [None] * len(rss["workers"]))
-        after = rss.get("workers_resident_after_logins", [None] * len(rss["workers"]))
+        none = [None] * len(rss["workers"])
+        before = rss.get("workers_before_logins", none)
+        after = rss.get("workers_resident_after_logins", none)
+        private = rss.get("workers_private_after_logins", none)
         burst = logins.get(backend)
         for index, peak in enumerate(rss["workers"]):
-            shown = [f"{v} MiB" if v is not None else "" for v in (before[index], peak, after[index])]
+            shown = [f"{v} MiB" if v is not None else "" for v in (before[index], peak, after[index], private[index])]
             lines.append(f"| {names[backend]} | {rss['master']} MiB | {index + 1} | {' | '.join(shown)} | "
                          f"{burst['requests'] if burst else 'none'} | {'yes' if peak < target_mib else '**no**'} |")
     return lines
