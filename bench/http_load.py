@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -192,7 +193,7 @@ def load(instance: ServedInstance, scenario: Scenario, *, duration: int, connect
         subprocess.run([*command[:1], f"-d{warmup}s", *command[1:]], capture_output=True, check=True,
                        timeout=warmup + 30)
     pids = instance.pids()
-    database = database_pids() if instance.database_url else []
+    database = database_pids(instance.database_url) if instance.database_url else []
     load_before = os.getloadavg()[0]
     cpu_before, database_before = cpu_seconds(pids), cpu_seconds(database)
     output = subprocess.run([*command[:1], f"-d{duration}s", *command[1:]], capture_output=True, text=True,
@@ -251,7 +252,7 @@ def login_burst(instance: ServedInstance, *, duration: int, connections: int) ->
             connection.close()
 
     pids = instance.pids()
-    database = database_pids() if instance.database_url else []
+    database = database_pids(instance.database_url) if instance.database_url else []
     load_before = os.getloadavg()[0]
     cpu_before, database_before = cpu_seconds(pids), cpu_seconds(database)
     started = time.monotonic()
@@ -348,17 +349,27 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     return user / TICKS, system / TICKS
 
 
-def database_pids() -> list[int]:
-    """The PostgreSQL server's processes on this host (postmaster and backends)."""
-    found = []
+def database_pids(url: str = "") -> list[int]:
+    """The processes of the PostgreSQL server that `url` names, when it runs on this host
+    (its postmaster, found by the port on its command line, and the postmaster's children);
+    every PostgreSQL process on the host when none matches (another cluster's work then counts)."""
+    postgres = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() == "postgres":
-                    found.append(int(entry.name))
+                    postgres.append(int(entry.name))
             except OSError:
                 continue
-    return found
+    port = str(make_url(url).port or 5432) if url else ""
+    for pid in postgres:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if port and b"-p" in argv and argv.index(b"-p") + 1 < len(argv) and argv[argv.index(b"-p") + 1] == port.encode():
+            return [pid, *children(pid)]
+    return postgres
 
 
 def peak_rss_mib(pid: int) -> float:
