@@ -187,8 +187,13 @@ def run_http(backend: str, url: str, args, extra_env: dict, rss: dict) -> list[d
 
 
 def run_peer(args, peer_report: dict) -> None:
-    """The same wrk settings against the Node peer, right after the project's scenarios."""
-    if not any(selected(name, args.only) for name in (TOKEN_SCENARIO, INTROSPECTION_SCENARIO)):
+    """The same wrk settings against the Node peer, right after the project's scenarios: its
+    scenarios that --only names, or that a selected scenario of the project races against."""
+    def wanted(name: str) -> bool:
+        return selected(name, args.only) or any(theirs == name and selected(ours, args.only)
+                                                for ours, theirs, _ in RACE)
+
+    if not any(wanted(name) for name in (TOKEN_SCENARIO, INTROSPECTION_SCENARIO)):
         peer_report["skipped"] = "not selected by --only"
         return
     peer = NodePeer(source=args.peer_dir)
@@ -196,7 +201,7 @@ def run_peer(args, peer_report: dict) -> None:
         peer.start()
         for make in (peer.token_scenario, peer.introspection_scenario):
             scenario = make()
-            if selected(scenario.name, args.only):
+            if wanted(scenario.name):
                 result = load(peer, scenario, duration=args.duration, connections=args.connections,
                               threads=args.threads)
                 peer_report["results"].append(result)
