@@ -27,7 +27,8 @@ test: venv
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 # Every benchmark (docs/benchmarks.md): SQLite, and PostgreSQL when AUTHSERVER_BENCH_DATABASE_URL
-# names a database it may empty. Needs wrk. BENCH_ARGS e.g. "--duration 5 --verify-sizes 1000".
+# names a database it may empty; then the Node peer (../shared/peer/oidc-provider) when it and node are
+# there. Needs wrk. BENCH_ARGS e.g. "--duration 5 --verify-sizes 1000", "--no-peer", "--update-docs".
 bench: venv
 	PYTHONPATH=. $(PY) bench/run_all.py $(BENCH_ARGS)
 

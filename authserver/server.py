@@ -6,6 +6,9 @@ gthread with keep-alive) on the same 2-core machine, it spends about 0.3 ms
 less server CPU per request (docs/benchmarks.md). `authserver serve` execs
 `python -m authserver.server` with the environment already set, so the
 workers import the app (and prometheus-client its multi-process mode) fresh.
+Each worker builds its app with `create_app` below, which first pins the C
+allocator's thresholds (authserver/memory.py: argon2's buffers go back to the
+system after each hash).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
+
+from .memory import release_large_buffers
 
 # Granian's own messages (start, worker spawn and exit) as JSON lines, like the app's.
 # No access log: the app writes its own line per request (path only, with the request id);
@@ -32,9 +37,17 @@ LOGGING = {
 }
 
 
+def create_app():
+    """Granian's factory, called in each worker: the allocator set up before the app makes its first hash."""
+    release_large_buffers()
+    from . import create_app as make_app
+
+    return make_app()
+
+
 def build(host: str, port: int, workers: int, threads: int) -> Server:
     return Server(
-        "authserver:create_app",
+        "authserver.server:create_app",
         factory=True,
         address=host,
         port=port,

@@ -6,12 +6,16 @@ client_credentials client, an access token and a session cookie through the
 CLI and the HTTP API, and runs `authserver serve` (2 workers by default).
 `load()` runs one bounded wrk scenario after a warm-up and measures the
 server's own CPU time from /proc (master and workers, user + system) and the
-peak RSS of each server process. Linux only; needs `wrk` on PATH.
+peak RSS of each server process; `login_burst()` signs in with the JSON API
+from many loopback addresses for a while (argon2 on every request). The server
+runs with the default settings (INFO logging: one JSON access line a request).
+Linux only; needs `wrk` on PATH.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -21,16 +25,22 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 PASSWORD = "bench-password-not-secret"
 ORIGINAL_URL = "https://photos.bench.test/albums/1"
+LOGIN_SCENARIO = "password logins (JSON)"
+# The default throttle allows 50 password attempts per address in 5 minutes; each login
+# thread moves to a fresh loopback source address (127.0.<thread>.<n>) well before that.
+LOGINS_PER_ADDRESS = 40
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,6 @@ class ServedInstance:
             PYTHONPATH=str(ROOT),
             AUTHSERVER_INSTANCE_PATH=str(self.workdir),
             AUTHSERVER_WORKERS=str(self.workers),
-            AUTHSERVER_LOG_LEVEL="WARNING",
             AUTHSERVER_ISSUER=self.base or "http://127.0.0.1:5000",
             **self.extra_env,
         )
@@ -149,11 +158,7 @@ class ServedInstance:
         return [self.process.pid, *children(self.process.pid)]
 
     def check(self, scenario: Scenario) -> None:
-        """One request as wrk will send it must succeed (a benchmark of 401s measures nothing)."""
-        response = requests.request(scenario.method, self.base + scenario.path, headers=dict(scenario.headers),
-                                    data=scenario.body or None, timeout=10)
-        if response.status_code != 200:
-            raise SystemExit(f"{scenario.name}: {response.status_code} {response.text[:300]}")
+        check(self.base, scenario)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -164,6 +169,17 @@ class ServedInstance:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def check(base: str, scenario: Scenario) -> None:
+    """One request as wrk will send it must succeed (a benchmark of 401s measures nothing), and an
+    introspection must find its token active (an unknown token is a 200 too)."""
+    response = requests.request(scenario.method, base + scenario.path, headers=dict(scenario.headers),
+                                data=scenario.body or None, timeout=10)
+    if response.status_code != 200:
+        raise SystemExit(f"{scenario.name}: {response.status_code} {response.text[:300]}")
+    if "introspect" in scenario.path and response.json().get("active") is not True:
+        raise SystemExit(f"{scenario.name}: the token is not active: {response.text[:300]}")
 
 
 def load(instance: ServedInstance, scenario: Scenario, *, duration: int, connections: int, threads: int,
@@ -177,13 +193,14 @@ def load(instance: ServedInstance, scenario: Scenario, *, duration: int, connect
         subprocess.run([*command[:1], f"-d{warmup}s", *command[1:]], capture_output=True, check=True,
                        timeout=warmup + 30)
     pids = instance.pids()
-    database = database_pids() if instance.database_url else []
+    database = database_pids(instance.database_url) if instance.database_url else []
     load_before = os.getloadavg()[0]
     cpu_before, database_before = cpu_seconds(pids), cpu_seconds(database)
     output = subprocess.run([*command[:1], f"-d{duration}s", *command[1:]], capture_output=True, text=True,
                             check=True, timeout=duration + 60).stdout
     cpu_used = sum(cpu_seconds(pids)) - sum(cpu_before)
     database_used = sum(cpu_seconds(database)) - sum(database_before)
+    instance.check(scenario)  # still answering as it should after the run
     result = parse_wrk(output)
     requests_done = max(result["requests"], 1)
     result.update(
@@ -196,6 +213,74 @@ def load(instance: ServedInstance, scenario: Scenario, *, duration: int, connect
         load_average_before=round(load_before, 2),
     )
     return result
+
+
+def login_burst(instance: ServedInstance, *, duration: int, connections: int) -> dict:
+    """`connections` threads sign in with `POST /api/session/login` (username and password, JSON)
+    for `duration` seconds, each from its own loopback source address, changed every
+    LOGINS_PER_ADDRESS logins so that the default throttle never refuses one: every request
+    checks the password (argon2id at the configured cost). Figures as `load()` gives them."""
+    host, port = instance.base.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps({"username": "bench", "password": PASSWORD})
+    headers = {"Content-Type": "application/json"}
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    failures: list[str] = []
+    deadline = time.monotonic() + duration
+
+    def sign_in(index: int) -> None:
+        done = 0
+        connection = None
+        while time.monotonic() < deadline and not failures:
+            if connection is None or done % LOGINS_PER_ADDRESS == 0:
+                if connection is not None:
+                    connection.close()
+                source = f"127.0.{index % 255 + 1}.{done // LOGINS_PER_ADDRESS % 254 + 1}"
+                connection = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
+            started = time.perf_counter()
+            try:
+                connection.request("POST", "/api/session/login", body, headers)
+                response = connection.getresponse()
+                text = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(repr(exc))
+                break
+            latencies[index].append(time.perf_counter() - started)
+            if response.status != 200:
+                failures.append(f"{response.status} {text[:200]!r}")
+            done += 1
+        if connection is not None:
+            connection.close()
+
+    pids = instance.pids()
+    database = database_pids(instance.database_url) if instance.database_url else []
+    load_before = os.getloadavg()[0]
+    cpu_before, database_before = cpu_seconds(pids), cpu_seconds(database)
+    started = time.monotonic()
+    threads = [threading.Thread(target=sign_in, args=(i,), daemon=True) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + 60)
+    elapsed = time.monotonic() - started
+    cpu_used = sum(cpu_seconds(pids)) - sum(cpu_before)
+    database_used = sum(cpu_seconds(database)) - sum(database_before)
+    times = sorted(t for per_thread in latencies for t in per_thread)
+    requests_done = max(len(times), 1)
+    return {
+        "requests": len(times),
+        "requests_per_s": round(len(times) / elapsed),
+        "p50_ms": round(times[len(times) // 2] * 1000, 2) if times else 0.0,
+        "p99_ms": round(times[min(len(times) - 1, len(times) * 99 // 100)] * 1000, 2) if times else 0.0,
+        "errors": len(failures),
+        "first_error": failures[0] if failures else "",
+        "socket_errors": "",
+        "scenario": LOGIN_SCENARIO,
+        "backend": instance.backend,
+        "server_cpu_ms_per_request": round(cpu_used * 1000 / requests_done, 3),
+        "database_cpu_ms_per_request": round(database_used * 1000 / requests_done, 3) if database else None,
+        "server_cpu_share": round(cpu_used / elapsed, 2),
+        "load_average_before": round(load_before, 2),
+    }
 
 
 def wrk_script(scenario: Scenario) -> str:
@@ -264,25 +349,57 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     return user / TICKS, system / TICKS
 
 
-def database_pids() -> list[int]:
-    """The PostgreSQL server's processes on this host (postmaster and backends)."""
-    found = []
+def database_pids(url: str = "") -> list[int]:
+    """The processes of the PostgreSQL server that `url` names, when it runs on this host
+    (its postmaster, found by the port on its command line, and the postmaster's children);
+    every PostgreSQL process on the host when none matches (another cluster's work then counts)."""
+    postgres = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() == "postgres":
-                    found.append(int(entry.name))
+                    postgres.append(int(entry.name))
             except OSError:
                 continue
-    return found
+    port = str(make_url(url).port or 5432) if url else ""
+    for pid in postgres:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if port and b"-p" in argv and argv.index(b"-p") + 1 < len(argv) and argv[argv.index(b"-p") + 1] == port.encode():
+            return [pid, *children(pid)]
+    return postgres
 
 
 def peak_rss_mib(pid: int) -> float:
+    """The most this process has had resident since it started (VmHWM), MiB."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int) -> float:
+    """What this process has resident now (VmRSS), MiB."""
+    return _status_mib(pid, "VmRSS")
+
+
+def private_mib(pid: int) -> float:
+    """What this process alone has resident now (private pages, from smaps_rollup), MiB. A worker's
+    RSS also counts the pages it still shares with Granian's main process, which imported the
+    package's modules before it forked the workers."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    kib = sum(int(value) for value in re.findall(r"^Private_(?:Clean|Dirty):\s+(\d+) kB", rollup, re.MULTILINE))
+    return round(kib / 1024, 1)
+
+
+def _status_mib(pid: int, field: str) -> float:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0.0
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
     return round(int(match.group(1)) / 1024, 1) if match else 0.0
 
 

@@ -1,12 +1,15 @@
 """CPU per request of the WSGI app alone, per hot path, and an optional profile of one path.
 
     PYTHONPATH=. python bench/inprocess.py [--database-url URL] [--requests 3000] [--profile NAME]
+        [--log-level INFO]
 
 No HTTP server and no load generator: each request is a prebuilt WSGI environ handed
 to the app in this process, so the figure is the app's own share of a served
 request (the server adds its parsing and writing). `--profile introspection` prints
 cProfile's top functions for that path. Without `--database-url` a throw-away SQLite
-database is used; a PostgreSQL URL names a database this empties.
+database is used; a PostgreSQL URL names a database this empties. The app logs at the
+server's default level, INFO (one JSON access line a request), into a file in the
+throw-away folder, as a served instance writes them to its log.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import cProfile
 import io
 import json
+import logging
 import pstats
 import resource
 import secrets
@@ -26,27 +30,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_load import empty_postgresql  # noqa: E402
-from werkzeug.test import EnvironBuilder  # noqa: E402
+from http_load import empty_postgresql
+from werkzeug.test import EnvironBuilder
 
-from authserver import create_app  # noqa: E402
-from authserver.settings import Settings  # noqa: E402
+from authserver import create_app
+from authserver.settings import Settings
 
 PASSWORD = "bench-password-" + secrets.token_urlsafe(8)
 
 
-def build_app(database_url: str, workdir: Path):
+def build_app(database_url: str, workdir: Path, log_level: str = "INFO"):
     from flask_migrate import upgrade
 
     settings = Settings.from_env({
         "AUTHSERVER_INSTANCE_PATH": str(workdir),
         "AUTHSERVER_DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.db'}",
-        "AUTHSERVER_LOG_LEVEL": "ERROR",
+        "AUTHSERVER_LOG_LEVEL": log_level,
         "AUTHSERVER_ISSUER": "http://127.0.0.1:5000",
     })
     if database_url:
         empty_postgresql(database_url)
     app = create_app(settings)
+    log = open(workdir / "app.log", "a", buffering=1)  # noqa: SIM115 (open for the app's lifetime)
+    for handler in logging.getLogger("authserver").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(log)  # line-buffered, as sys.stderr: one write a line
     with app.app_context():
         upgrade()
     return app
@@ -115,10 +123,12 @@ def main() -> int:
     parser.add_argument("--only", default="")
     parser.add_argument("--profile", default="", help="a path's name: print its cProfile top functions")
     parser.add_argument("--sort", default="tottime")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="AUTHSERVER_LOG_LEVEL (default: the server's default, INFO)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="authserver-inprocess-"))
-    app = build_app(args.database_url, workdir)
+    app = build_app(args.database_url, workdir, args.log_level)
     calls = {name: caller(app, spec) for name, spec in cases(credentials(app)).items()
              if not args.only or name in args.only.split(",")}
     figures = {}
