@@ -20,6 +20,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
+from . import create_app as make_app
 from .memory import release_large_buffers
 
 # Granian's own messages (start, worker spawn and exit) as JSON lines, like the app's.
@@ -40,8 +41,6 @@ LOGGING = {
 def create_app():
     """Granian's factory, called in each worker: the allocator set up before the app makes its first hash."""
     release_large_buffers()
-    from . import create_app as make_app
-
     return make_app()
 
 

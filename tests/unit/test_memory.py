@@ -52,11 +52,9 @@ def test_hash_buffers_are_given_back_after_hashes_on_several_threads():
 
 
 def test_each_worker_sets_up_the_allocator_before_it_builds_the_app(monkeypatch):
-    import authserver
-
     calls = []
     monkeypatch.setattr(server, "release_large_buffers", lambda: calls.append("allocator"))
-    monkeypatch.setattr(authserver, "create_app", lambda: calls.append("app") or "the app")
+    monkeypatch.setattr(server, "make_app", lambda: calls.append("app") or "the app")
     assert server.create_app() == "the app"
     assert calls == ["allocator", "app"]
     assert server.build("127.0.0.1", 5000, 2, 4).target == "authserver.server:create_app"
