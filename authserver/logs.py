@@ -5,32 +5,46 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 
 from .layers import current_request
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
+def utc_time(created: float) -> str:
+    """`2026-11-30T11:50:39.123+00:00`: ISO 8601 in UTC, to the millisecond."""
+    seconds = int(created)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{int((created - seconds) * 1000):03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": utc_time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
         if (info := current_request()) is not None:
-            entry.update(request_id=info.request_id, method=info.method, path=info.path)
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+            entry["request_id"], entry["method"], entry["path"] = info.request_id, info.method, info.path
+        attributes = record.__dict__
+        for key in attributes.keys() - _STANDARD:  # what the call passed in `extra`
+            if not key.startswith("_"):
+                entry[key] = attributes[key]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
 def configure(level: str) -> None:
+    # The record attributes no line of ours prints, not gathered for every record (the logging
+    # HOWTO's "Optimization"): the caller's file and line (a walk up the stack), thread and
+    # process names. A quarter of what an access line cost.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger("authserver")
     if getattr(root, "_authserver_configured", False):
         root.setLevel(level)

@@ -25,11 +25,23 @@ LATENCY = Histogram(
 access_log = logging.getLogger("authserver.access")
 
 
+# The labelled children, found once each: `labels()` takes a lock and builds its key on every call.
+_COUNTERS: dict[tuple[str, str, int], Counter] = {}
+_LATENCIES: dict[str, Histogram] = {}
+
+
 def record_request(endpoint: str, method: str, status: int, elapsed: float) -> None:
     """Metrics and the access log line of one answered request (the log formatter adds the
     request's id, method and path: the path only, as queries carry codes)."""
-    REQUESTS.labels(endpoint, method, str(status)).inc()
-    LATENCY.labels(endpoint).observe(elapsed)
+    key = (endpoint, method, status)
+    counter = _COUNTERS.get(key)
+    if counter is None:
+        counter = _COUNTERS[key] = REQUESTS.labels(endpoint, method, str(status))
+    counter.inc()
+    latency = _LATENCIES.get(endpoint)
+    if latency is None:
+        latency = _LATENCIES[endpoint] = LATENCY.labels(endpoint)
+    latency.observe(elapsed)
     if access_log.isEnabledFor(logging.INFO):
         access_log.info("request", extra={"status": status, "duration_ms": round(elapsed * 1000, 2)})
 
