@@ -80,7 +80,9 @@ def _install_request_hooks(app: Flask, settings: Settings) -> None:
             # data, where arrays and numbers break its fields.
             if req.is_json and not errors.is_json_path(req.path):
                 raise errors.ApiError(
-                    415, "unsupported_media_type", "This page takes form submissions, not JSON; use the /api/ endpoints."
+                    415,
+                    "unsupported_media_type",
+                    "This page takes form submissions, not JSON; use the /api/ endpoints.",
                 )
 
     # After _start (which clears the per-request identity), so it judges this request's cookie.

@@ -231,7 +231,8 @@ def _master_keys_in_file(path, master_keys) -> bool:
     if os.environ.get("AUTHSERVER_MASTER_KEY") or not path.exists():
         return False
     try:
-        keys = tuple(decode_key(k.strip(), "MASTER_KEY") for k in path.read_text(encoding="utf-8").split(",") if k.strip())
+        texts = path.read_text(encoding="utf-8").split(",")
+        keys = tuple(decode_key(k.strip(), "MASTER_KEY") for k in texts if k.strip())
     except SettingsError:
         return False
     return keys == tuple(master_keys)
@@ -249,8 +250,12 @@ def _write_secret_file(path, value: str) -> None:
 
 @cli.command()
 @click.option("--url", default=None, help="The base URL the server will be reached at (for the printout).")
-@click.option("--demo-redirect-uri", default="http://127.0.0.1:8080/auth/callback", show_default=True,
-              help="Where the demo client's logins return.")
+@click.option(
+    "--demo-redirect-uri",
+    default="http://127.0.0.1:8080/auth/callback",
+    show_default=True,
+    help="Where the demo client's logins return.",
+)
 @with_appcontext
 def seed(url, demo_redirect_uri):
     """Create the first admin and a demo client (once each); print their credentials the one time they exist."""
@@ -267,8 +272,11 @@ def seed(url, demo_redirect_uri):
         )
     if services().oidc.clients.find_by_name(DEMO_CLIENT_NAME) is None:
         created_client = services().oidc.clients.create(
-            name=DEMO_CLIENT_NAME, redirect_uris=[demo_redirect_uri], scope="openid profile email groups",
-            grant_types=["authorization_code", "refresh_token"], actor="cli",
+            name=DEMO_CLIENT_NAME,
+            redirect_uris=[demo_redirect_uri],
+            scope="openid profile email groups",
+            grant_types=["authorization_code", "refresh_token"],
+            actor="cli",
         )
     if created_admin is None and created_client is None:
         click.echo(f"authserver: already set up; serving at {base} (sign in at {base}/login)")
@@ -302,38 +310,78 @@ def client():
 @click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact redirect URI; repeatable.")
 @click.option("--public", is_flag=True, help="No secret (mobile, desktop, SPA): PKCE S256 is required.")
 @click.option("--trusted", is_flag=True, help="Skip the consent page (an app the admin vouches for).")
-@click.option("--first-party", is_flag=True,
-              help="This server's own app: its tokens work on this server's API (/api/*, forward-auth), it may "
-                   "hold scopes that manage this server (admin), and it skips consent.")
-@click.option("--introspect", is_flag=True,
-              help="A resource server: may introspect tokens meant for it (its own and those naming it as "
-                   "audience) and API keys.")
-@click.option("--audience", "audiences", multiple=True,
-              help="client_id of a resource server (--introspect) this client's access tokens are also meant for; "
-                   "repeatable.")
-@click.option("--no-pkce", is_flag=True,
-              help="Exempt this confidential client from PKCE (only for apps that cannot send it).")
+@click.option(
+    "--first-party",
+    is_flag=True,
+    help="This server's own app: its tokens work on this server's API (/api/*, forward-auth), it may "
+    "hold scopes that manage this server (admin), and it skips consent.",
+)
+@click.option(
+    "--introspect",
+    is_flag=True,
+    help="A resource server: may introspect tokens meant for it (its own and those naming it as "
+    "audience) and API keys.",
+)
+@click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    help="client_id of a resource server (--introspect) this client's access tokens are also meant for; repeatable.",
+)
+@click.option(
+    "--no-pkce", is_flag=True, help="Exempt this confidential client from PKCE (only for apps that cannot send it)."
+)
 @click.option("--broker", is_flag=True, help="The broker may run the OAuth dance for this client.")
 @click.option("--allow-missing-state", is_flag=True, help="Broker callbacks may omit state (old app versions).")
 @click.option("--scope", default=None, help='Allowed scopes, e.g. "openid profile email groups".')
-@click.option("--grant", "grants", multiple=True,
-              type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
-              help="Allowed grant; repeatable (default: authorization_code only; add refresh_token for refresh tokens).")
-@click.option("--auth-method", default=None,
-              type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
-              help="Token endpoint authentication (default: client_secret_basic, or none when --public).")
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
+    help="Allowed grant; repeatable (default: authorization_code only; add refresh_token for refresh tokens).",
+)
+@click.option(
+    "--auth-method",
+    default=None,
+    type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
+    help="Token endpoint authentication (default: client_secret_basic, or none when --public).",
+)
 @click.option("--jwks", default=None, help="The client's public JWKS for private_key_jwt: JSON, or @file.")
 @click.option("--id-token-alg", default="RS256", show_default=True, type=click.Choice(["RS256", "ES256", "EdDSA"]))
 @click.option("--access-token-format", default="opaque", show_default=True, type=click.Choice(["opaque", "jwt"]))
-@click.option("--extra-claim", "extra_claims", multiple=True,
-              help="NAME=KIND:ARG, e.g. immich_role=admin_flag:admin:user or quota=attribute:quota_gb; repeatable.")
+@click.option(
+    "--extra-claim",
+    "extra_claims",
+    multiple=True,
+    help="NAME=KIND:ARG, e.g. immich_role=admin_flag:admin:user or quota=attribute:quota_gb; repeatable.",
+)
 @click.option("--backchannel-logout-uri", default=None)
 @click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def client_create(name, redirect_uris, public, trusted, first_party, introspect, audiences, no_pkce, broker, allow_missing_state, scope, grants, auth_method,
-                  jwks, id_token_alg, access_token_format, extra_claims, backchannel_logout_uri,
-                  post_logout_redirect_uris, as_json):
+def client_create(
+    name,
+    redirect_uris,
+    public,
+    trusted,
+    first_party,
+    introspect,
+    audiences,
+    no_pkce,
+    broker,
+    allow_missing_state,
+    scope,
+    grants,
+    auth_method,
+    jwks,
+    id_token_alg,
+    access_token_format,
+    extra_claims,
+    backchannel_logout_uri,
+    post_logout_redirect_uris,
+    as_json,
+):
     """Register a client; its secret is printed once."""
     from .oidc.clients import ClientError
 
@@ -346,13 +394,26 @@ def client_create(name, redirect_uris, public, trusted, first_party, introspect,
             fail(f"--jwks is not readable JSON: {exc}")
     try:
         created = services().oidc.clients.create(
-            name=name, redirect_uris=redirect_uris, public=public, trusted=trusted, first_party=first_party,
-            introspect=introspect, audiences=audiences, pkce_required=not no_pkce, broker=broker,
-            allow_missing_state=allow_missing_state, scope=scope, grant_types=grants,
-            token_endpoint_auth_method=auth_method, id_token_signed_response_alg=id_token_alg,
-            access_token_format=access_token_format, extra_claims=extra_claims,
-            backchannel_logout_uri=backchannel_logout_uri, post_logout_redirect_uris=post_logout_redirect_uris,
-            jwks=jwks_doc, actor="cli",
+            name=name,
+            redirect_uris=redirect_uris,
+            public=public,
+            trusted=trusted,
+            first_party=first_party,
+            introspect=introspect,
+            audiences=audiences,
+            pkce_required=not no_pkce,
+            broker=broker,
+            allow_missing_state=allow_missing_state,
+            scope=scope,
+            grant_types=grants,
+            token_endpoint_auth_method=auth_method,
+            id_token_signed_response_alg=id_token_alg,
+            access_token_format=access_token_format,
+            extra_claims=extra_claims,
+            backchannel_logout_uri=backchannel_logout_uri,
+            post_logout_redirect_uris=post_logout_redirect_uris,
+            jwks=jwks_doc,
+            actor="cli",
         )
     except ClientError as exc:
         fail(str(exc))

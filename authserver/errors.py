@@ -13,6 +13,7 @@ answered with a bare description; a database outage is a 503.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any, NamedTuple
@@ -137,8 +138,12 @@ def failure_for(exc: BaseException) -> ApiError:
     if isinstance(exc, (RedisConnectionError, RedisTimeout)):
         # The shared rate-limit store is down: refuse rather than check credentials unthrottled.
         log.error("rate-limit store unavailable", extra={"cause": type(exc).__name__})
-        return ApiError(503, "temporarily_unavailable", "The rate-limit store is unreachable; try again in a few seconds.",
-                        {"Retry-After": "5"})
+        return ApiError(
+            503,
+            "temporarily_unavailable",
+            "The rate-limit store is unreachable; try again in a few seconds.",
+            {"Retry-After": "5"},
+        )
     if isinstance(exc, OverflowError):
         # SQLite refuses integers beyond 64 bits with a bare OverflowError: the caller's number.
         log.warning("number out of range", extra={"cause": "OverflowError"})
@@ -176,10 +181,9 @@ def is_database_outage(exc: BaseException) -> bool:
 
 
 def _rollback_quietly() -> None:
-    try:
+    # No app context, or the connection is gone (the pool replaces it): nothing to roll back.
+    with contextlib.suppress(Exception):
         db.session.rollback()
-    except Exception:  # no app context, or the connection is gone: the pool replaces it
-        pass
 
 
 def init_app(app) -> None:
@@ -202,6 +206,7 @@ def init_app(app) -> None:
         if wants_json():
             answer = error_answer(failure)
             return Response(answer.body, answer.status, answer.headers)
-        page = render_template("error.html", status=failure.status, error=failure.error,
-                               description=failure.description)
+        page = render_template(
+            "error.html", status=failure.status, error=failure.error, description=failure.description
+        )
         return page, failure.status, failure.headers

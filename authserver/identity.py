@@ -227,7 +227,8 @@ def check_cookie_write(identity: Identity) -> None:
         raise ApiError(415, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.")
     origin = request.headers.get("Origin")
     if origin and not same_origin(origin):
-        raise ApiError(403, "cross_origin", "This request came from another site; send it from this server's own pages.")
+        raise ApiError(403, "cross_origin",
+                       "This request came from another site; send it from this server's own pages.")
 
 
 def same_origin(origin: str) -> bool:
@@ -246,7 +247,9 @@ def require_identity(scope: str | None = None, *, admin: bool = False):
             try:
                 identity = current_identity()
             except AuthenticationFailed as exc:
-                raise ApiError(401, exc.error, exc.description, {"WWW-Authenticate": 'Bearer realm="authserver"'}) from None
+                raise ApiError(
+                    401, exc.error, exc.description, {"WWW-Authenticate": 'Bearer realm="authserver"'}
+                ) from None
             if identity is None:
                 raise ApiError(
                     401,

@@ -66,7 +66,9 @@ def json_object() -> dict[str, Any]:
     return body
 
 
-def string(body: dict, name: str, *, required: bool = True, max_length: int = 1024, default: str | None = None) -> str | None:
+def string(
+    body: dict, name: str, *, required: bool = True, max_length: int = 1024, default: str | None = None
+) -> str | None:
     value = body.get(name)
     if value is None:
         if required:
@@ -81,7 +83,15 @@ def string(body: dict, name: str, *, required: bool = True, max_length: int = 10
     return value
 
 
-def integer(body: dict, name: str, *, required: bool = True, minimum: int | None = None, maximum: int | None = None, default: int | None = None) -> int | None:
+def integer(
+    body: dict,
+    name: str,
+    *,
+    required: bool = True,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    default: int | None = None,
+) -> int | None:
     value = body.get(name)
     if value is None:
         if required:
@@ -94,14 +104,22 @@ def integer(body: dict, name: str, *, required: bool = True, minimum: int | None
     return value
 
 
-def string_list(body: dict, name: str, *, required: bool = False, max_items: int = 100, max_length: int = 200) -> list[str] | None:
+def string_list(
+    body: dict, name: str, *, required: bool = False, max_items: int = 100, max_length: int = 200
+) -> list[str] | None:
     value = body.get(name)
     if value is None:
         if required:
             raise ApiError(400, "invalid_request", f'The field "{name}" is required.')
         return None
-    if not isinstance(value, list) or len(value) > max_items or not all(isinstance(v, str) and 0 < len(v) <= max_length for v in value):
-        raise ApiError(400, "invalid_request", f'The field "{name}" must be a list of up to {max_items} non-empty strings.')
+    if (
+        not isinstance(value, list)
+        or len(value) > max_items
+        or not all(isinstance(v, str) and 0 < len(v) <= max_length for v in value)
+    ):
+        raise ApiError(
+            400, "invalid_request", f'The field "{name}" must be a list of up to {max_items} non-empty strings.'
+        )
     return value
 
 

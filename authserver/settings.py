@@ -200,7 +200,9 @@ class Settings:
         metrics_token = get("METRICS_TOKEN")
         if metrics_token is not None and (len(metrics_token) < 16 or not metrics_token.isascii()
                                           or not metrics_token.isprintable() or " " in metrics_token):
-            raise SettingsError("AUTHSERVER_METRICS_TOKEN must be at least 16 printable ASCII characters without spaces")
+            raise SettingsError(
+                "AUTHSERVER_METRICS_TOKEN must be at least 16 printable ASCII characters without spaces"
+            )
         try:
             metrics_addresses = parse_networks(get("METRICS_ADDRESSES", ""))
         except RuleError as exc:
@@ -212,9 +214,7 @@ class Settings:
 
         known = {f.name.upper() for f in dataclasses.fields(cls)}
         extra = {
-            k[len(PREFIX):]: v
-            for k, v in values.items()
-            if k.startswith(PREFIX) and k[len(PREFIX):] not in known
+            k[len(PREFIX) :]: v for k, v in values.items() if k.startswith(PREFIX) and k[len(PREFIX) :] not in known
         }
         return cls(
             env=env,
@@ -227,13 +227,16 @@ class Settings:
             redis_url=redis_url,
             totp_required=choice(get("TOTP_REQUIRED", "none"), "TOTP_REQUIRED", ("none", "admins", "all")),
             pkce_required=choice(get("PKCE_REQUIRED", "all"), "PKCE_REQUIRED", ("public", "all")),
-            refresh_idle_seconds=integer(get("REFRESH_IDLE_SECONDS", str(30 * 24 * 3600)), "REFRESH_IDLE_SECONDS",
-                                         300, 10**9),
-            refresh_absolute_seconds=integer(get("REFRESH_ABSOLUTE_SECONDS", str(90 * 24 * 3600)),
-                                             "REFRESH_ABSOLUTE_SECONDS", 300, 10**10),
+            refresh_idle_seconds=integer(
+                get("REFRESH_IDLE_SECONDS", str(30 * 24 * 3600)), "REFRESH_IDLE_SECONDS", 300, 10**9
+            ),
+            refresh_absolute_seconds=integer(
+                get("REFRESH_ABSOLUTE_SECONDS", str(90 * 24 * 3600)), "REFRESH_ABSOLUTE_SECONDS", 300, 10**10
+            ),
             keep_refresh_on_password_change=choice(
                 get("KEEP_REFRESH_ON_PASSWORD_CHANGE", "off"), "KEEP_REFRESH_ON_PASSWORD_CHANGE", ("on", "off")
-            ) == "on",
+            )
+            == "on",
             workers=integer(get("WORKERS", "2"), "WORKERS", 1, 64),
             threads=integer(get("THREADS", "4"), "THREADS", 1, 64),
             session_idle_seconds=integer(get("SESSION_IDLE_SECONDS", str(8 * 3600)), "SESSION_IDLE_SECONDS", 60, 10**8),
@@ -253,7 +256,9 @@ class Settings:
             trusted_proxies=trusted_proxies,
             forward_auth_domains=forward_auth_domains,
             forward_auth_rules=forward_auth_rules,
-            forward_auth_redirect=choice(get("FORWARD_AUTH_REDIRECT", "rd"), "FORWARD_AUTH_REDIRECT", ("rd", "browsers")),
+            forward_auth_redirect=choice(
+                get("FORWARD_AUTH_REDIRECT", "rd"), "FORWARD_AUTH_REDIRECT", ("rd", "browsers")
+            ),
             fast_lane=choice(get("FAST_LANE", "on"), "FAST_LANE", ("on", "off")) == "on",
             session_cookie_domain=session_cookie_domain,
             metrics_token=metrics_token,

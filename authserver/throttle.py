@@ -108,16 +108,25 @@ class DatabaseCounters:
         start = int(now // period * period)
         table = ThrottleCounter.__table__
         with db.engine.begin() as conn:
-            current = conn.execute(self._upsert(conn.dialect.name),
-                                   {"bucket": bucket.name, "key": bucket.key, "window_start": start, "count": 1}).scalar_one()
-            previous = conn.execute(select(table.c.count).where(
-                table.c.bucket == bucket.name, table.c.key == bucket.key, table.c.window_start == start - period)
-            ).scalar() or 0
+            current = conn.execute(
+                self._upsert(conn.dialect.name),
+                {"bucket": bucket.name, "key": bucket.key, "window_start": start, "count": 1},
+            ).scalar_one()
+            previous = (
+                conn.execute(
+                    select(table.c.count).where(
+                        table.c.bucket == bucket.name, table.c.key == bucket.key, table.c.window_start == start - period
+                    )
+                ).scalar()
+                or 0
+            )
             self._hits += 1
             if self._hits % 200 == 0:  # old windows are of no use: sweep now and then
                 conn.execute(delete(table).where(table.c.window_start < int(now) - 2 * 86400))
-        return (*self._verdict(current, previous, now, start, limit, period),
-                self._estimate(current, previous, now, start, period))
+        return (
+            *self._verdict(current, previous, now, start, limit, period),
+            self._estimate(current, previous, now, start, period),
+        )
 
     def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int]:
         """(one more attempt would fit, seconds until it would) without counting."""
@@ -125,9 +134,15 @@ class DatabaseCounters:
         start = int(now // period * period)
         table = ThrottleCounter.__table__
         with db.engine.connect() as conn:
-            rows = dict(conn.execute(select(table.c.window_start, table.c.count).where(
-                table.c.bucket == bucket.name, table.c.key == bucket.key,
-                table.c.window_start.in_([start, start - period]))).all())
+            rows = dict(
+                conn.execute(
+                    select(table.c.window_start, table.c.count).where(
+                        table.c.bucket == bucket.name,
+                        table.c.key == bucket.key,
+                        table.c.window_start.in_([start, start - period]),
+                    )
+                ).all()
+            )
         current, previous = rows.get(start, 0), rows.get(start - period, 0)
         # Would one more attempt fit? (As `limits`' test() answers.)
         return self._verdict(current + 1, previous, now, start, limit, period)
@@ -236,8 +251,9 @@ class Throttle:
         # Counted first, atomically: of parallel attempts from a fresh address at an account
         # under attack, only the one that counted first is checked.
         pair_ok, pair_retry, tried = self.counters.hit(attempt.pair, *self.rules[attempt.pair.name])
-        address_ok, address_retry, _ = self.counters.hit(Bucket(f"{kind}:address", address),
-                                                         *self.rules[f"{kind}:address"])
+        address_ok, address_retry, _ = self.counters.hit(
+            Bucket(f"{kind}:address", address), *self.rules[f"{kind}:address"]
+        )
         if not calm and tried > 1:
             raise TooManyAttempts(retry)
         if not (pair_ok and address_ok):

@@ -46,7 +46,9 @@ def safe_next(target: str | None, default: str = "/account") -> str:
 class DatabaseInt(IntegerConverter):
     """`<int:...>` URL parts that fit a 64-bit column; a longer number is simply not found (404)."""
 
-    def __init__(self, url_map, fixed_digits: int = 0, min: int | None = None, max: int | None = None, signed: bool = False):
+    def __init__(
+        self, url_map, fixed_digits: int = 0, min: int | None = None, max: int | None = None, signed: bool = False
+    ):
         super().__init__(url_map, fixed_digits, min, 2**63 - 1 if max is None else max, signed)
 
 
@@ -73,7 +75,9 @@ def signed_in(*, admin: bool = False, full: bool = True) -> Identity:
     if identity is None or identity.via != Via.SESSION:
         raise LoginRequired(login_return_path())
     if full and identity.key_id:
-        raise ApiError(403, "forbidden", "This page needs a password login; a session opened with an API key cannot use it.")
+        raise ApiError(
+            403, "forbidden", "This page needs a password login; a session opened with an API key cannot use it."
+        )
     if admin and not identity.is_admin:
         raise ApiError(403, "forbidden", "This page is for administrators.")
     return identity
@@ -98,8 +102,19 @@ def pending_login_cookie_name() -> str:
 
 
 # Paths without forms: the JSON API (guarded by its content type and origin check), machines' endpoints.
-NO_FORMS = ("/api/", "/.well-known/", "/healthz", "/readyz", "/metrics", "/static/", "/oauth/token",
-            "/oauth/introspect", "/oauth/revoke", "/oauth/userinfo", "/oauth/jwks")
+NO_FORMS = (
+    "/api/",
+    "/.well-known/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/static/",
+    "/oauth/token",
+    "/oauth/introspect",
+    "/oauth/revoke",
+    "/oauth/userinfo",
+    "/oauth/jwks",
+)
 
 
 def bind_csrf_to_session() -> None:
@@ -143,8 +158,14 @@ def set_session_cookie(response, opened):
 def clear_session_cookie(response):
     settings = services().settings
     rotate_csrf_secret()
-    response.delete_cookie(session_cookie_name(), path="/", domain=settings.session_cookie_domain, httponly=True,
-                           samesite="Lax", secure=settings.is_https)
+    response.delete_cookie(
+        session_cookie_name(),
+        path="/",
+        domain=settings.session_cookie_domain,
+        httponly=True,
+        samesite="Lax",
+        secure=settings.is_https,
+    )
     return response
 
 
@@ -162,8 +183,9 @@ def set_pending_login_cookie(response, handle: str):
 
 
 def clear_pending_login_cookie(response):
-    response.delete_cookie(pending_login_cookie_name(), path="/", httponly=True, samesite="Lax",
-                           secure=services().settings.is_https)
+    response.delete_cookie(
+        pending_login_cookie_name(), path="/", httponly=True, samesite="Lax", secure=services().settings.is_https
+    )
     return response
 
 

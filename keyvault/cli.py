@@ -34,7 +34,9 @@ def _key(key_id: str):
 @click.option("--user", "username", required=True, help="The owner's username.")
 @click.option("--name", required=True, help="What the key is for, e.g. 'lightroom laptop'.")
 @click.option("--scope", "scopes", multiple=True, help="A scope; repeatable. Default: the owner's scopes except admin.")
-@click.option("--expires-in", "days", type=click.IntRange(1, MAX_EXPIRY_DAYS), default=None, help="Days until it expires.")
+@click.option(
+    "--expires-in", "days", type=click.IntRange(1, MAX_EXPIRY_DAYS), default=None, help="Days until it expires."
+)
 @click.option("--cidr", "cidrs", multiple=True, help="An allowed address range (IPv4 or IPv6); repeatable.")
 @click.option("--json", "as_json", is_flag=True)
 def mint(username, name, scopes, days, cidrs, as_json):
@@ -44,20 +46,34 @@ def mint(username, name, scopes, days, cidrs, as_json):
     if owner is None:
         _fail(f'there is no user "{username[:150]}"')
     try:
-        minted = svc.keys.mint(owner, name=name, scopes=list(scopes) or None,
-                               expires_in=timedelta(days=days) if days else None, cidrs=cidrs, actor="cli")
+        minted = svc.keys.mint(
+            owner,
+            name=name,
+            scopes=list(scopes) or None,
+            expires_in=timedelta(days=days) if days else None,
+            cidrs=cidrs,
+            actor="cli",
+        )
     except KeyVaultError as exc:
         _fail(str(exc))
-    _emit(as_json, {"key_id": minted.key_id, "secret": minted.secret},
-          f"key {minted.key_id} for {owner.username} ({' '.join(minted.key.scopes)})\n"
-          f"secret (shown once): {minted.secret}\n"
-          f"use as: {minted.key_id}:{minted.secret}")
+    _emit(
+        as_json,
+        {"key_id": minted.key_id, "secret": minted.secret},
+        f"key {minted.key_id} for {owner.username} ({' '.join(minted.key.scopes)})\n"
+        f"secret (shown once): {minted.secret}\n"
+        f"use as: {minted.key_id}:{minted.secret}",
+    )
 
 
 @bp.cli.command("rotate")
 @click.argument("key_id")
-@click.option("--grace-seconds", type=click.IntRange(0, MAX_GRACE_SECONDS), default=0, show_default=True,
-              help="How long the old secret keeps working.")
+@click.option(
+    "--grace-seconds",
+    type=click.IntRange(0, MAX_GRACE_SECONDS),
+    default=0,
+    show_default=True,
+    help="How long the old secret keeps working.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def rotate(key_id, grace_seconds, as_json):
     """New secret for the same key id, printed this once."""
@@ -65,8 +81,11 @@ def rotate(key_id, grace_seconds, as_json):
         minted = services().keys.rotate(_key(key_id), grace_seconds=grace_seconds, actor="cli")
     except KeyVaultError as exc:
         _fail(str(exc))
-    _emit(as_json, {"key_id": minted.key_id, "secret": minted.secret},
-          f"key {minted.key_id} rotated\nsecret (shown once): {minted.secret}")
+    _emit(
+        as_json,
+        {"key_id": minted.key_id, "secret": minted.secret},
+        f"key {minted.key_id} rotated\nsecret (shown once): {minted.secret}",
+    )
 
 
 @bp.cli.command("revoke")
@@ -76,8 +95,11 @@ def revoke(key_id, as_json):
     """Revoke a key at once (and the sessions opened with it)."""
     key = _key(key_id)
     changed = services().keys.revoke(key, actor="cli")
-    _emit(as_json, {"key_id": key.key_id, "revoked": True, "already_revoked": not changed},
-          f"key {key.key_id} {'revoked' if changed else 'was already revoked'}")
+    _emit(
+        as_json,
+        {"key_id": key.key_id, "revoked": True, "already_revoked": not changed},
+        f"key {key.key_id} {'revoked' if changed else 'was already revoked'}",
+    )
 
 
 @bp.cli.command("list")

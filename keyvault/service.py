@@ -217,7 +217,8 @@ def acts_as_admin(identity: Identity) -> bool:
 class KeyService:
     """API keys: the lifecycle (mint, rotate, revoke), verification and introspection."""
 
-    def __init__(self, pepper: bytes, clock: Clock, audit: AuditLog, throttle: Throttle, scope_catalogue: Sequence[str]):
+    def __init__(self, pepper: bytes, clock: Clock, audit: AuditLog, throttle: Throttle,
+                 scope_catalogue: Sequence[str]):
         self.pepper = pepper
         self.clock = clock
         self.audit = audit
@@ -300,9 +301,14 @@ class KeyService:
             self._record_failure(key_id, exc)
             return None
         retry = self.throttle.retry_after(bucket)
-        self.audit.record("key.throttled", actor="anonymous",
-                          target=f"key:{key_id}" if keyformat.is_key_id(key_id) else "", outcome="failure",
-                          details={"reason": exc.reason, "retry_after": retry}, commit=True)
+        self.audit.record(
+            "key.throttled",
+            actor="anonymous",
+            target=f"key:{key_id}" if keyformat.is_key_id(key_id) else "",
+            outcome="failure",
+            details={"reason": exc.reason, "retry_after": retry},
+            commit=True,
+        )
         return retry
 
     def authenticate_token(self, token: str, *, ip: str) -> VerifiedKey:
@@ -358,8 +364,9 @@ class KeyService:
     def _record_failure(self, key_id: str, exc: InvalidKey) -> None:
         # A malformed "key id" may be a pasted secret: only a well-formed id is written down.
         target = f"key:{key_id}" if keyformat.is_key_id(key_id) else ""
-        self.audit.record("key.use", actor="anonymous", target=target, outcome="failure",
-                          details={"reason": exc.reason}, commit=True)
+        self.audit.record(
+            "key.use", actor="anonymous", target=target, outcome="failure", details={"reason": exc.reason}, commit=True
+        )
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -422,8 +429,13 @@ class KeyService:
             "admin.key.mint" if admin_action else "key.mint",
             actor=actor,
             target=f"key:{key.key_id}",
-            details={"owner": owner.username, "name": name, "scopes": list(granted),
-                     "expires_at": key.expires_at.isoformat() if key.expires_at else None, "cidrs": networks},
+            details={
+                "owner": owner.username,
+                "name": name,
+                "scopes": list(granted),
+                "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+                "cidrs": networks,
+            },
         )
         db.session.commit()
         return MintedKey(key, secret)
@@ -525,21 +537,24 @@ class KeyService:
         owner = self.owner_for(identity, username)
         # An admin credential may grant any scope; any other never more than it holds itself.
         limit = None if acts_as_admin(identity) else identity.scopes
-        return self.mint(owner, actor=identity.actor, scope_limit=limit,
-                         admin_action=owner.id != identity.user.id, **options)
+        return self.mint(
+            owner, actor=identity.actor, scope_limit=limit, admin_action=owner.id != identity.user.id, **options
+        )
 
     def rotate_as(self, identity: Identity, key_id: str, *, grace_seconds: int) -> MintedKey:
         key = self.manageable(identity, key_id)
-        return self.rotate(key, grace_seconds=grace_seconds, actor=identity.actor,
-                           admin_action=key.user_id != identity.user.id)
+        return self.rotate(
+            key, grace_seconds=grace_seconds, actor=identity.actor, admin_action=key.user_id != identity.user.id
+        )
 
     def revoke_as(self, identity: Identity, key_id: str) -> ApiKey:
         key = self.manageable(identity, key_id)
         self.revoke(key, actor=identity.actor, admin_action=key.user_id != identity.user.id)
         return key
 
-    def list_as(self, identity: Identity, username: str | None = None, *, every_user: bool = False,
-                limit: int | None = None) -> list[ApiKey]:
+    def list_as(
+        self, identity: Identity, username: str | None = None, *, every_user: bool = False, limit: int | None = None
+    ) -> list[ApiKey]:
         if every_user:
             if not (can_manage_keys(identity) and acts_as_admin(identity)):
                 raise KeyForbidden("Only administrators list every user's keys.")
@@ -570,5 +585,5 @@ class KeyService:
                 if limit is not None and scope not in limit:
                     raise InvalidKeyRequest(f'These credentials lack the scope "{scope}", so they cannot grant it.')
         if not granted:
-            raise InvalidKeyRequest(f'A key needs at least one scope; choose from: {" ".join(allowed)}.')
+            raise InvalidKeyRequest(f"A key needs at least one scope; choose from: {' '.join(allowed)}.")
         return granted

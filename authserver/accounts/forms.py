@@ -22,23 +22,36 @@ class PostOnlyForm(FlaskForm):
 
 class ProfileForm(FlaskForm):
     name = StringField("Name", validators=[Length(max=200), PRINTABLE])
-    email = StringField("Email", validators=[Optional(), Regexp(EMAIL, message="Enter an email address like name@example.org."),
-                                             Length(max=320)])
+    email = StringField(
+        "Email",
+        validators=[
+            Optional(),
+            Regexp(EMAIL, message="Enter an email address like name@example.org."),
+            Length(max=320),
+        ],
+    )
     # Needed only to change the email address (ASVS 7.5.1): the view checks it then.
     email_current_password = PasswordField("Current password (to change the email)", validators=[Length(max=1024)])
 
 
 class PasswordChangeForm(FlaskForm):
-    current_password = PasswordField("Current password", validators=[DataRequired("Enter your current password."),
-                                                                      Length(max=1024)])
-    new_password = PasswordField("New password", validators=[
-        DataRequired("Choose a new password."),
-        Length(min=8, max=1024, message="A password has 8 to 1024 characters."),
-    ])
-    confirm_password = PasswordField("New password again", validators=[
-        DataRequired("Type the new password again."),
-        EqualTo("new_password", "The two new passwords differ; type the same one twice."),
-    ])
+    current_password = PasswordField(
+        "Current password", validators=[DataRequired("Enter your current password."), Length(max=1024)]
+    )
+    new_password = PasswordField(
+        "New password",
+        validators=[
+            DataRequired("Choose a new password."),
+            Length(min=8, max=1024, message="A password has 8 to 1024 characters."),
+        ],
+    )
+    confirm_password = PasswordField(
+        "New password again",
+        validators=[
+            DataRequired("Type the new password again."),
+            EqualTo("new_password", "The two new passwords differ; type the same one twice."),
+        ],
+    )
 
 
 class ConfirmForm(FlaskForm):

@@ -76,15 +76,17 @@ class LoginService:
         try:
             attempt = self.throttle.begin("password", normalise_username(username)[:150], (address or "-")[:45])
         except TooManyAttempts as exc:
-            self.audit.record("login.throttled", actor=actor, outcome="failure", details={"retry_after": exc.retry_after},
-                              commit=True)
+            self.audit.record(
+                "login.throttled", actor=actor, outcome="failure", details={"retry_after": exc.retry_after}, commit=True
+            )
             raise
         try:
             user = self.accounts.check_password(username, password)
         except InvalidCredentials:
             self.throttle.failed(attempt)
-            self.audit.record("login.failed", actor=actor, outcome="failure", details={"reason": "password"},
-                              commit=True)
+            self.audit.record(
+                "login.failed", actor=actor, outcome="failure", details={"reason": "password"}, commit=True
+            )
             raise
         self.throttle.succeeded(attempt)
         return user
@@ -98,8 +100,15 @@ class LoginService:
             return "enrol"
         return None
 
-    def password_login(self, username: str, password: str, address: str, *,
-                       totp_code: str | None = None, recovery_code: str | None = None) -> LoginResult:
+    def password_login(
+        self,
+        username: str,
+        password: str,
+        address: str,
+        *,
+        totp_code: str | None = None,
+        recovery_code: str | None = None,
+    ) -> LoginResult:
         """A one-request login (JSON): password, and the code when the account has TOTP."""
         user = self.check_password(username, password, address)
         step = self.next_step(user)
@@ -113,8 +122,9 @@ class LoginService:
             raise SecondFactorRequired("Enter the code from your authenticator app (totp_code) or a recovery code.")
         return self.second_factor(user, totp_code=totp_code, recovery_code=recovery_code, address=address)
 
-    def second_factor(self, user: User, *, totp_code: str | None, recovery_code: str | None,
-                      address: str) -> LoginResult:
+    def second_factor(
+        self, user: User, *, totp_code: str | None, recovery_code: str | None, address: str
+    ) -> LoginResult:
         """Raises the totp service's SecondFactorError or TooManyAttempts when the code is not accepted."""
         self.totp.check(user, code=totp_code, recovery_code=recovery_code, address=address, purpose="login")
         return password_and_totp(user)
@@ -126,8 +136,16 @@ class LoginService:
         now = self.clock.now()
         db.session.execute(delete(PendingLogin).where(PendingLogin.expires_at <= now))
         handle = random_token(32)
-        db.session.add(PendingLogin(token_hash=token_hash(handle), user_id=user.id, purpose=purpose,
-                                    next_url=next_url, created_at=now, expires_at=now + PENDING_LOGIN_LIFETIME))
+        db.session.add(
+            PendingLogin(
+                token_hash=token_hash(handle),
+                user_id=user.id,
+                purpose=purpose,
+                next_url=next_url,
+                created_at=now,
+                expires_at=now + PENDING_LOGIN_LIFETIME,
+            )
+        )
         db.session.commit()
         return handle
 

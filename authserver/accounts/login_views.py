@@ -215,8 +215,6 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
     except InvalidCredentials as exc:
         LOGINS.labels("password", "failure").inc()
         raise ApiError(401, "invalid_credentials", str(exc)) from None
-    except TooManyAttempts as exc:
-        raise
     except SecondFactorRequired as exc:
         raise ApiError(401, "totp_required", str(exc)) from None
     except EnrolmentRequired as exc:

@@ -197,7 +197,8 @@ class AccountService:
         if "email" in changed:
             user.email_verified = False
         user.updated_at = self.clock.now()
-        self.audit.record("user.profile_update", actor=actor, target=f"user:{user.username}", details={"fields": changed})
+        self.audit.record("user.profile_update", actor=actor, target=f"user:{user.username}",
+                          details={"fields": changed})
         db.session.commit()
         return changed
 
@@ -233,7 +234,8 @@ class SessionService:
         for listener in self._replace_listeners:
             listener(old, new)
         db.session.execute(
-            update(SsoSession).where(SsoSession.id == old.id, SsoSession.revoked_at.is_(None))
+            update(SsoSession)
+            .where(SsoSession.id == old.id, SsoSession.revoked_at.is_(None))
             .values(revoked_at=self.clock.now())
         )
         db.session.commit()

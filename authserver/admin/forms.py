@@ -35,17 +35,27 @@ class CheckboxesField(SelectMultipleField):
 
 class UserFields(FlaskForm):
     name = StringField("Display name", validators=[Length(max=200), PRINTABLE])
-    email = StringField("Email", validators=[Optional(), Regexp(EMAIL, message="Enter an email address like name@example.org."),
-                                             Length(max=320)])
+    email = StringField(
+        "Email",
+        validators=[
+            Optional(),
+            Regexp(EMAIL, message="Enter an email address like name@example.org."),
+            Length(max=320),
+        ],
+    )
     groups = StringField("Groups", validators=[Length(max=4000)])
     is_admin = BooleanField("Administrator (may use this console)")
 
 
 class CreateUserForm(UserFields):
     username = StringField("Username", validators=[DataRequired("Choose a username."), Length(max=150)])
-    password = PasswordField("Password", validators=[
-        Optional(), Length(min=8, max=1024, message="A password has 8 to 1024 characters."),
-    ])
+    password = PasswordField(
+        "Password",
+        validators=[
+            Optional(),
+            Length(min=8, max=1024, message="A password has 8 to 1024 characters."),
+        ],
+    )
 
 
 class EditUserForm(UserFields):
@@ -97,28 +107,41 @@ class AuditFilterForm(FlaskForm):
 class ClientForm(FlaskForm):
     """A new OAuth/OIDC client; the registry checks the combination (ClientError names the fix)."""
 
-    name = StringField("Name", validators=[DataRequired("Give the client a name people recognise on the consent page."),
-                                           Length(max=200), PRINTABLE])
+    name = StringField(
+        "Name",
+        validators=[
+            DataRequired("Give the client a name people recognise on the consent page."),
+            Length(max=200),
+            PRINTABLE,
+        ],
+    )
     redirect_uris = TextAreaField("Redirect URIs", validators=[Length(max=20000)])
-    token_endpoint_auth_method = SelectField("How the client authenticates", choices=[
-        SelectChoice("client_secret_basic", "Secret in an Authorization header (client_secret_basic)"),
-        SelectChoice("client_secret_post", "Secret in the request body (client_secret_post)"),
-        SelectChoice("private_key_jwt", "Signed assertion with its own key (private_key_jwt)"),
-        SelectChoice("none", "None: a public app (mobile, single-page) with PKCE"),
-    ])
+    token_endpoint_auth_method = SelectField(
+        "How the client authenticates",
+        choices=[
+            SelectChoice("client_secret_basic", "Secret in an Authorization header (client_secret_basic)"),
+            SelectChoice("client_secret_post", "Secret in the request body (client_secret_post)"),
+            SelectChoice("private_key_jwt", "Signed assertion with its own key (private_key_jwt)"),
+            SelectChoice("none", "None: a public app (mobile, single-page) with PKCE"),
+        ],
+    )
     grant_types = CheckboxesField("Grants", choices=list(GRANT_TYPES), default=list(DEFAULT_GRANTS))
     scope = StringField("Scopes it may ask for", default=DEFAULT_SCOPE, validators=[Length(max=1000)])
     is_trusted = BooleanField("Trusted app (skips the consent page)")
-    is_first_party = BooleanField("First-party: this server's own app (its tokens work on this server's API; "
-                                  "may hold the admin scope; no consent page)")
+    is_first_party = BooleanField(
+        "First-party: this server's own app (its tokens work on this server's API; "
+        "may hold the admin scope; no consent page)"
+    )
     can_introspect = BooleanField("Resource server: may introspect tokens meant for it, and API keys")
     no_pkce = BooleanField("Exempt from PKCE (confidential apps that cannot send it)")
     is_broker = BooleanField("Broker: this server runs the OAuth exchange for it (thin clients)")
     allow_missing_state = BooleanField("Allow a missing state on broker callbacks (old app versions)")
     extra_claims = TextAreaField("Extra claims", validators=[Length(max=4000)])
     id_token_signed_response_alg = SelectField("ID token algorithm", choices=list(SUPPORTED_ALGS))
-    access_token_format = SelectField("Access tokens", choices=[SelectChoice("opaque", "Opaque (introspect them)"),
-                                                                 SelectChoice("jwt", "JWT (RFC 9068)")])
+    access_token_format = SelectField(
+        "Access tokens",
+        choices=[SelectChoice("opaque", "Opaque (introspect them)"), SelectChoice("jwt", "JWT (RFC 9068)")],
+    )
     jwks = TextAreaField("Public keys (JWKS, for private_key_jwt)", validators=[Length(max=20000)])
 
     def jwks_value(self) -> dict | None:

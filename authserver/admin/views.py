@@ -276,7 +276,8 @@ def create_client():
 def find_client(client_id: str):
     row = registry().registered(client_id)
     if row is None:
-        raise ApiError(404, "client_not_found", "There is no such client; it may have been deleted. See the client list.")
+        raise ApiError(404, "client_not_found",
+                       "There is no such client; it may have been deleted. See the client list.")
     return row
 
 
@@ -286,11 +287,16 @@ def client(client_id: str):
     return render_client(identity, find_client(client_id))
 
 
-def render_client(identity, row, *, secret: str | None = None, confirm_form=None, confirm_for: str = "",
-                  status: int = 200):
+def render_client(
+    identity, row, *, secret: str | None = None, confirm_form=None, confirm_for: str = "", status: int = 200
+):
     page = render_template(
-        "admin/client.html", identity=identity, client=row, secret=secret,
-        confirm_form=confirm_form or ConfirmForm(formdata=None), confirm_for=confirm_for,
+        "admin/client.html",
+        identity=identity,
+        client=row,
+        secret=secret,
+        confirm_form=confirm_form or ConfirmForm(formdata=None),
+        confirm_for=confirm_for,
         has_secret=row.token_endpoint_auth_method in SECRET_METHODS,
     )
     return page, status
@@ -329,8 +335,13 @@ def signing_keys():
 
 
 def render_signing_keys(identity, form=None, status: int = 200):
-    return render_template("admin/signing_keys.html", identity=identity, keys=admin_service().signing_keys(),
-                           form=form or ConfirmForm(formdata=None), now=services().clock.now()), status
+    return render_template(
+        "admin/signing_keys.html",
+        identity=identity,
+        keys=admin_service().signing_keys(),
+        form=form or ConfirmForm(formdata=None),
+        now=services().clock.now(),
+    ), status
 
 
 @bp.post("/admin/signing-keys/rotate")

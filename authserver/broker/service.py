@@ -116,7 +116,8 @@ class BrokerTransactionUnknown(BrokerError):
     error = "transaction_unknown"
     description = (
         "The transaction handle is not known to this server: it is mistyped, cut short, from another server or "
-        "more than a day old; start the sign-in again and send back the exact handle POST /api/oauth/authorize returned."
+        "more than a day old; start the sign-in again and send back the exact handle "
+        "POST /api/oauth/authorize returned."
     )
 
 
@@ -217,13 +218,14 @@ class BrokerProviderError(BrokerError):
     FIXES: ClassVar[dict[str, str]] = {
         "access_denied": "the sign-in was cancelled or consent was refused; start the sign-in again and choose Allow.",
         "login_required": "the user is not signed in and the app asked not to show the login page; start the "
-                          "sign-in again without prompt=none.",
+        "sign-in again without prompt=none.",
         "consent_required": "the app asked not to show the consent page; start the sign-in again without prompt=none.",
         "interaction_required": "the login page needs the user; start the sign-in again without prompt=none.",
         "invalid_scope": "the app asked for scopes its registration does not allow; ask the server admin to "
-                         "register them or drop them from the app's request.",
+        "register them or drop them from the app's request.",
         "temporarily_unavailable": "the login server is busy or its database is down; try again in a minute.",
-        "server_error": "the login server failed; try again, and if it persists give the admin the time of the attempt.",
+        "server_error": "the login server failed; try again, and if it persists give the admin the time of the "
+                        "attempt.",
     }
     DEFAULT_FIX = "start the sign-in again from the app; if it keeps failing, tell the server admin this error."
 
@@ -312,8 +314,9 @@ def s256(verifier: str) -> str:
 class BrokerService:
     """Starts login transactions and completes them: state, nonce, PKCE and the code exchange."""
 
-    def __init__(self, oidc: OidcProvider, sealer: SecretSealer, pepper: bytes, audit: AuditLog,
-                 throttle: Throttle, clock: Clock):
+    def __init__(
+        self, oidc: OidcProvider, sealer: SecretSealer, pepper: bytes, audit: AuditLog, throttle: Throttle, clock: Clock
+    ):
         self.oidc = oidc
         self.sealer = sealer
         self.pepper = pepper
@@ -323,32 +326,58 @@ class BrokerService:
 
     # -- start -----------------------------------------------------------------
 
-    def start(self, *, client_id: str, redirect_uri: str, scope: str | None = None, state: str | None = None,
-              code_challenge: str | None = None, code_challenge_method: str | None = None,
-              address: str = "") -> StartedTransaction:
+    def start(
+        self,
+        *,
+        client_id: str,
+        redirect_uri: str,
+        scope: str | None = None,
+        state: str | None = None,
+        code_challenge: str | None = None,
+        code_challenge_method: str | None = None,
+        address: str = "",
+    ) -> StartedTransaction:
         """A fresh transaction and the authorization URL to open; the throttle counts starts per address."""
         self.throttle.consume(Bucket(STARTS, address))
         try:
             return self._start(client_id, redirect_uri, scope, state, code_challenge, code_challenge_method)
         except BrokerError as error:
             db.session.rollback()
-            self.audit.record("broker.start", actor=f"client:{client_id[:64]}", outcome="failure",
-                              details={"error": error.error}, commit=True)
+            self.audit.record(
+                "broker.start",
+                actor=f"client:{client_id[:64]}",
+                outcome="failure",
+                details={"error": error.error},
+                commit=True,
+            )
             raise
 
-    def _start(self, client_id: str, redirect_uri: str, scope: str | None, state: str | None,
-               code_challenge: str | None, code_challenge_method: str | None) -> StartedTransaction:
+    def _start(
+        self,
+        client_id: str,
+        redirect_uri: str,
+        scope: str | None,
+        state: str | None,
+        code_challenge: str | None,
+        code_challenge_method: str | None,
+    ) -> StartedTransaction:
         client = self._broker_client(client_id)
         if not client.check_redirect_uri(redirect_uri):
             raise BrokerRedirectUriMismatch()
         scope = self._scope(client, scope)
         if state is not None and not _STATE.match(state):
-            raise BrokerError("The state must be 1 to 512 visible ASCII characters; let the broker make one by leaving it out.")
+            raise BrokerError(
+                "The state must be 1 to 512 visible ASCII characters; let the broker make one by leaving it out."
+            )
         if code_challenge_method is not None and code_challenge_method != "S256":
-            raise BrokerError("Only code_challenge_method S256 is supported; send an S256 code_challenge or none at all.")
+            raise BrokerError(
+                "Only code_challenge_method S256 is supported; send an S256 code_challenge or none at all."
+            )
         if code_challenge is not None and not _S256_CHALLENGE.match(code_challenge):
-            raise BrokerError("The code_challenge must be an S256 challenge: the 43-character unpadded base64url "
-                              "SHA-256 of the code_verifier; or leave it out and the broker makes one.")
+            raise BrokerError(
+                "The code_challenge must be an S256 challenge: the 43-character unpadded base64url "
+                "SHA-256 of the code_verifier; or leave it out and the broker makes one."
+            )
 
         now = self.clock.now()
         handle = random_token(32)
@@ -357,20 +386,28 @@ class BrokerService:
         nonce = random_token(24)
         verifier = None if code_challenge else random_token(48)
         db.session.execute(delete(BrokerTransaction).where(BrokerTransaction.expires_at < now - KEEP_EXPIRED))
-        db.session.add(BrokerTransaction(
-            handle_hmac=handle_hmac,
-            state_hmac=keyed_hash(self.pepper, state),
-            client_id=client.client_id,
-            redirect_uri=redirect_uri,
-            scope=scope,
-            nonce=nonce,
-            code_verifier_sealed=self.sealer.seal(verifier.encode(), _verifier_context(handle_hmac)) if verifier else None,
-            client_code_challenge=code_challenge,
-            created_at=now,
-            expires_at=now + timedelta(seconds=TRANSACTION_SECONDS),
-        ))
-        self.audit.record("broker.start", actor=f"client:{client.client_id}", target=f"transaction:{handle_hmac[:16]}",
-                          details={"redirect_uri": redirect_uri, "scope": scope, "client_state": verifier is None})
+        db.session.add(
+            BrokerTransaction(
+                handle_hmac=handle_hmac,
+                state_hmac=keyed_hash(self.pepper, state),
+                client_id=client.client_id,
+                redirect_uri=redirect_uri,
+                scope=scope,
+                nonce=nonce,
+                code_verifier_sealed=self.sealer.seal(verifier.encode(), _verifier_context(handle_hmac))
+                if verifier
+                else None,
+                client_code_challenge=code_challenge,
+                created_at=now,
+                expires_at=now + timedelta(seconds=TRANSACTION_SECONDS),
+            )
+        )
+        self.audit.record(
+            "broker.start",
+            actor=f"client:{client.client_id}",
+            target=f"transaction:{handle_hmac[:16]}",
+            details={"redirect_uri": redirect_uri, "scope": scope, "client_state": verifier is None},
+        )
         db.session.commit()
         params = {
             "response_type": "code",
@@ -438,8 +475,9 @@ class BrokerService:
         if callback.iss is not None and not same(callback.iss, self.oidc.issuer):
             raise self._failed(BrokerIssuerMismatch(), tx=tx, app_version=app_version)
         if callback.error is not None:
-            raise self._failed(BrokerProviderError(callback.error, callback.error_description), tx=tx,
-                               app_version=app_version)
+            raise self._failed(
+                BrokerProviderError(callback.error, callback.error_description), tx=tx, app_version=app_version
+            )
         if not callback.code:
             raise self._failed(BrokerCodeMissing(), tx=tx, app_version=app_version)
         self._check_state(tx, client, callback.state, app_version)
@@ -460,9 +498,12 @@ class BrokerService:
             "name": claims.get("name"),
             "groups": claims.get("groups"),
         }
-        self.audit.record("broker.complete", actor=f"client:{client.client_id}",
-                          target=f"user:{claims.get('preferred_username') or claims['sub']}",
-                          details=self._details(tx, app_version, state_returned=callback.state is not None))
+        self.audit.record(
+            "broker.complete",
+            actor=f"client:{client.client_id}",
+            target=f"user:{claims.get('preferred_username') or claims['sub']}",
+            details=self._details(tx, app_version, state_returned=callback.state is not None),
+        )
         db.session.commit()
         return BrokerResult(token=token, user=user, client_id=client.client_id)
 
@@ -483,12 +524,19 @@ class BrokerService:
             # and its PKCE verifier still binds the code to it.
             log.warning(
                 "broker callback without state accepted for client %s (%s), app version %s",
-                client.name, client.client_id, app_version or "unknown",
+                client.name,
+                client.client_id,
+                app_version or "unknown",
                 extra={"client_id": client.client_id, "client_name": client.name, "app_version": app_version},
             )
-            self.audit.record("broker.state_missing_allowed", actor=f"client:{client.client_id}",
-                              target=_target(tx), outcome="warning", details=self._details(tx, app_version),
-                              commit=True)
+            self.audit.record(
+                "broker.state_missing_allowed",
+                actor=f"client:{client.client_id}",
+                target=_target(tx),
+                outcome="warning",
+                details=self._details(tx, app_version),
+                commit=True,
+            )
             return
         presented = keyed_hash(self.pepper, state)
         # Constant time: the comparison must not tell how much of a guessed state was right.
@@ -507,8 +555,9 @@ class BrokerService:
         db.session.commit()  # a fresh snapshot for the write (SQLite upgrades read locks badly)
         result = db.session.execute(
             update(BrokerTransaction)
-            .where(BrokerTransaction.id == tx_id, BrokerTransaction.used_at.is_(None),
-                   BrokerTransaction.expires_at > now)
+            .where(
+                BrokerTransaction.id == tx_id, BrokerTransaction.used_at.is_(None), BrokerTransaction.expires_at > now
+            )
             .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -520,8 +569,9 @@ class BrokerService:
         error = BrokerStateUsed() if tx.used_at is not None else BrokerStateExpired()
         raise self._failed(error, tx=tx, app_version=app_version)
 
-    def _redeem(self, client: RegisteredClient, tx: BrokerTransaction, code: str, verifier: str | None,
-                app_version: str) -> dict:
+    def _redeem(
+        self, client: RegisteredClient, tx: BrokerTransaction, code: str, verifier: str | None, app_version: str
+    ) -> dict:
         """The provider's own token endpoint logic, run in this process (no network, no proxy in between)."""
         data = {"grant_type": "authorization_code", "code": code, "redirect_uri": tx.redirect_uri}
         if verifier:
@@ -535,41 +585,50 @@ class BrokerService:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         server = self.oidc.server
         try:
-            _, token, _ = token_response(server, _TokenRequest(self.oidc.base + ENDPOINTS["token_endpoint"], data, headers))
+            _, token, _ = token_response(
+                server, _TokenRequest(self.oidc.base + ENDPOINTS["token_endpoint"], data, headers)
+            )
         except OAuth2Error as error:
             # Undo the code's claim: a request that failed redeemed nothing.
             db.session.rollback()
-            raise self._failed(BrokerCodeRejected(error.error, error.description), tx=tx,
-                               app_version=app_version) from None
+            raise self._failed(
+                BrokerCodeRejected(error.error, error.description), tx=tx, app_version=app_version
+            ) from None
         return dict(token)
 
-    def _validated_id_token(self, client: RegisteredClient, tx: BrokerTransaction, token: dict,
-                            app_version: str) -> dict:
+    def _validated_id_token(
+        self, client: RegisteredClient, tx: BrokerTransaction, token: dict, app_version: str
+    ) -> dict:
         """Signature against this server's JWKS, then iss, aud, exp, iat, at_hash and the nonce."""
         try:
             keys = KeySet.import_key_set(self.oidc.signing.jwks())
             decoded = jwt.decode(token.get("id_token") or "", keys, algorithms=[client.id_token_signed_response_alg])
         except (JoseError, ValueError, TypeError) as exc:
             self._revoke(token)
-            raise self._failed(BrokerIdTokenInvalid(f"signature: {type(exc).__name__}"), tx=tx,
-                               app_version=app_version) from None
+            raise self._failed(
+                BrokerIdTokenInvalid(f"signature: {type(exc).__name__}"), tx=tx, app_version=app_version
+            ) from None
         claims = decoded.claims
         nonce = claims.get("nonce")
         if not isinstance(nonce, str) or not same(nonce, tx.nonce):
             self._revoke(token)
             raise self._failed(BrokerNonceMismatch(), tx=tx, app_version=app_version)
         checked = CodeIDToken(
-            claims, decoded.header,
-            options={"iss": {"essential": True, "value": self.oidc.issuer},
-                     "aud": {"essential": True, "value": client.client_id}},
+            claims,
+            decoded.header,
+            options={
+                "iss": {"essential": True, "value": self.oidc.issuer},
+                "aud": {"essential": True, "value": client.client_id},
+            },
             params={"nonce": tx.nonce, "client_id": client.client_id, "access_token": token.get("access_token")},
         )
         try:
             checked.validate(now=int(self.clock.now().timestamp()))
         except JoseError as exc:
             self._revoke(token)
-            raise self._failed(BrokerIdTokenInvalid(exc.description or exc.error), tx=tx,
-                               app_version=app_version) from None
+            raise self._failed(
+                BrokerIdTokenInvalid(exc.description or exc.error), tx=tx, app_version=app_version
+            ) from None
         return dict(claims)
 
     def _revoke(self, token: dict) -> None:
@@ -578,8 +637,14 @@ class BrokerService:
         if issued is not None:
             self.oidc.tokens.revoke(issued, actor="broker")
 
-    def _failed(self, error: BrokerError, *, tx: BrokerTransaction | None = None, client_id: str | None = None,
-                app_version: str = "") -> BrokerError:
+    def _failed(
+        self,
+        error: BrokerError,
+        *,
+        tx: BrokerTransaction | None = None,
+        client_id: str | None = None,
+        app_version: str = "",
+    ) -> BrokerError:
         """Audit a failed callback (committed on its own) and hand the error back to raise."""
         db.session.rollback()
         details = {"error": error.error}
@@ -587,9 +652,14 @@ class BrokerService:
             details.update(self._details(tx, app_version))
         elif app_version:
             details["app_version"] = app_version[:100]
-        self.audit.record("broker.callback", actor=f"client:{tx.client_id if tx is not None else client_id or '-'}",
-                          target=_target(tx) if tx is not None else "", outcome="failure", details=details,
-                          commit=True)
+        self.audit.record(
+            "broker.callback",
+            actor=f"client:{tx.client_id if tx is not None else client_id or '-'}",
+            target=_target(tx) if tx is not None else "",
+            outcome="failure",
+            details=details,
+            commit=True,
+        )
         log.info("broker callback refused: %s", error.error, extra={"error": error.error})
         return error
 
@@ -604,8 +674,9 @@ class BrokerService:
 
     def reseal_all(self, sealer: SecretSealer) -> int:
         """Re-seal the PKCE verifiers of open transactions (for `master-key rotate`; no commit)."""
-        return SealedColumn(BrokerTransaction, "code_verifier_sealed",
-                            lambda row: _verifier_context(row.handle_hmac)).reseal(sealer)
+        return SealedColumn(
+            BrokerTransaction, "code_verifier_sealed", lambda row: _verifier_context(row.handle_hmac)
+        ).reseal(sealer)
 
 
 def _verifier_context(handle_hmac: str) -> bytes:

@@ -40,7 +40,11 @@ def metrics():
     if settings.metrics_token:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not same(value.strip(), settings.metrics_token):
-            raise ApiError(401, "unauthorized", "Send the metrics token: Authorization: Bearer <AUTHSERVER_METRICS_TOKEN>.",
-                           {"WWW-Authenticate": 'Bearer realm="metrics"'})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Send the metrics token: Authorization: Bearer <AUTHSERVER_METRICS_TOKEN>.",
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     body, content_type = render_metrics()
     return Response(body, content_type=content_type)

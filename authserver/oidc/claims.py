@@ -41,7 +41,9 @@ def parse_extra_claim(text: str) -> tuple[str, dict]:
     name = name.strip()
     kind, _, rest = spec.partition(":")
     if not sep or not name or not name.replace("_", "").isalnum():
-        raise ExtraClaimError(f"Write an extra claim as NAME=KIND:ARG, for example immich_role=admin_flag:admin:user (got {text!r}).")
+        raise ExtraClaimError(
+            f"Write an extra claim as NAME=KIND:ARG, for example immich_role=admin_flag:admin:user (got {text!r})."
+        )
     if name in CLAIMS_SUPPORTED:
         raise ExtraClaimError(f"The claim {name!r} is a standard claim and cannot be redefined.")
     if kind == "admin_flag":

@@ -246,26 +246,47 @@ class ClientRegistry:
         grants = list(dict.fromkeys(grant_types or DEFAULT_GRANTS))
         unknown = [g for g in grants if g not in GRANT_TYPES]
         if unknown:
-            raise ClientError(f"Unknown grant type {unknown[0]!r}; use one of {', '.join(GRANT_TYPES)}.", field="grant_types")
+            raise ClientError(f"Unknown grant type {unknown[0]!r}; use one of {', '.join(GRANT_TYPES)}.",
+                              field="grant_types")
         if "authorization_code" in grants and not redirect_uris:
             raise ClientError("The authorization_code grant needs at least one --redirect-uri.", field="redirect_uris")
         method = token_endpoint_auth_method or ("none" if public else "client_secret_basic")
         if method not in AUTH_METHODS:
-            raise ClientError(f"Unknown token endpoint auth method {method!r}; use one of {', '.join(AUTH_METHODS)}.", field="token_endpoint_auth_method")
+            raise ClientError(
+                f"Unknown token endpoint auth method {method!r}; use one of {', '.join(AUTH_METHODS)}.",
+                field="token_endpoint_auth_method",
+            )
         if public != (method == "none"):
-            raise ClientError("A public client authenticates with 'none', and only a public client may.", field="token_endpoint_auth_method")
+            raise ClientError(
+                "A public client authenticates with 'none', and only a public client may.",
+                field="token_endpoint_auth_method",
+            )
         if public and "client_credentials" in grants:
-            raise ClientError("A public client cannot use client_credentials: it holds no credentials.", field="grant_types")
-        if method == "private_key_jwt" and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]):
-            raise ClientError("private_key_jwt needs the client's public keys as a JWKS ({\"keys\": [...]}).", field="jwks")
+            raise ClientError(
+                "A public client cannot use client_credentials: it holds no credentials.", field="grant_types"
+            )
+        if method == "private_key_jwt" and not (
+            isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]
+        ):
+            raise ClientError(
+                'private_key_jwt needs the client\'s public keys as a JWKS ({"keys": [...]}).', field="jwks"
+            )
         if id_token_signed_response_alg not in SUPPORTED_ALGS:
-            raise ClientError(f"The ID token algorithm must be one of {', '.join(SUPPORTED_ALGS)}.", field="id_token_signed_response_alg")
+            raise ClientError(
+                f"The ID token algorithm must be one of {', '.join(SUPPORTED_ALGS)}.",
+                field="id_token_signed_response_alg",
+            )
         if access_token_format not in TOKEN_FORMATS:
-            raise ClientError(f"The access token format must be one of {', '.join(TOKEN_FORMATS)}.", field="access_token_format")
+            raise ClientError(
+                f"The access token format must be one of {', '.join(TOKEN_FORMATS)}.", field="access_token_format"
+            )
         if backchannel_logout_uri:
             parts = urlsplit(backchannel_logout_uri)
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
-                raise ClientError("The back-channel logout URI must be an absolute http(s) URL without a fragment.", field="backchannel_logout_uri")
+                raise ClientError(
+                    "The back-channel logout URI must be an absolute http(s) URL without a fragment.",
+                    field="backchannel_logout_uri",
+                )
         try:
             claims = dict(parse_extra_claim(text) for text in extra_claims)
         except ExtraClaimError as exc:
@@ -281,7 +302,10 @@ class ClientRegistry:
                 field="is_first_party",
             )
         if not pkce_required and public:
-            raise ClientError("A public client always uses PKCE; only a confidential client can be exempted (--no-pkce).", field="no_pkce")
+            raise ClientError(
+                "A public client always uses PKCE; only a confidential client can be exempted (--no-pkce).",
+                field="no_pkce",
+            )
         audience_list = list(dict.fromkeys(a.strip() for a in audiences if a and a.strip()))
         for audience in audience_list:
             if len(audience) > 64 or self.registered(audience) is None:
@@ -321,9 +345,19 @@ class ClientRegistry:
         if broker and secret:
             row.secret_sealed = self.sealer.seal(secret.encode(), _secret_context(row.client_id))
         db.session.flush()
-        self.audit.record("client.create", actor=actor, target=f"client:{row.client_id}",
-                          details={"name": name, "public": public, "grants": grants, "first_party": first_party,
-                                   "introspect": introspect, "pkce_required": pkce_required})
+        self.audit.record(
+            "client.create",
+            actor=actor,
+            target=f"client:{row.client_id}",
+            details={
+                "name": name,
+                "public": public,
+                "grants": grants,
+                "first_party": first_party,
+                "introspect": introspect,
+                "pkce_required": pkce_required,
+            },
+        )
         db.session.commit()
         return CreatedClient(row, secret)
 
@@ -336,9 +370,11 @@ class ClientRegistry:
         )
 
     def list_registered(self) -> list[OAuthClient]:
-        return list(db.session.scalars(
-            select(OAuthClient).where(OAuthClient.disabled_at.is_(None)).order_by(OAuthClient.name, OAuthClient.id)
-        ))
+        return list(
+            db.session.scalars(
+                select(OAuthClient).where(OAuthClient.disabled_at.is_(None)).order_by(OAuthClient.name, OAuthClient.id)
+            )
+        )
 
     def rotate_secret(self, client_id: str, *, actor: str) -> str:
         """A new secret (shown once); the old one stops working here at once, in other workers
@@ -347,7 +383,9 @@ class ClientRegistry:
         if row is None:
             raise ClientError("There is no such client; it may have been deleted.")
         if row.token_endpoint_auth_method not in SECRET_METHODS:
-            raise ClientError("This client signs in without a secret (public or private_key_jwt): there is none to rotate.")
+            raise ClientError(
+                "This client signs in without a secret (public or private_key_jwt): there is none to rotate."
+            )
         secret = random_token(32)
         row.secret_hmac = keyed_hash(self.pepper, secret)
         if row.is_broker:
@@ -368,12 +406,17 @@ class ClientRegistry:
         now = self.clock.now()
         row.disabled_at = now
         revoked = db.session.execute(
-            update(OAuthToken).where(OAuthToken.client_id == row.client_id, OAuthToken.revoked_at.is_(None))
+            update(OAuthToken)
+            .where(OAuthToken.client_id == row.client_id, OAuthToken.revoked_at.is_(None))
             .values(revoked_at=now)
         ).rowcount
         db.session.execute(delete(Consent).where(Consent.client_id == row.client_id))
-        self.audit.record("client.delete", actor=actor, target=f"client:{row.client_id}",
-                          details={"name": row.name, "revoked_tokens": revoked})
+        self.audit.record(
+            "client.delete",
+            actor=actor,
+            target=f"client:{row.client_id}",
+            details={"name": row.name, "revoked_tokens": revoked},
+        )
         db.session.commit()
         self._cache.pop(row.client_id, None)
         return row

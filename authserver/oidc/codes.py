@@ -69,9 +69,14 @@ class CodeStore:
         ) is not None
 
     def nonce_used(self, client_id: str, nonce: str) -> bool:
-        return db.session.scalar(
-            select(AuthorizationCode.id).where(AuthorizationCode.client_id == client_id, AuthorizationCode.nonce == nonce).limit(1)
-        ) is not None
+        return (
+            db.session.scalar(
+                select(AuthorizationCode.id)
+                .where(AuthorizationCode.client_id == client_id, AuthorizationCode.nonce == nonce)
+                .limit(1)
+            )
+            is not None
+        )
 
     def claim(self, code: str, client_id: str) -> AuthorizationCode | None:
         """The code's row, marked used in the still-open transaction; None if it cannot be redeemed.
@@ -88,8 +93,12 @@ class CodeStore:
         db.session.commit()  # start the claim on a fresh snapshot (SQLite upgrades read locks badly)
         result = db.session.execute(
             update(AuthorizationCode)
-            .where(AuthorizationCode.code_hash == hashed, AuthorizationCode.client_id == client_id,
-                   AuthorizationCode.used_at.is_(None), AuthorizationCode.expires_at > now)
+            .where(
+                AuthorizationCode.code_hash == hashed,
+                AuthorizationCode.client_id == client_id,
+                AuthorizationCode.used_at.is_(None),
+                AuthorizationCode.expires_at > now,
+            )
             .values(used_at=now)
         )
         if result.rowcount == 1:
@@ -98,8 +107,13 @@ class CodeStore:
         row = db.session.scalar(select(AuthorizationCode).where(AuthorizationCode.code_hash == hashed))
         if row is not None and row.used_at is not None and row.client_id == client_id:
             revoked = self.tokens.revoke_for_code(row.id)
-            self.audit.record("oauth.code_replayed", actor=f"client:{client_id}", target=f"code:{row.id}",
-                              outcome="failure", details={"revoked_tokens": revoked})
+            self.audit.record(
+                "oauth.code_replayed",
+                actor=f"client:{client_id}",
+                target=f"code:{row.id}",
+                outcome="failure",
+                details={"revoked_tokens": revoked},
+            )
             db.session.commit()
             log.warning("authorization code redeemed twice; revoked its tokens", extra={"client_id": client_id})
         return None

@@ -517,12 +517,17 @@ class OidcProvider:
 
     def expiry_of(self, claims) -> datetime:
         exp = claims.get("exp")
-        seconds = exp if isinstance(exp, (int, float)) and not isinstance(exp, bool) else self.now_ts() + REFRESH_TOKEN_SECONDS
+        given = isinstance(exp, (int, float)) and not isinstance(exp, bool)
+        seconds = exp if given else self.now_ts() + REFRESH_TOKEN_SECONDS
         return datetime.fromtimestamp(min(seconds, 4102444800), tz=UTC)
 
     def assertion_audiences(self) -> list[str]:
-        return [self.issuer, self.base + ENDPOINTS["token_endpoint"],
-                self.base + ENDPOINTS["introspection_endpoint"], self.base + ENDPOINTS["revocation_endpoint"]]
+        return [
+            self.issuer,
+            self.base + ENDPOINTS["token_endpoint"],
+            self.base + ENDPOINTS["introspection_endpoint"],
+            self.base + ENDPOINTS["revocation_endpoint"],
+        ]
 
     def id_token(self, token: dict, request) -> str:
         """OIDC Core 2: the ID token of one issuance; `nonce` only when the code carried one."""
@@ -530,8 +535,14 @@ class OidcProvider:
         alg = client.id_token_signed_response_alg
         now = self.now_ts()
         claims = dict(user_claims(user, token.get("scope"), client.row.extra_claims))
-        claims.update(iss=self.issuer, sub=user.sub, aud=client.client_id, azp=client.client_id,
-                      iat=now, exp=now + ID_TOKEN_SECONDS)
+        claims.update(
+            iss=self.issuer,
+            sub=user.sub,
+            aud=client.client_id,
+            azp=client.client_id,
+            iat=now,
+            exp=now + ID_TOKEN_SECONDS,
+        )
         if issued.auth_time is not None:
             claims["auth_time"] = int(issued.auth_time.timestamp())
         code = request.authorization_code

@@ -209,7 +209,8 @@ class TokenStore:
         row.audience = values["audience"] = " ".join(client.token_audience(self.api_audience))
         if refresh:
             # A family's absolute end is set at its first issuance; rotations never move it.
-            family_end = parent.family_expires_at if parent is not None and parent.family_expires_at else now + self.refresh_absolute
+            inherited = parent.family_expires_at if parent is not None else None
+            family_end = inherited or now + self.refresh_absolute
             values["family_expires_at"] = row.family_expires_at = family_end
             values["refresh_expires_at"] = row.refresh_expires_at = min(now + self.refresh_idle, family_end)
         # A prepared INSERT with parameters: compiled once, not rebuilt per token.
@@ -220,9 +221,12 @@ class TokenStore:
             self.tally.note(client.client_id)
             return row
         db.session.execute(_INSERT_TOKEN, values)
-        self.audit.record("oauth.token_issued", actor=f"client:{client.client_id}",
-                          target=f"user:{user.username}" if user is not None else "",
-                          details={"grant_type": grant_type, "family": row.family_id})
+        self.audit.record(
+            "oauth.token_issued",
+            actor=f"client:{client.client_id}",
+            target=f"user:{user.username}" if user is not None else "",
+            details={"grant_type": grant_type, "family": row.family_id},
+        )
         db.session.commit()
         return row
 
@@ -271,9 +275,13 @@ class TokenStore:
         db.session.commit()
         result = db.session.execute(
             update(OAuthToken)
-            .where(OAuthToken.refresh_token_hash == hashed, OAuthToken.client_id == client_id,
-                   OAuthToken.rotated_at.is_(None), OAuthToken.revoked_at.is_(None),
-                   OAuthToken.refresh_expires_at > now)
+            .where(
+                OAuthToken.refresh_token_hash == hashed,
+                OAuthToken.client_id == client_id,
+                OAuthToken.rotated_at.is_(None),
+                OAuthToken.revoked_at.is_(None),
+                OAuthToken.refresh_expires_at > now,
+            )
             .values(rotated_at=now)
         )
         if result.rowcount == 1:
@@ -282,9 +290,13 @@ class TokenStore:
                 # No offline_access: the refresh token lived with its SSO session, which has ended.
                 db.session.rollback()
                 revoked = self.revoke_family(row.family_id)
-                self.audit.record("oauth.refresh_session_ended", actor=f"client:{client_id}",
-                                  target=f"family:{row.family_id}", outcome="failure",
-                                  details={"revoked_tokens": revoked})
+                self.audit.record(
+                    "oauth.refresh_session_ended",
+                    actor=f"client:{client_id}",
+                    target=f"family:{row.family_id}",
+                    outcome="failure",
+                    details={"revoked_tokens": revoked},
+                )
                 db.session.commit()
                 return None
             return IssuedToken(row, self.clock, self.clients, "refresh_token")
@@ -292,8 +304,13 @@ class TokenStore:
         row = db.session.scalar(select(OAuthToken).where(OAuthToken.refresh_token_hash == hashed))
         if row is not None and row.rotated_at is not None and row.client_id == client_id:
             revoked = self.revoke_family(row.family_id)
-            self.audit.record("oauth.refresh_reused", actor=f"client:{client_id}", target=f"family:{row.family_id}",
-                              outcome="failure", details={"revoked_tokens": revoked})
+            self.audit.record(
+                "oauth.refresh_reused",
+                actor=f"client:{client_id}",
+                target=f"family:{row.family_id}",
+                outcome="failure",
+                details={"revoked_tokens": revoked},
+            )
             db.session.commit()
             log.warning("refresh token reused; revoked its family", extra={"client_id": client_id})
         return None
@@ -305,16 +322,18 @@ class TokenStore:
         db.session.execute(update(AuthorizationCode).where(AuthorizationCode.sid == old.id).values(sid=new.id))
 
     def _session_bound(self, row) -> bool:
-        return (self.sessions is not None and row.sid is not None
-                and OFFLINE_SCOPE not in (scope_to_list(row.scope) or ()))
+        return (
+            self.sessions is not None and row.sid is not None and OFFLINE_SCOPE not in (scope_to_list(row.scope) or ())
+        )
 
     def revoke_for_sessions(self, sids: Sequence[str]) -> int:
         """The tokens of ended SSO sessions, but for families the user let go offline (offline_access)."""
         if not sids:
             return 0
         rows = db.session.execute(
-            select(OAuthToken.family_id, OAuthToken.scope).where(OAuthToken.sid.in_(list(sids)),
-                                                                 OAuthToken.revoked_at.is_(None))
+            select(OAuthToken.family_id, OAuthToken.scope).where(
+                OAuthToken.sid.in_(list(sids)), OAuthToken.revoked_at.is_(None)
+            )
         )
         families = {family for family, scope in rows if OFFLINE_SCOPE not in (scope_to_list(scope) or ())}
         if not families:
@@ -330,12 +349,16 @@ class TokenStore:
         """Every live token of a user (disabled account), or every refresh family (password change)."""
         condition = [OAuthToken.user_id == user_id, OAuthToken.revoked_at.is_(None)]
         if refresh_only:
-            families = select(OAuthToken.family_id).where(
-                OAuthToken.user_id == user_id, OAuthToken.refresh_token_hash.is_not(None)
-            ).scalar_subquery()
+            families = (
+                select(OAuthToken.family_id)
+                .where(OAuthToken.user_id == user_id, OAuthToken.refresh_token_hash.is_not(None))
+                .scalar_subquery()
+            )
             condition.append(OAuthToken.family_id.in_(families))
         return db.session.execute(
-            update(OAuthToken).where(*condition).values(revoked_at=self.clock.now())
+            update(OAuthToken)
+            .where(*condition)
+            .values(revoked_at=self.clock.now())
             .execution_options(synchronize_session=False)
         ).rowcount
 
@@ -363,11 +386,13 @@ class TokenStore:
             self.revoke_family(token.row.family_id)
         else:
             db.session.execute(
-                update(OAuthToken).where(OAuthToken.id == token.row.id, OAuthToken.revoked_at.is_(None))
+                update(OAuthToken)
+                .where(OAuthToken.id == token.row.id, OAuthToken.revoked_at.is_(None))
                 .values(revoked_at=self.clock.now())
             )
-        self.audit.record("oauth.token_revoked", actor=actor, target=f"family:{token.row.family_id}",
-                          details={"kind": token.kind})
+        self.audit.record(
+            "oauth.token_revoked", actor=actor, target=f"family:{token.row.family_id}", details={"kind": token.kind}
+        )
         db.session.commit()
 
     def revoke_for_user_client(self, user_id: int, client_id: str) -> int:
@@ -389,8 +414,6 @@ class TokenStore:
         for sid, client_id in rows:
             found.setdefault(sid, set()).add(client_id)
         return found
-
-
 
 
 class BearerTokenStrategy:
@@ -416,7 +439,9 @@ class BearerTokenStrategy:
             # RFC 9700 §2.3: a token an app got for itself is not a key to this server's own API.
             raise AuthenticationFailed(
                 "This access token was issued to an app for its own use; this server's API accepts only tokens "
-                "of its first-party apps (clients registered with --first-party).", "invalid_token")
+                "of its first-party apps (clients registered with --first-party).",
+                "invalid_token",
+            )
         profile = profile_from(token.row, _USER)
         if profile.is_disabled:
             raise AuthenticationFailed("The account is disabled.", "invalid_token")

@@ -92,7 +92,11 @@ def authorize():
 def consent():
     form = ConsentForm()
     if not form.validate_on_submit():
-        raise ApiError(400, "csrf_failed", "The consent form expired or was not sent from this site; start the sign-in again from the app.")
+        raise ApiError(
+            400,
+            "csrf_failed",
+            "The consent form expired or was not sent from this site; start the sign-in again from the app.",
+        )
     return _authorize(decision="allow" if form.allow.data else "deny")
 
 
@@ -118,8 +122,9 @@ def _authorize(decision: str | None):
         # Authlib refuses to quote characters such as `\`, `"`, NUL or non-ASCII in its error
         # description: the request named a bad redirect_uri or response_type with them in it.
         log.info("authorization request refused: characters not allowed in its parameters")
-        return _authorization_error(InvalidRequestError(
-            "A parameter (redirect_uri or response_type) contains characters that are not allowed."))
+        return _authorization_error(
+            InvalidRequestError("A parameter (redirect_uri or response_type) contains characters that are not allowed.")
+        )
 
     redirect_uri = grant.redirect_uri
     state = request.values.get("state")
@@ -245,7 +250,11 @@ def _genuine_ticket() -> Ticket | None:
         issued_us, digest = _ticket_serializer().loads(raw)
     except (BadSignature, ValueError, TypeError):
         return None
-    if not isinstance(issued_us, int) or not isinstance(digest, str) or not hmac.compare_digest(digest, _request_digest()):
+    if (
+        not isinstance(issued_us, int)
+        or not isinstance(digest, str)
+        or not hmac.compare_digest(digest, _request_digest())
+    ):
         return None
     started = EPOCH + timedelta(microseconds=issued_us)
     age = (services().clock.now() - started).total_seconds()
@@ -258,7 +267,9 @@ def _genuine_ticket() -> Ticket | None:
 
 
 def _to_login(*, fresh: bool):
-    params = [(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny", LOGIN_TICKET)]
+    params = [
+        (k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny", LOGIN_TICKET)
+    ]
     if fresh:
         # prompt=login stays: without its ticket the request asks for a login again.
         issued_us = (services().clock.now() - EPOCH) // timedelta(microseconds=1)
@@ -295,7 +306,7 @@ def _authorization_error(error: OAuth2Error):
         status=400,
         error=error.error,
         description=f"{description} The request did not name a registered client and redirect URI, "
-                    "so you were not sent back to the app; ask its developer to fix its configuration.",
+        "so you were not sent back to the app; ask its developer to fix its configuration.",
     ), 400
 
 
@@ -331,9 +342,13 @@ def logout():
     try:
         end_request = server.validate_endpoint_request("end_session")
     except OAuth2Error as error:
-        return render_template("error.html", status=400, error=error.error,
-                               description=f"{error.description or 'The logout request is not valid.'} "
-                                           "You are still signed in; sign out from your account page."), 400
+        return render_template(
+            "error.html",
+            status=400,
+            error=error.error,
+            description=f"{error.description or 'The logout request is not valid.'} "
+            "You are still signed in; sign out from your account page.",
+        ), 400
     if not end_request.hint_current:
         # No valid hint for the user signed in here (or no one is): ask before acting.
         form = LogoutForm()
@@ -342,8 +357,9 @@ def logout():
             form.post_logout_redirect_uri.data = request.values.get("post_logout_redirect_uri", "")
             form.state.data = request.values.get("state", "")
             client = end_request.client
-            return render_template("oidc/logout.html", form=form, done=False,
-                                   client_name=client.name if client else None)
+            return render_template(
+                "oidc/logout.html", form=form, done=False, client_name=client.name if client else None
+            )
     response = server.create_endpoint_response("end_session", end_request)
     g._identity = None  # signed out: the page shows no signed-in navigation
     if response is None:
@@ -380,8 +396,11 @@ def _account_identity():
         raise ApiError(403, "forbidden", "Manage connected apps with your own session or API key, not an app's token.")
     if identity.scopes is not None and not identity.has_scope("admin"):
         # A narrow key (photos:read, say) must not revoke the apps' access, as it may not manage keys.
-        raise ApiError(403, "insufficient_scope",
-                       "Managing connected apps needs a full login, or a credential with the admin scope.")
+        raise ApiError(
+            403,
+            "insufficient_scope",
+            "Managing connected apps needs a full login, or a credential with the admin scope.",
+        )
     return identity
 
 
@@ -407,5 +426,7 @@ def list_consents():
 def revoke_consent(client_id: str):
     identity = _account_identity()
     if len(client_id) > 64 or not provider().consents.revoke(identity.user, client_id):
-        raise ApiError(404, "not_found", "You have not given this client consent; check the client_id in GET /api/me/consents.")
+        raise ApiError(
+            404, "not_found", "You have not given this client consent; check the client_id in GET /api/me/consents."
+        )
     return {"revoked": True, "client_id": client_id}

@@ -41,7 +41,9 @@ class InvalidTotpCode(SecondFactorError):
 
     def __init__(self, reason: str = "wrong"):
         # One message for a wrong code and a replayed one: neither tells an attacker more.
-        super().__init__("The code is not correct or was already used; enter the current code from your authenticator app.")
+        super().__init__(
+            "The code is not correct or was already used; enter the current code from your authenticator app."
+        )
         self.reason = reason
 
 
@@ -66,7 +68,9 @@ class NoPendingEnrolment(SecondFactorError):
     error = "no_pending_enrolment"
 
     def __init__(self):
-        super().__init__("There is no two-factor set-up waiting for confirmation (or it expired); start the set-up again.")
+        super().__init__(
+            "There is no two-factor set-up waiting for confirmation (or it expired); start the set-up again."
+        )
 
 
 class CurrentFactorRequired(SecondFactorError):
@@ -119,8 +123,17 @@ class TotpStatus:
 class TotpService:
     """Checks second-factor codes; a time step is accepted once per account."""
 
-    def __init__(self, sealer: SecretSealer, pepper: bytes, throttle: Throttle, audit: AuditLog, clock: Clock,
-                 *, issuer_label: str, required: str = "none"):
+    def __init__(
+        self,
+        sealer: SecretSealer,
+        pepper: bytes,
+        throttle: Throttle,
+        audit: AuditLog,
+        clock: Clock,
+        *,
+        issuer_label: str,
+        required: str = "none",
+    ):
         if required not in POLICIES:
             raise ValueError(f"TOTP policy must be one of {POLICIES}")
         self.sealer = sealer
@@ -143,7 +156,8 @@ class TotpService:
     def status(self, user: User) -> TotpStatus:
         credential = self._credential(user.id)
         left = db.session.scalar(
-            select(func.count()).select_from(RecoveryCode)
+            select(func.count())
+            .select_from(RecoveryCode)
             .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
         )
         return TotpStatus(
@@ -156,8 +170,9 @@ class TotpService:
 
     # -- enrolment ---------------------------------------------------------
 
-    def begin_enrolment(self, user: User, *, actor: str, reuse_pending: bool = False,
-                        proof: dict | None = None, address: str = "") -> Enrolment:
+    def begin_enrolment(
+        self, user: User, *, actor: str, reuse_pending: bool = False, proof: dict | None = None, address: str = ""
+    ) -> Enrolment:
         """A new pending secret (the active one, if any, stays until confirmation).
 
         Replacing an active factor needs the current one (ASVS 6.4.3): `proof` is
@@ -170,8 +185,13 @@ class TotpService:
         if credential is not None and credential.totp_secret_sealed is not None:
             if not proof or not (proof.get("code") or proof.get("recovery_code")):
                 raise CurrentFactorRequired()
-            self.check(user, code=proof.get("code"), recovery_code=proof.get("recovery_code"), address=address,
-                       purpose="replace")
+            self.check(
+                user,
+                code=proof.get("code"),
+                recovery_code=proof.get("recovery_code"),
+                address=address,
+                purpose="replace",
+            )
             credential = self._credential(user.id)
         if reuse_pending and credential is not None and self._live_pending(credential):
             secret = self.sealer.unseal(credential.pending_secret_sealed, self._context(user.id))
@@ -180,8 +200,11 @@ class TotpService:
         sealed = self.sealer.seal(secret, self._context(user.id))
         replacing = credential is not None and credential.totp_secret_sealed is not None
         if credential is None:
-            db.session.add(TotpCredential(user_id=user.id, pending_secret_sealed=sealed, pending_since=now,
-                                          last_step=0, updated_at=now))
+            db.session.add(
+                TotpCredential(
+                    user_id=user.id, pending_secret_sealed=sealed, pending_since=now, last_step=0, updated_at=now
+                )
+            )
             try:
                 db.session.flush()
             except IntegrityError:  # a concurrent enrolment created the row first
@@ -189,7 +212,8 @@ class TotpService:
                 credential = self._credential(user.id)
         if credential is not None:
             db.session.execute(
-                update(TotpCredential).where(TotpCredential.user_id == user.id)
+                update(TotpCredential)
+                .where(TotpCredential.user_id == user.id)
                 .values(pending_secret_sealed=sealed, pending_since=now, updated_at=now)
             )
         self.audit.record("totp.enrol", actor=actor, target=self._target(user), details={"replacing": replacing})
@@ -222,8 +246,14 @@ class TotpService:
         result = db.session.execute(
             update(TotpCredential)
             .where(TotpCredential.user_id == user.id, TotpCredential.pending_secret_sealed == sealed)
-            .values(totp_secret_sealed=sealed, pending_secret_sealed=None, pending_since=None,
-                    last_step=step, confirmed_at=now, updated_at=now)
+            .values(
+                totp_secret_sealed=sealed,
+                pending_secret_sealed=None,
+                pending_since=None,
+                last_step=step,
+                confirmed_at=now,
+                updated_at=now,
+            )
         )
         if result.rowcount != 1:
             db.session.rollback()
@@ -235,8 +265,9 @@ class TotpService:
 
     # -- verification ------------------------------------------------------
 
-    def check(self, user: User, *, code: str | None = None, recovery_code: str | None = None,
-              address: str, purpose: str) -> str:
+    def check(
+        self, user: User, *, code: str | None = None, recovery_code: str | None = None, address: str, purpose: str
+    ) -> str:
         """Check a TOTP code or a recovery code, throttled and audited; answers which one was used."""
         if code:
             self._throttled(user, address, purpose, lambda: self.verify(user, code))
@@ -260,8 +291,11 @@ class TotpService:
         # submissions (or a replay) only the first raises last_step, the other matches no row.
         result = db.session.execute(
             update(TotpCredential)
-            .where(TotpCredential.user_id == user.id, TotpCredential.last_step < step,
-                   TotpCredential.totp_secret_sealed == sealed)
+            .where(
+                TotpCredential.user_id == user.id,
+                TotpCredential.last_step < step,
+                TotpCredential.totp_secret_sealed == sealed,
+            )
             .values(last_step=step, updated_at=self.clock.now())
         )
         if result.rowcount != 1:
@@ -278,25 +312,31 @@ class TotpService:
         now = self.clock.now()
         result = db.session.execute(
             update(RecoveryCode)
-            .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hmac == self._code_hmac(user.id, canonical),
-                   RecoveryCode.used_at.is_(None))
+            .where(
+                RecoveryCode.user_id == user.id,
+                RecoveryCode.code_hmac == self._code_hmac(user.id, canonical),
+                RecoveryCode.used_at.is_(None),
+            )
             .values(used_at=now)
         )
         if result.rowcount != 1:
             db.session.rollback()
             raise InvalidRecoveryCode()
         left = db.session.scalar(
-            select(func.count()).select_from(RecoveryCode)
+            select(func.count())
+            .select_from(RecoveryCode)
             .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
         )
-        self.audit.record("totp.recovery_code.use", actor=self._target(user), target=self._target(user),
-                          details={"left": left})
+        self.audit.record(
+            "totp.recovery_code.use", actor=self._target(user), target=self._target(user), details={"left": left}
+        )
         db.session.commit()
 
     # -- changes by the owner or an admin ---------------------------------
 
-    def regenerate_recovery_codes(self, user: User, *, code: str | None = None, recovery_code: str | None = None,
-                                  actor: str, address: str) -> list[str]:
+    def regenerate_recovery_codes(
+        self, user: User, *, code: str | None = None, recovery_code: str | None = None, actor: str, address: str
+    ) -> list[str]:
         """A fresh set of recovery codes after a current code; the old set stops working."""
         if not self.is_enrolled(user):
             raise TotpNotEnrolled()
@@ -306,8 +346,9 @@ class TotpService:
         db.session.commit()
         return codes
 
-    def disable(self, user: User, *, code: str | None = None, recovery_code: str | None = None,
-                actor: str, address: str) -> None:
+    def disable(
+        self, user: User, *, code: str | None = None, recovery_code: str | None = None, actor: str, address: str
+    ) -> None:
         """Turn TOTP off after a current code, unless policy requires it for this user."""
         if not self.is_enrolled(user):
             raise TotpNotEnrolled()
@@ -341,17 +382,28 @@ class TotpService:
         try:
             counted = self.throttle.begin("totp", f"user:{user.sub}", (address or "-")[:45])
         except TooManyAttempts as exc:
-            self.audit.record("totp.throttled", actor=self._target(user), target=self._target(user),
-                              outcome="failure", details={"purpose": purpose, "retry_after": exc.retry_after},
-                              commit=True)
+            self.audit.record(
+                "totp.throttled",
+                actor=self._target(user),
+                target=self._target(user),
+                outcome="failure",
+                details={"purpose": purpose, "retry_after": exc.retry_after},
+                commit=True,
+            )
             raise
         try:
             result = attempt()
         except (InvalidTotpCode, InvalidRecoveryCode) as exc:
             self.throttle.failed(counted)
             reason = exc.reason if isinstance(exc, InvalidTotpCode) else "recovery_code"
-            self.audit.record("totp.failed", actor=self._target(user), target=self._target(user),
-                              outcome="failure", details={"purpose": purpose, "reason": reason}, commit=True)
+            self.audit.record(
+                "totp.failed",
+                actor=self._target(user),
+                target=self._target(user),
+                outcome="failure",
+                details={"purpose": purpose, "reason": reason},
+                commit=True,
+            )
             raise
         self.throttle.succeeded(counted)
         return result
@@ -377,8 +429,9 @@ class TotpService:
         codes = otp.new_recovery_codes()
         db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         db.session.add_all(
-            RecoveryCode(user_id=user.id, code_hmac=self._code_hmac(user.id, otp.normalise_recovery_code(c)),
-                         created_at=now)
+            RecoveryCode(
+                user_id=user.id, code_hmac=self._code_hmac(user.id, otp.normalise_recovery_code(c)), created_at=now
+            )
             for c in codes
         )
         return codes

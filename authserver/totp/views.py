@@ -113,7 +113,9 @@ def codes_from(body: dict) -> dict:
     code = jsonapi.string(body, "code", required=False, max_length=64)
     recovery_code = jsonapi.string(body, "recovery_code", required=False, max_length=64)
     if not code and not recovery_code:
-        raise ApiError(400, "invalid_request", 'Send the current code as "code" (or a recovery code as "recovery_code").')
+        raise ApiError(
+            400, "invalid_request", 'Send the current code as "code" (or a recovery code as "recovery_code").'
+        )
     return {"code": code, "recovery_code": recovery_code}
 
 
@@ -148,8 +150,7 @@ def api_confirm():
 def api_regenerate():
     identity = owner()
     given = codes_from(jsonapi.json_object())
-    codes = services().totp.regenerate_recovery_codes(identity.user, **given, actor=identity.actor,
-                                                      address=client_ip())
+    codes = services().totp.regenerate_recovery_codes(identity.user, **given, actor=identity.actor, address=client_ip())
     return {"recovery_codes": codes}
 
 
