@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from tests.factories import DEFAULT_PASSWORD, login, make_key, make_user
-from tests.html import browser_login, csrf, field_error
+from tests.helpers.factories import DEFAULT_PASSWORD, login, make_key, make_user
+from tests.helpers.html import browser_login, csrf, field_error
 
 NEW_PASSWORD = "a much better passphrase"
 

@@ -16,13 +16,14 @@ import requests
 from requests.adapters import HTTPAdapter
 from sqlalchemy import select
 
+from authserver.access_rules import parse_networks
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
-from authserver.access_rules import parse_networks
-from tests.conftest import LiveServer, _empty_tables, make_settings
-from tests.factories import DEFAULT_PASSWORD, make_key, make_user
-from tests.forwardauth.proxies import run_nginx_in_front
-from tests.servers import Instance
+from tests.helpers.database import empty_tables
+from tests.helpers.factories import DEFAULT_PASSWORD, make_key, make_user
+from tests.helpers.proxies import run_nginx_in_front
+from tests.helpers.servers import Instance, LiveServer
+from tests.helpers.settings import make_settings
 
 pytestmark = pytest.mark.live
 
@@ -89,7 +90,7 @@ def server_behind_nginx(backend, database_urls, tmp_path, clock, **changes):
                 yield app.extensions["authserver"], url, server.url
         finally:
             server.stop()
-            _empty_tables()
+            empty_tables()
             db.engine.dispose()
 
 

@@ -12,18 +12,13 @@ import requests
 from sqlalchemy import select
 
 from authserver import create_app
-from authserver.cookies import SESSION_COOKIE
-from authserver.audit.models import AuditEvent
-from authserver.extensions import db
 from authserver.access_rules import load_rules, parse_networks
-from tests.conftest import LiveServer, make_settings
-from tests.factories import (
-    DEFAULT_PASSWORD,
-    csrf_token,
-    enrol_totp,
-    make_client,
-    make_user,
-)
+from authserver.audit.models import AuditEvent
+from authserver.cookies import SESSION_COOKIE
+from authserver.extensions import db
+from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_client, make_user
+from tests.helpers.servers import LiveServer
+from tests.helpers.settings import make_settings
 
 
 def json_session(live_server, username="alice", **extra) -> requests.Session:
@@ -168,9 +163,9 @@ def test_cookies_carry_the_host_prefix_on_https(backend, database_urls, tmp_path
             legacy.set_cookie(SESSION_COOKIE, opened.cookie_value, domain="auth.photos.example")
             assert legacy.get("/api/me", base_url="https://auth.photos.example").status_code == 401
         finally:
-            from tests.conftest import _empty_tables
+            from tests.helpers.database import empty_tables
 
-            _empty_tables()
+            empty_tables()
             db.engine.dispose()
 
 
@@ -248,9 +243,9 @@ def forward_auth(backend, database_urls, tmp_path, clock):
             yield app.extensions["authserver"], server.url
         finally:
             server.stop()
-            from tests.conftest import _empty_tables
+            from tests.helpers.database import empty_tables
 
-            _empty_tables()
+            empty_tables()
             db.engine.dispose()
 
 

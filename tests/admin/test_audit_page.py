@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from tests.factories import make_user
-from tests.html import browser_login, field_error
+from tests.helpers.factories import make_user
+from tests.helpers.html import browser_login, field_error
 
 
 def actions_listed(html: str) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import make_user
-from tests.html import browser_login, csrf
+from tests.helpers.factories import make_user
+from tests.helpers.html import browser_login, csrf
 
 ODD_GETS = [
     "/admin/users?page=abc",

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
-from tests.factories import make_client, make_user
-from tests.html import browser_login, csrf, field_error, shown_value
+from tests.helpers.factories import make_client, make_user
+from tests.helpers.html import browser_login, csrf, field_error, shown_value
 
 
 def as_admin(client, services):

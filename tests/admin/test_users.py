@@ -8,8 +8,8 @@ import re
 from sqlalchemy import select
 
 from authserver.audit.models import AuditEvent
-from tests.factories import enrol_totp, login, make_user
-from tests.html import browser_login, csrf, field_error, shown_value
+from tests.helpers.factories import enrol_totp, login, make_user
+from tests.helpers.html import browser_login, csrf, field_error, shown_value
 
 
 def admin_client(client, services):

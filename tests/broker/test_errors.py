@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from authserver.extensions import db
 from authserver.oidc.models import OAuthToken
-from tests.broker.conftest import (
+from tests.helpers.broker import (
     MobileApp,
     assert_broker_error,
     broker_client,
@@ -18,9 +18,8 @@ from tests.broker.conftest import (
     with_param,
     without_param,
 )
-from tests.broker.test_mobile_app import pkce_pair
-from tests.factories import make_client
-from tests.oidc.conftest import query_of
+from tests.helpers.factories import make_client
+from tests.helpers.oidc import pkce_pair, query_of
 
 
 @pytest.fixture

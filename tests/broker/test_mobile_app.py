@@ -3,8 +3,6 @@ start a broker transaction, sign in through the returned URL, post back what the
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,7 @@ import pytest
 import requests
 
 from authserver.audit.models import AuditEvent
-from tests.broker.conftest import (
+from tests.helpers.broker import (
     APP_SCHEME,
     OLD_APP,
     WEB_CALLBACK,
@@ -24,7 +22,7 @@ from tests.broker.conftest import (
     browser_sign_in,
     without_param,
 )
-from tests.oidc.conftest import query_of
+from tests.helpers.oidc import pkce_pair, query_of
 
 
 def audit_actions(services, outcome: str | None = None) -> list[str]:
@@ -123,11 +121,6 @@ def test_generation_b_uses_another_registered_redirect_uri(live, alice, redirect
     response = app.callback(transaction=started["transaction"], url=callback)
     assert response.status_code == 200, response.text
     assert app.userinfo(response.json()["access_token"]).json()["email"] == "alice@photos.example"
-
-
-def pkce_pair() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
 def test_generation_c_brings_its_own_state_and_challenge(live, alice):

@@ -19,7 +19,7 @@ from authserver.broker.service import (
     s256,
 )
 from authserver.crypto import SecretSealer
-from tests.factories import make_client, make_user
+from tests.helpers.factories import make_client, make_user
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "broker-errors.md"
 

@@ -6,9 +6,8 @@ import pyotp
 import pytest
 import requests
 
-from tests.factories import DEFAULT_PASSWORD, make_user
-
-from .conftest import PHONE
+from tests.helpers.browser import PHONE
+from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -186,7 +185,7 @@ def test_user_mints_rotates_and_revokes_a_key_and_old_secrets_stop_working(brows
 
 
 def test_admin_sees_every_key_the_audit_log_and_rotates_signing_keys(browsing, services):
-    from tests.factories import make_key
+    from tests.helpers.factories import make_key
 
     make_user(services, "root", admin=True)
     gina = make_user(services, "gina")
@@ -250,7 +249,7 @@ def register_client_in_the_console(admin, redirect_uri: str) -> tuple[str, str]:
 def test_consent_deny_then_allow_through_a_real_oidc_redirect(browsing, services, live_server):
     from urllib.parse import parse_qs, urlencode, urlsplit
 
-    from tests.oidc.conftest import pkce_pair
+    from tests.helpers.oidc import pkce_pair
 
     make_user(services, "root", admin=True)
     make_user(services, "hana")

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect
 
 from authserver import create_app
 from authserver.settings import Settings
-from tests.servers import Instance
+from tests.helpers.servers import Instance
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import cli_command, subprocess_env
+from tests.helpers.servers import cli_command, subprocess_env
 
 
 @pytest.fixture

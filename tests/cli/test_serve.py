@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.factories import csrf_token
-from tests.servers import Instance
+from tests.helpers.factories import csrf_token
+from tests.helpers.servers import Instance
 
 pytestmark = pytest.mark.live
 

@@ -7,19 +7,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from authserver import create_app
+from authserver.access_rules import load_rules, parse_host_patterns, parse_networks
 from authserver.cookies import SESSION_COOKIE
 from authserver.extensions import db as _db
-from authserver.access_rules import load_rules, parse_host_patterns
-from authserver.access_rules import parse_networks
-from tests.conftest import make_settings
-from tests.factories import (
-    DEFAULT_PASSWORD,
-    csrf_token,
-    key_headers,
-    login,
-    make_key,
-    make_user,
-)
+from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, key_headers, login, make_key, make_user
+from tests.helpers.settings import make_settings
 
 ENDPOINT = "/api/authz/forward-auth"
 NGINX_ENDPOINT = "/api/authz/auth-request"

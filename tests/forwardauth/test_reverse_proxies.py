@@ -14,12 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from authserver.cookies import SESSION_COOKIE
 from authserver.access_rules import load_rules, parse_host_patterns, parse_networks
-from tests.conftest import make_settings
-from tests.factories import DEFAULT_PASSWORD, key_headers, make_key, make_user
-
-from .proxies import EchoUpstream, run_caddy, run_nginx
+from authserver.cookies import SESSION_COOKIE
+from tests.helpers.factories import DEFAULT_PASSWORD, key_headers, make_key, make_user
+from tests.helpers.proxies import EchoUpstream, run_caddy, run_nginx
+from tests.helpers.settings import make_settings
 
 pytestmark = pytest.mark.live
 

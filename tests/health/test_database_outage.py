@@ -8,9 +8,9 @@ from flask_migrate import upgrade
 
 from authserver import create_app
 from authserver.settings import check_database_url
-from tests.conftest import LiveServer, make_settings
-from tests.factories import DEFAULT_PASSWORD, csrf_token, make_user
-from tests.servers import PG_BIN, PostgresCluster
+from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, make_user
+from tests.helpers.servers import PG_BIN, LiveServer, PostgresCluster
+from tests.helpers.settings import make_settings
 
 pytestmark = [
     pytest.mark.live,

@@ -6,9 +6,9 @@ from prometheus_client import REGISTRY
 
 from authserver import create_app
 from authserver.throttle import Bucket
-from tests.conftest import make_settings
-from tests.factories import login, make_user
-from tests.servers import free_port
+from tests.helpers.factories import login, make_user
+from tests.helpers.servers import free_port
+from tests.helpers.settings import make_settings
 
 
 def sample(name: str, **labels: str) -> float:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from authserver.extensions import check_pooled_connections
-from tests.conftest import PG_URL
+from tests.helpers.database import PG_URL
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="PostgreSQL not configured: set AUTHSERVER_TEST_DATABASE_URL")
 

@@ -3,7 +3,7 @@
 import pytest
 
 from authserver.audit.models import AuditEvent
-from tests.factories import DEFAULT_PASSWORD, login, make_key, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, login, make_key, make_user
 
 
 def as_key(key):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.factories import make_client, make_key, make_user
+from tests.helpers.factories import make_client, make_key, make_user
 
 
 @pytest.fixture

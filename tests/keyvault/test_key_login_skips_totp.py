@@ -3,14 +3,7 @@
 
 import pytest
 
-from tests.factories import (
-    DEFAULT_PASSWORD,
-    enrol_totp,
-    key_headers,
-    login,
-    make_key,
-    make_user,
-)
+from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, key_headers, login, make_key, make_user
 
 
 @pytest.fixture
@@ -56,7 +49,7 @@ def test_password_with_code_still_works_beside_keys(client, enrolled):
 
 
 def test_key_login_session_cannot_sign_in_to_apps(client, services, enrolled):
-    from tests.factories import make_client
+    from tests.helpers.factories import make_client
 
     _user, _device, key_id, secret = enrolled
     gallery, _ = make_client(services, trusted=True)

@@ -7,8 +7,7 @@ import pytest
 
 from authserver.audit.models import AuditEvent
 from keyvault import keyformat
-from tests.conftest import basic_auth
-from tests.factories import key_headers, make_key, make_user
+from tests.helpers.factories import basic_auth, key_headers, make_key, make_user
 
 GENERIC = {"error": "invalid_key", "error_description": "The API key is not valid, or not usable from here."}
 
@@ -177,7 +176,7 @@ def test_failed_use_is_audited_with_reason_address_and_no_secret(client, service
 
 def test_malformed_key_is_refused_before_looking_it_up(client, services, db):
     """A checksum failure never reads api_keys; only the failure's audit row is written."""
-    from tests.keyvault.test_verification import counted_statements
+    from tests.helpers.database import counted_statements
 
     alice = make_user(services, "alice")
     key_id, secret = make_key(services, alice)
@@ -189,7 +188,7 @@ def test_malformed_key_is_refused_before_looking_it_up(client, services, db):
 
 
 def test_last_use_is_written_at_most_once_a_minute(client, services, clock, db):
-    from tests.keyvault.test_verification import counted_statements
+    from tests.helpers.database import counted_statements
 
     alice = make_user(services, "alice")
     key_id, secret = make_key(services, alice)

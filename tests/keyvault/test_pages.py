@@ -2,7 +2,7 @@
 
 import re
 
-from tests.factories import login, make_key, make_user
+from tests.helpers.factories import login, make_key, make_user
 
 
 def csrf(html: str) -> str:

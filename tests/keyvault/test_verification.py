@@ -1,12 +1,10 @@
 """Verifying keys: format first, then one indexed read and one HMAC; rotation, revocation, expiry, ranges."""
 
-import contextlib
 import threading
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
-from authserver import hotpath
 from authserver.crypto import keyed_hash
 from keyvault import keyformat
 from keyvault.models import ApiKey
@@ -21,22 +19,8 @@ from keyvault.service import (
     KeyUnknown,
     address_allowed,
 )
-from tests.factories import make_key, make_user
-
-
-@contextlib.contextmanager
-def counted_statements(db):
-    statements = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        with hotpath.observed(statements.append):  # the hot path's statements: no engine events
-            yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+from tests.helpers.database import counted_statements
+from tests.helpers.factories import make_key, make_user
 
 
 def one_character_changed(text: str, position: int) -> str:

@@ -17,7 +17,8 @@ from sqlalchemy.engine import make_url
 from authserver import create_app
 from authserver.clock import FixedClock
 from authserver.extensions import db, migrate
-from tests.conftest import PG_URL, make_settings
+from tests.helpers.database import PG_URL
+from tests.helpers.settings import make_settings
 
 
 def import_every_models_module() -> None:

@@ -16,22 +16,15 @@ from sqlalchemy import func, select
 
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
-from authserver.oidc.models import OAuthClient, OAuthToken
 from authserver.oidc.clients import ClientError
-from tests.factories import (
-    DEFAULT_PASSWORD,
-    csrf_token,
-    enrol_totp,
-    make_client,
-    make_key,
-    make_user,
-)
-from tests.oidc.conftest import (
+from authserver.oidc.models import OAuthClient, OAuthToken
+from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_client, make_key, make_user
+from tests.helpers.html import form_action
+from tests.helpers.oidc import (
     DEFAULT_VERIFIER,
     REDIRECT,
     authorize_params,
     decode_id_token,
-    form_action,
     live_browser,
     pkce_pair,
     query_of,

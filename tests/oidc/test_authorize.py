@@ -3,17 +3,9 @@
 import pytest
 
 from authserver.oidc.clients import ClientError
-from tests.factories import make_client, make_user
-from tests.oidc.conftest import (
-    REDIRECT,
-    authorize_params,
-    csrf_token,
-    form_action,
-    get_code,
-    logged_in,
-    pkce_pair,
-    query_of,
-)
+from tests.helpers.factories import csrf_token, make_client, make_user
+from tests.helpers.html import form_action
+from tests.helpers.oidc import REDIRECT, authorize_params, get_code, logged_in, pkce_pair, query_of
 
 
 @pytest.fixture

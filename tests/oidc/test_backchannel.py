@@ -7,9 +7,9 @@ from joserfc.jwk import KeySet
 
 from authserver.oidc.clients import BACKCHANNEL_EVENT
 from authserver.oidc.logout import post_logout_token
-from tests.factories import make_client, make_user
-from tests.oidc.conftest import exchange, get_code, logged_in
-from tests.oidc.receiver import LogoutReceiver
+from tests.helpers.factories import make_client, make_user
+from tests.helpers.oidc import exchange, get_code, logged_in
+from tests.helpers.receiver import LogoutReceiver
 
 
 def no_pause(_seconds):

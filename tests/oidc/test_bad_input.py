@@ -4,8 +4,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.factories import make_client, make_user
-from tests.oidc.conftest import logged_in
+from tests.helpers.factories import make_client, make_user
+from tests.helpers.oidc import logged_in
 
 
 @pytest.mark.parametrize("headers,data", [

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.factories import make_client, make_user
-from tests.oidc.conftest import exchange, get_code, logged_in
+from tests.helpers.factories import make_client, make_user
+from tests.helpers.oidc import exchange, get_code, logged_in
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ def test_consents_listed_and_revoked_with_the_clients_tokens(client, services, a
     refreshed = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
                             auth=(gallery.client_id, secret))
     assert refreshed.json["error"] == "invalid_grant"
-    from tests.oidc.conftest import authorize_params
+    from tests.helpers.oidc import authorize_params
 
     assert client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid")).status_code == 200
 
@@ -196,8 +196,8 @@ def test_consent_api_needs_a_login(client):
 
 
 def test_account_page_lists_connected_apps_and_revokes_them(client, services, alice):
-    from tests.factories import csrf_token
-    from tests.oidc.conftest import authorize_params
+    from tests.helpers.factories import csrf_token
+    from tests.helpers.oidc import authorize_params
 
     gallery, secret = make_client(services, "Photo Gallery")
     logged_in(client, "alice")

@@ -11,10 +11,10 @@ from joserfc.jwk import KeySet
 
 from authserver import create_app
 from authserver.crypto import SealError, SecretSealer, keyed_hash
-from authserver.oidc.models import OAuthClient, SigningKey
 from authserver.oidc.clients import ClientError
-from tests.conftest import cli_command, subprocess_env
-from tests.factories import make_client
+from authserver.oidc.models import OAuthClient, SigningKey
+from tests.helpers.factories import make_client
+from tests.helpers.servers import cli_command, subprocess_env
 
 
 @pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"])

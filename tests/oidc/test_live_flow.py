@@ -18,9 +18,10 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from authserver.oidc.clients import BACKCHANNEL_EVENT
-from tests.factories import DEFAULT_PASSWORD, csrf_token, make_client, make_user
-from tests.oidc.conftest import REDIRECT, form_action, query_of
-from tests.oidc.receiver import LogoutReceiver
+from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, make_client, make_user
+from tests.helpers.html import form_action
+from tests.helpers.oidc import REDIRECT, query_of
+from tests.helpers.receiver import LogoutReceiver
 
 ALGS = ["RS256", "ES256", "EdDSA"]
 VERIFIER = generate_token(48)

@@ -9,8 +9,8 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from tests.factories import make_client, make_user
-from tests.oidc.conftest import (
+from tests.helpers.factories import make_client, make_user
+from tests.helpers.oidc import (
     DEFAULT_VERIFIER,
     REDIRECT,
     decode_id_token,

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from authserver.cookies import SESSION_COOKIE
-from tests.factories import Authenticator, csrf_token, enrol_totp, login, make_user
+from tests.helpers.factories import Authenticator, csrf_token, enrol_totp, login, make_user
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import pytest
 
 from authserver.audit.models import AuditEvent
-from tests.factories import Authenticator, enrol_totp, login, make_user
+from tests.helpers.factories import Authenticator, enrol_totp, login, make_user
 
 
 @pytest.fixture

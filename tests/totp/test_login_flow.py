@@ -5,18 +5,10 @@ import re
 import pytest
 from sqlalchemy import text
 
-from authserver.cookies import PENDING_LOGIN_COOKIE
-from authserver.cookies import SESSION_COOKIE
 from authserver.audit.models import AuditEvent
+from authserver.cookies import PENDING_LOGIN_COOKIE, SESSION_COOKIE
 from authserver.crypto import token_hash
-from tests.factories import (
-    DEFAULT_PASSWORD,
-    Authenticator,
-    csrf_token,
-    enrol_totp,
-    login,
-    make_user,
-)
+from tests.helpers.factories import DEFAULT_PASSWORD, Authenticator, csrf_token, enrol_totp, login, make_user
 
 
 def password_step(client, username, next_url="/account"):

@@ -16,7 +16,7 @@ from authserver.totp.service import (
     TotpNotEnrolled,
     TotpRequiredByPolicy,
 )
-from tests.factories import Authenticator, enrol_totp, make_user
+from tests.helpers.factories import Authenticator, enrol_totp, make_user
 
 ADDRESS = "192.0.2.10"
 

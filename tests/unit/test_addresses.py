@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from authserver.addresses import PEER_KEY, ClientAddress, client_address
 from authserver.access_rules import parse_networks
+from authserver.addresses import PEER_KEY, ClientAddress, client_address
 
 PROXIES = parse_networks("127.0.0.1/32, 10.0.0.0/8, ::1/128")
 

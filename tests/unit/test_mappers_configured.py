@@ -8,7 +8,7 @@ otherwise meet half-configured mappers (an AttributeError, answered as a 500).
 import subprocess
 import sys
 
-from tests.conftest import subprocess_env
+from tests.helpers.servers import subprocess_env
 
 SCRIPT = """
 import secrets

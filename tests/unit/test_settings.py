@@ -22,7 +22,7 @@ from authserver.settings import (
     new_key_text,
     read_defaults,
 )
-from tests.servers import Instance
+from tests.helpers.servers import Instance
 
 # Fixed keys, so that a row can say which bytes a setting decodes to.
 KEY_A_BYTES, KEY_B_BYTES = bytes(range(32)), bytes(range(32, 64))

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 
 import pytest
 
 from authserver.logs import JsonFormatter
-
-
-class CapturedLogs:
-    def __init__(self, stream: io.StringIO):
-        self._stream = stream
-
-    def text(self) -> str:
-        return self._stream.getvalue()
-
-    def entries(self) -> list[dict]:
-        return [json.loads(line) for line in self.text().splitlines()]
+from tests.helpers.logs import CapturedLogs
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from authserver.audit.models import AuditEvent
 from authserver.cookies import SESSION_COOKIE
 from authserver.extensions import db as _db
 from authserver.settings import Settings, SettingsError
-from tests.conftest import basic_auth
-from tests.factories import key_headers, login, make_client, make_key, make_user
-from tests.oidc.conftest import exchange, get_code, logged_in
+from tests.helpers.factories import basic_auth, key_headers, login, make_client, make_key, make_user
+from tests.helpers.oidc import exchange, get_code, logged_in
 
 ORIGINAL = {"X-Original-URL": "https://photos.example/albums/1"}
 # Differ from one answer to the next by design.

@@ -18,7 +18,7 @@ from werkzeug.routing import (
 
 from authserver.cookies import SESSION_COOKIE
 from authserver.errors import is_json_path
-from tests.factories import DEFAULT_PASSWORD, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 ONE_MIB = 1024 * 1024

@@ -6,8 +6,9 @@ import pytest
 
 from authserver import create_app
 from authserver.extensions import db
-from tests.conftest import _empty_tables, make_settings
-from tests.factories import DEFAULT_PASSWORD, login, make_user
+from tests.helpers.database import empty_tables
+from tests.helpers.factories import DEFAULT_PASSWORD, login, make_user
+from tests.helpers.settings import make_settings
 
 REQUESTS = [
     ("GET", "/healthz", None),
@@ -54,7 +55,7 @@ def https_app(backend, database_urls, tmp_path, clock):
     app.config["TESTING"] = True
     with app.app_context():
         yield app
-        _empty_tables()
+        empty_tables()
         db.engine.dispose()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from authserver.cookies import SESSION_COOKIE
-from tests.factories import csrf_token, make_user
+from tests.helpers.factories import csrf_token, make_user
 
 PASSWORD = "Plum-Wizard-7731-never-logged"
 WRONG = "Quince-Dragon-4420-also-never-logged"

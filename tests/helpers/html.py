@@ -1,10 +1,10 @@
-"""Reading server-rendered pages in tests: CSRF tokens, field errors, values shown once."""
+"""Reading server-rendered pages in tests: CSRF tokens, field errors, values shown once, form actions."""
 
 from __future__ import annotations
 
 import re
 
-from tests.factories import DEFAULT_PASSWORD
+from tests.helpers.factories import DEFAULT_PASSWORD
 
 
 def csrf(html: str) -> str:
@@ -26,6 +26,13 @@ def field_error(html: str, field_id: str) -> str | None:
 def shown_value(html: str, element_id: str) -> str | None:
     match = re.search(rf'id="{re.escape(element_id)}" type="text" class="secret" readonly value="([^"]+)"', html)
     return match.group(1) if match else None
+
+
+def form_action(html: str) -> str:
+    """Where the (first) POST form on the page is sent."""
+    match = re.search(r'<form method="post" action="([^"]+)"', html)
+    assert match
+    return match.group(1).replace("&amp;", "&")
 
 
 def browser_login(client, username: str, password: str = DEFAULT_PASSWORD):

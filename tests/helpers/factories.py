@@ -1,11 +1,10 @@
-"""Real rows with sane defaults."""
+"""Real rows with sane defaults, and the credentials clients send."""
 
 from __future__ import annotations
 
+import base64
 import re
 from itertools import count
-
-from tests.conftest import basic_auth
 
 _seq = count(1)
 
@@ -89,6 +88,10 @@ def csrf_token(html: str) -> str:
     match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
     assert match, "the page carries a CSRF token"
     return match.group(1)
+
+
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def key_headers(form: str, key_id: str, secret: str) -> dict[str, str]:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.helpers.servers import ROOT, free_port
+
 EXAMPLES = ROOT / "config" / "examples"
 
 
@@ -54,12 +55,6 @@ class EchoUpstream:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:

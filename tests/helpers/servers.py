@@ -1,4 +1,5 @@
-"""Real processes for tests: the `authserver` CLI and server, and throwaway PostgreSQL clusters."""
+"""Real processes and servers for tests: the `authserver` command line and server of this checkout,
+the app served over HTTP in a thread, and throwaway PostgreSQL clusters."""
 
 from __future__ import annotations
 
@@ -7,13 +8,34 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+from werkzeug.serving import make_server
 
-from tests.conftest import ROOT, cli_command, subprocess_env
+from authserver.extensions import db as _db
+from tests.helpers.database import empty_tables
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/helpers/servers.py -> .
+
+
+def cli_command() -> list[str]:
+    """The `authserver` console script, run from this checkout's source."""
+    return [sys.executable, "-m", "authserver"]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process that imports this checkout's code (PYTHONPATH first)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Clusters other people run on this machine: the shared one and the one `.ci/run` starts.
@@ -30,6 +52,55 @@ def free_port() -> int:
             return port
 
 
+class LiveServer:
+    """The app served over real HTTP on a loopback port, in a thread."""
+
+    def __init__(self, app):
+        self.app = app
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self._server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+
+class _Dispatch:
+    """The WSGI app is made after the socket is bound, so the issuer can be the real URL."""
+
+    app = None
+
+    def __call__(self, environ, start_response):
+        return self.app(environ, start_response)
+
+
+@contextmanager
+def serve_with_own_issuer(make_app):
+    """Bind a loopback port, build the app with that URL as its issuer, serve it in a thread.
+
+    Yields (app, url) inside the app's context; afterwards the tables are emptied.
+    """
+    dispatch = _Dispatch()
+    server = make_server("127.0.0.1", 0, dispatch, threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    app = make_app(url)
+    dispatch.app = app
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with app.app_context():
+        try:
+            yield app, url
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+            empty_tables()
+            _db.engine.dispose()
 
 
 class Instance:
