@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
+from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import DEFAULT_PASSWORD, login, make_key, make_user
-from tests.helpers.html import browser_login, csrf, field_error
+from tests.helpers.html import browser_login, field_error
 
 NEW_PASSWORD = "a much better passphrase"
 
@@ -25,7 +26,7 @@ def test_account_page_shows_profile_sessions_keys_and_two_factor(client, service
 def test_password_change_needs_the_current_password(client, services):
     make_user(services, "alice")
     browser_login(client, "alice")
-    token = csrf(client.get("/account").text)
+    token = csrf_token(client.get("/account").text)
     wrong = client.post("/account/password", data={"csrf_token": token, "current_password": "not it",
                                                     "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD})
     assert wrong.status_code == 400
@@ -45,7 +46,7 @@ def test_password_change_ends_every_other_session_but_this_one(client, services,
     login(other, "alice")
     browser_login(client, "alice")
     assert other.get("/api/me").status_code == 200
-    token = csrf(client.get("/account").text)
+    token = csrf_token(client.get("/account").text)
     response = client.post("/account/password", data={"csrf_token": token, "current_password": DEFAULT_PASSWORD,
                                                        "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD})
     assert response.status_code == 303
@@ -60,7 +61,7 @@ def test_password_change_ends_every_other_session_but_this_one(client, services,
 def test_wrong_current_passwords_are_throttled(client, services):
     make_user(services, "alice")
     browser_login(client, "alice")
-    token = csrf(client.get("/account").text)
+    token = csrf_token(client.get("/account").text)
     statuses = [client.post("/account/password", data={
         "csrf_token": token, "current_password": f"guess {n}", "new_password": NEW_PASSWORD,
         "confirm_password": NEW_PASSWORD}).status_code for n in range(12)]
@@ -70,7 +71,7 @@ def test_wrong_current_passwords_are_throttled(client, services):
 def test_profile_update_changes_name_and_email(client, services):
     make_user(services, "alice", email="alice@photos.example")
     browser_login(client, "alice")
-    token = csrf(client.get("/account").text)
+    token = csrf_token(client.get("/account").text)
     bad = client.post("/account/profile", data={"csrf_token": token, "name": "Alice", "email": "not-an-address"})
     assert bad.status_code == 400 and "email address" in field_error(bad.text, "email")
     # ASVS 7.5.1: a new email address needs the current password (a session alone is not enough).
@@ -98,7 +99,7 @@ def test_user_signs_out_another_session_and_everywhere_else(client, services, ap
     page = client.get("/account")
     ids = re.findall(r'data-session-id="([^"]+)"', page.text)
     assert len(ids) == 3 and phone_session in ids
-    token = csrf(page.text)
+    token = csrf_token(page.text)
     assert client.post(f"/account/sessions/{phone_session}/revoke", data={"csrf_token": token}).status_code == 303
     assert phone.get("/api/me").status_code == 401 and tablet.get("/api/me").status_code == 200
     assert client.post("/account/sessions/unknown/revoke", data={"csrf_token": token}).status_code == 404
@@ -114,7 +115,7 @@ def test_a_user_cannot_sign_out_someone_elses_session(client, services, app):
     login(bob, "bob")
     [bobs] = services.sessions.active_for(services.accounts.find("bob"))
     browser_login(client, "alice")
-    token = csrf(client.get("/account").text)
+    token = csrf_token(client.get("/account").text)
     assert client.post(f"/account/sessions/{bobs.id}/revoke", data={"csrf_token": token}).status_code == 404
     assert bob.get("/api/me").status_code == 200
 
@@ -124,7 +125,7 @@ def test_signing_out_this_session_from_the_list_logs_out(client, services):
     browser_login(client, "alice")
     page = client.get("/account")
     [mine] = re.findall(r'data-session-id="([^"]+)"', page.text)
-    response = client.post(f"/account/sessions/{mine}/revoke", data={"csrf_token": csrf(page.text)})
+    response = client.post(f"/account/sessions/{mine}/revoke", data={"csrf_token": csrf_token(page.text)})
     assert response.status_code == 303 and response.headers["Location"].endswith("/login")
     assert client.get("/account").status_code == 302
 

@@ -2,7 +2,8 @@
 import pytest
 
 from authserver.cookies import SESSION_COOKIE
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, login, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, login, make_user
 
 
 def test_json_login_then_me_shows_the_user(client, services):

@@ -16,7 +16,8 @@ from authserver.access_rules import load_rules, parse_networks
 from authserver.audit.models import AuditEvent
 from authserver.cookies import SESSION_COOKIE
 from authserver.extensions import db
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_client, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, make_client, make_user
 from tests.helpers.servers import LiveServer
 from tests.helpers.settings import make_settings
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import make_user
-from tests.helpers.html import browser_login, csrf
+from tests.helpers.html import browser_login
 
 ODD_GETS = [
     "/admin/users?page=abc",
@@ -36,7 +37,7 @@ def test_odd_console_urls_are_answered_without_a_server_error(client, services, 
 def test_odd_form_values_are_refused_beside_their_fields(client, services):
     make_user(services, "root", admin=True)
     browser_login(client, "root")
-    token = csrf(client.get("/admin/users").text)
+    token = csrf_token(client.get("/admin/users").text)
     for data in ({"username": "a\x00b"}, {"username": "x" * 151}, {"username": "ok", "email": "a@b\x00"},
                  {"username": "ok2", "groups": "g" * 65}, {"username": "pkid-20260101-x"}):
         response = client.post("/admin/users", data={"csrf_token": token, **data})
@@ -44,7 +45,7 @@ def test_odd_form_values_are_refused_beside_their_fields(client, services):
     root = services.accounts.find("root")
     response = client.post(f"/admin/users/{root.id}", data={"csrf_token": token, "is_admin": "y", "name": "\x00"})
     assert response.status_code == 400
-    clients = csrf(client.get("/admin/clients").text)
+    clients = csrf_token(client.get("/admin/clients").text)
     for data in ({"name": "x", "redirect_uris": "javascript:alert(1)"}, {"name": "x", "redirect_uris": "\x00"},
                  {"name": "x", "token_endpoint_auth_method": "magic"}, {"name": "x", "grant_types": "implicit"},
                  {"name": "x", "scope": "\x00", "redirect_uris": "https://a.example/cb"}):

@@ -9,8 +9,9 @@ from sqlalchemy import select
 
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
+from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import make_client, make_user
-from tests.helpers.html import browser_login, csrf, field_error, shown_value
+from tests.helpers.html import browser_login, field_error, shown_value
 
 
 def as_admin(client, services):
@@ -30,7 +31,7 @@ def audited(action: str) -> list[AuditEvent]:
 
 def register(client, **fields):
     page = client.get("/admin/clients")
-    data = {"csrf_token": csrf(page.text), "name": "Gallery", "redirect_uris": "https://gallery.example/cb",
+    data = {"csrf_token": csrf_token(page.text), "name": "Gallery", "redirect_uris": "https://gallery.example/cb",
             "token_endpoint_auth_method": "client_secret_basic", "grant_types": ["authorization_code", "refresh_token"],
             "scope": "openid profile email", "id_token_signed_response_alg": "RS256", "access_token_format": "opaque"}
     data.update(fields)
@@ -79,7 +80,7 @@ def test_rotating_the_secret_needs_confirmation_and_retires_the_old_one(client, 
     as_admin(client, services)
     gallery, old = make_client(services, "Gallery", grants=("client_credentials",), redirect_uris=())
     page = client.get(f"/admin/clients/{gallery.client_id}")
-    token = csrf(page.text)
+    token = csrf_token(page.text)
     refused = client.post(f"/admin/clients/{gallery.client_id}/rotate-secret", data={"csrf_token": token})
     assert refused.status_code == 400 and "Tick the box" in field_error(refused.text, "confirm-rotate-secret")
     rotated = client.post(f"/admin/clients/{gallery.client_id}/rotate-secret", data={"csrf_token": token, "confirm": "y"})
@@ -96,7 +97,7 @@ def test_deleting_a_client_refuses_it_and_revokes_its_tokens(client, services):
     gallery, secret = make_client(services, "Gallery", grants=("client_credentials",), redirect_uris=())
     app_side = client.application.test_client()
     access = client_credentials(app_side, gallery.client_id, secret).json["access_token"]
-    token = csrf(client.get(f"/admin/clients/{gallery.client_id}").text)
+    token = csrf_token(client.get(f"/admin/clients/{gallery.client_id}").text)
     assert client.post(f"/admin/clients/{gallery.client_id}/delete", data={"csrf_token": token}).status_code == 400
     assert services.oidc.clients.registered(gallery.client_id) is not None
     done = client.post(f"/admin/clients/{gallery.client_id}/delete", data={"csrf_token": token, "confirm": "y"})
@@ -113,7 +114,7 @@ def test_admin_rotates_signing_keys_and_the_old_key_stays_published(client, serv
     first = {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}
     page = client.get("/admin/signing-keys")
     assert all(kid in page.text for kid in first)
-    token = csrf(page.text)
+    token = csrf_token(page.text)
     assert client.post("/admin/signing-keys/rotate", data={"csrf_token": token}).status_code == 400
     assert client.post("/admin/signing-keys/rotate", data={"csrf_token": token, "confirm": "y"}).status_code == 303
     published = {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}

@@ -8,8 +8,9 @@ import re
 from sqlalchemy import select
 
 from authserver.audit.models import AuditEvent
+from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import enrol_totp, login, make_user
-from tests.helpers.html import browser_login, csrf, field_error, shown_value
+from tests.helpers.html import browser_login, field_error, shown_value
 
 
 def admin_client(client, services):
@@ -34,7 +35,7 @@ def test_admin_creates_a_user_with_a_generated_password_shown_once(client, servi
     admin_client(client, services)
     page = client.get("/admin/users")
     response = client.post("/admin/users", data={
-        "csrf_token": csrf(page.text), "username": "dora", "name": "Dora", "email": "dora@photos.example",
+        "csrf_token": csrf_token(page.text), "username": "dora", "name": "Dora", "email": "dora@photos.example",
         "groups": "family, photos family", "password": "",
     })
     assert response.status_code == 201
@@ -53,10 +54,10 @@ def test_create_form_errors_stand_beside_their_fields(client, services):
     admin_client(client, services)
     make_user(services, "dora")
     page = client.get("/admin/users")
-    taken = client.post("/admin/users", data={"csrf_token": csrf(page.text), "username": "DORA", "email": ""})
+    taken = client.post("/admin/users", data={"csrf_token": csrf_token(page.text), "username": "DORA", "email": ""})
     assert taken.status_code == 409
     assert "taken" in field_error(taken.text, "username")
-    bad = client.post("/admin/users", data={"csrf_token": csrf(page.text), "username": "eve", "email": "nope",
+    bad = client.post("/admin/users", data={"csrf_token": csrf_token(page.text), "username": "eve", "email": "nope",
                                             "password": "short", "groups": "a b!"})
     assert bad.status_code == 400
     assert "email" in field_error(bad.text, "email")
@@ -94,7 +95,7 @@ def test_disabling_needs_the_box_ticked_and_signs_the_user_out(client, services,
     with app.test_client() as dora_browser:
         browser_login(dora_browser, "dora")
         assert dora_browser.get("/account").status_code == 200
-        token = csrf(user_page(client, dora).text)
+        token = csrf_token(user_page(client, dora).text)
         unconfirmed = client.post(f"/admin/users/{dora.id}/disable", data={"csrf_token": token})
         assert unconfirmed.status_code == 400 and "Tick the box" in field_error(unconfirmed.text, "confirm-disable")
         assert not services.accounts.find("dora").is_disabled
@@ -111,7 +112,7 @@ def test_disabling_needs_the_box_ticked_and_signs_the_user_out(client, services,
 def test_an_admin_cannot_lock_themself_out(client, services):
     admin_client(client, services)
     root = services.accounts.find("root")
-    token = csrf(user_page(client, root).text)
+    token = csrf_token(user_page(client, root).text)
     disable = client.post(f"/admin/users/{root.id}/disable", data={"csrf_token": token, "confirm": "y"})
     assert disable.status_code == 400 and "your own account" in field_error(disable.text, "confirm-disable")
     demote = client.post(f"/admin/users/{root.id}", data={"csrf_token": token, "name": "Root", "email": ""})
@@ -123,7 +124,7 @@ def test_an_admin_cannot_lock_themself_out(client, services):
 def test_admin_edits_groups_and_the_admin_flag(client, services):
     admin_client(client, services)
     dora = make_user(services, "dora", email="dora@photos.example")
-    token = csrf(user_page(client, dora).text)
+    token = csrf_token(user_page(client, dora).text)
     response = client.post(f"/admin/users/{dora.id}", data={
         "csrf_token": token, "name": "Dora E.", "email": "dora@photos.example", "groups": "editors", "is_admin": "y",
     })
@@ -139,7 +140,7 @@ def test_password_reset_shows_a_new_password_once_and_ends_sessions(client, serv
     dora = make_user(services, "dora")
     with app.test_client() as dora_browser:
         browser_login(dora_browser, "dora")
-        token = csrf(user_page(client, dora).text)
+        token = csrf_token(user_page(client, dora).text)
         response = client.post(f"/admin/users/{dora.id}/reset-password", data={"csrf_token": token, "confirm": "y"})
         assert response.status_code == 200
         password = shown_value(response.text, "generated-password")
@@ -156,7 +157,7 @@ def test_totp_reset_removes_the_second_factor(client, services):
     enrol_totp(services, dora)
     page = user_page(client, dora)
     assert 'id="user-totp">on' in page.text
-    response = client.post(f"/admin/users/{dora.id}/reset-totp", data={"csrf_token": csrf(page.text), "confirm": "y"})
+    response = client.post(f"/admin/users/{dora.id}/reset-totp", data={"csrf_token": csrf_token(page.text), "confirm": "y"})
     assert response.status_code == 303
     assert not services.totp.is_enrolled(services.accounts.find("dora"))
     assert [e.actor for e in events("totp.reset")] == ["user:root"]
@@ -164,7 +165,7 @@ def test_totp_reset_removes_the_second_factor(client, services):
 
 def test_unknown_users_and_actions_are_404(client, services):
     admin_client(client, services)
-    token = csrf(client.get("/admin/users").text)
+    token = csrf_token(client.get("/admin/users").text)
     assert client.get("/admin/users/999999").status_code == 404
     assert client.post("/admin/users/999999/disable", data={"csrf_token": token, "confirm": "y"}).status_code == 404
     root = services.accounts.find("root")

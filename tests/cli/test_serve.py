@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers.factories import csrf_token
+from tests.helpers.csrf import csrf_token
 from tests.helpers.servers import Instance
 
 pytestmark = pytest.mark.live

@@ -10,7 +10,8 @@ from authserver import create_app
 from authserver.access_rules import load_rules, parse_host_patterns, parse_networks
 from authserver.cookies import SESSION_COOKIE
 from authserver.extensions import db as _db
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, key_headers, login, make_key, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, key_headers, login, make_key, make_user
 from tests.helpers.settings import make_settings
 
 ENDPOINT = "/api/authz/forward-auth"

@@ -8,7 +8,8 @@ from flask_migrate import upgrade
 
 from authserver import create_app
 from authserver.settings import check_database_url
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from tests.helpers.servers import PG_BIN, LiveServer, PostgresCluster
 from tests.helpers.settings import make_settings
 

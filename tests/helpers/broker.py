@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin
 import requests
 
 from authserver.clock import FixedClock
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, make_client
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, make_client
 from tests.helpers.html import form_action
 
 APP_SCHEME = "app.immich:///oauth-callback"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 from itertools import count
 
 _seq = count(1)
@@ -81,13 +80,6 @@ def make_client(services, name: str = "Gallery", *, redirect_uris=("https://gall
     created = services.oidc.clients.create(name=name, redirect_uris=list(redirect_uris), scope=scope,
                                            grant_types=list(grants), actor="test", **options)
     return services.oidc.clients.get(created.row.client_id), created.client_secret
-
-
-def csrf_token(html: str) -> str:
-    """The CSRF token of the (first) form on an HTML page."""
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
-    assert match, "the page carries a CSRF token"
-    return match.group(1)
 
 
 def basic_auth(user: str, password: str) -> str:

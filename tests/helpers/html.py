@@ -1,16 +1,11 @@
-"""Reading server-rendered pages in tests: CSRF tokens, field errors, values shown once, form actions."""
+"""Reading server-rendered pages in tests: field errors, values shown once, form actions; the HTML login."""
 
 from __future__ import annotations
 
 import re
 
+from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import DEFAULT_PASSWORD
-
-
-def csrf(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
-    assert match, "the page carries a CSRF token"
-    return match.group(1)
 
 
 def field_error(html: str, field_id: str) -> str | None:
@@ -38,4 +33,4 @@ def form_action(html: str) -> str:
 def browser_login(client, username: str, password: str = DEFAULT_PASSWORD):
     """The HTML login form, as a browser sends it."""
     page = client.get("/login")
-    return client.post("/login", data={"csrf_token": csrf(page.text), "username": username, "password": password})
+    return client.post("/login", data={"csrf_token": csrf_token(page.text), "username": username, "password": password})

@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.helpers.factories import csrf_token, login
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import login
 from tests.helpers.html import form_action
 
 REDIRECT = "https://gallery.example/callback"

@@ -2,13 +2,8 @@
 
 import re
 
+from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import login, make_key, make_user
-
-
-def csrf(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
-    assert match, "the page carries a CSRF token"
-    return match.group(1)
 
 
 def shown_token(html: str) -> str | None:
@@ -27,7 +22,7 @@ def test_user_mints_a_key_sees_the_secret_once_and_can_use_it(client, services):
     login(client, "alice")
     page = client.get("/account/keys")
     assert page.status_code == 200 and "admin" not in re.findall(r'value="([^"]+)" type="checkbox"', page.text)
-    response = client.post("/account/keys", data={"csrf_token": csrf(page.text), "name": "laptop",
+    response = client.post("/account/keys", data={"csrf_token": csrf_token(page.text), "name": "laptop",
                                                   "scopes": ["photos:read"], "cidrs": "", "expires_in_days": ""})
     assert response.status_code == 201
     token = shown_token(response.text)
@@ -44,7 +39,7 @@ def test_user_rotates_and_revokes_from_the_page(client, services):
     alice = make_user(services, "alice")
     key_id, old = make_key(services, alice)
     login(client, "alice")
-    token = csrf(client.get("/account/keys").text)
+    token = csrf_token(client.get("/account/keys").text)
     rotated = client.post(f"/account/keys/{key_id}/rotate", data={"csrf_token": token, "grace_seconds": "0"})
     assert rotated.status_code == 200
     new = shown_token(rotated.text)
@@ -69,7 +64,7 @@ def test_user_cannot_grant_admin_or_touch_anothers_key_from_the_page(client, ser
     bobs_key, _ = make_key(services, bob)
     make_user(services, "alice")
     login(client, "alice")
-    token = csrf(client.get("/account/keys").text)
+    token = csrf_token(client.get("/account/keys").text)
     response = client.post("/account/keys", data={"csrf_token": token, "name": "x", "scopes": ["admin"]})
     assert response.status_code == 400 and shown_token(response.text) is None
     assert client.post(f"/account/keys/{bobs_key}/revoke", data={"csrf_token": token, "confirm": "y"}).status_code == 404
@@ -87,10 +82,10 @@ def test_admin_lists_filters_mints_and_audits_every_key(client, services):
     assert "alice-uploader" in page.text and "carol-script" in page.text
     filtered = client.get("/admin/keys?user=alice")
     assert "alice-uploader" in filtered.text and "carol-script" not in filtered.text
-    minted = client.post("/admin/keys", data={"csrf_token": csrf(page.text), "user": "carol", "name": "by admin",
+    minted = client.post("/admin/keys", data={"csrf_token": csrf_token(page.text), "user": "carol", "name": "by admin",
                                               "scopes": ["profile"]})
     assert minted.status_code == 201 and shown_token(minted.text)
-    assert client.post(f"/admin/keys/{alice_key}/revoke", data={"csrf_token": csrf(page.text), "confirm": "y"}).status_code == 303
+    assert client.post(f"/admin/keys/{alice_key}/revoke", data={"csrf_token": csrf_token(page.text), "confirm": "y"}).status_code == 303
     audit = client.get(f"/admin/keys/{alice_key}")
     assert audit.status_code == 200
     assert "admin.key.revoke" in audit.text and "key.mint" in audit.text and "user:root" in audit.text

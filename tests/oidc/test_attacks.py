@@ -18,7 +18,8 @@ from authserver.audit.models import AuditEvent
 from authserver.extensions import db
 from authserver.oidc.clients import ClientError
 from authserver.oidc.models import OAuthClient, OAuthToken
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_client, make_key, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, make_client, make_key, make_user
 from tests.helpers.html import form_action
 from tests.helpers.oidc import (
     DEFAULT_VERIFIER,

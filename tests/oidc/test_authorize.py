@@ -3,7 +3,8 @@
 import pytest
 
 from authserver.oidc.clients import ClientError
-from tests.helpers.factories import csrf_token, make_client, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import make_client, make_user
 from tests.helpers.html import form_action
 from tests.helpers.oidc import REDIRECT, authorize_params, get_code, logged_in, pkce_pair, query_of
 

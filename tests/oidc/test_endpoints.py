@@ -196,7 +196,7 @@ def test_consent_api_needs_a_login(client):
 
 
 def test_account_page_lists_connected_apps_and_revokes_them(client, services, alice):
-    from tests.helpers.factories import csrf_token
+    from tests.helpers.csrf import csrf_token
     from tests.helpers.oidc import authorize_params
 
     gallery, secret = make_client(services, "Photo Gallery")

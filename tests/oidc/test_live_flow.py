@@ -18,7 +18,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from authserver.oidc.clients import BACKCHANNEL_EVENT
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, make_client, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, make_client, make_user
 from tests.helpers.html import form_action
 from tests.helpers.oidc import REDIRECT, query_of
 from tests.helpers.receiver import LogoutReceiver

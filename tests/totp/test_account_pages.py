@@ -5,7 +5,8 @@ import re
 import pytest
 
 from authserver.cookies import SESSION_COOKIE
-from tests.helpers.factories import Authenticator, csrf_token, enrol_totp, login, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import Authenticator, enrol_totp, login, make_user
 
 
 @pytest.fixture

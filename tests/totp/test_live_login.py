@@ -4,7 +4,8 @@
 import requests
 
 from authserver.cookies import PENDING_LOGIN_COOKIE
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, make_user
 
 
 def test_real_form_posts_with_real_cookies(live_server, services):

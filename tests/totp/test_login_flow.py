@@ -8,7 +8,8 @@ from sqlalchemy import text
 from authserver.audit.models import AuditEvent
 from authserver.cookies import PENDING_LOGIN_COOKIE, SESSION_COOKIE
 from authserver.crypto import token_hash
-from tests.helpers.factories import DEFAULT_PASSWORD, Authenticator, csrf_token, enrol_totp, login, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, Authenticator, enrol_totp, login, make_user
 
 
 def password_step(client, username, next_url="/account"):

@@ -13,7 +13,8 @@ import pytest
 
 from authserver import create_app
 from authserver.audit.models import AuditEvent
-from tests.helpers.factories import DEFAULT_PASSWORD, csrf_token, enrol_totp, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, make_user
 from tests.helpers.settings import make_settings
 
 REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from authserver.cookies import SESSION_COOKIE
-from tests.helpers.factories import csrf_token, make_user
+from tests.helpers.csrf import csrf_token
+from tests.helpers.factories import make_user
 
 PASSWORD = "Plum-Wizard-7731-never-logged"
 WRONG = "Quince-Dragon-4420-also-never-logged"
