@@ -17,6 +17,7 @@ from authserver.audit.models import AuditEvent
 from authserver.cookies import SESSION_COOKIE
 from authserver.extensions import db
 from tests.helpers.csrf import csrf_token
+from tests.helpers.database import empty_tables
 from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, make_client, make_user
 from tests.helpers.servers import LiveServer
 from tests.helpers.settings import make_settings
@@ -164,8 +165,6 @@ def test_cookies_carry_the_host_prefix_on_https(backend, database_urls, tmp_path
             legacy.set_cookie(SESSION_COOKIE, opened.cookie_value, domain="auth.photos.example")
             assert legacy.get("/api/me", base_url="https://auth.photos.example").status_code == 401
         finally:
-            from tests.helpers.database import empty_tables
-
             empty_tables()
             db.engine.dispose()
 
@@ -244,8 +243,6 @@ def forward_auth(backend, database_urls, tmp_path, clock):
             yield app.extensions["authserver"], server.url
         finally:
             server.stop()
-            from tests.helpers.database import empty_tables
-
             empty_tables()
             db.engine.dispose()
 

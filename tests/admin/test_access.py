@@ -9,7 +9,7 @@ import pytest
 from werkzeug.routing import IntegerConverter
 
 from authserver import create_app
-from tests.helpers.factories import make_user
+from tests.helpers.factories import make_key, make_user
 from tests.helpers.html import browser_login
 from tests.helpers.settings import make_settings
 
@@ -74,8 +74,6 @@ def test_admin_pages_open_for_an_admin(client, services, routes):
 
 
 def test_a_key_session_cannot_reach_the_admin_console_without_the_admin_scope(client, services):
-    from tests.helpers.factories import make_key
-
     admin = make_user(services, "root", admin=True)
     key_id, secret = make_key(services, admin, scopes=["photos:read"])
     assert client.post("/api/session/login", json={"username": key_id, "password": secret}).status_code == 200
@@ -84,8 +82,6 @@ def test_a_key_session_cannot_reach_the_admin_console_without_the_admin_scope(cl
 
 def test_the_overview_counts_what_it_names(client, services):
     """It showed `<built-in method keys of dict …>` where the number of API keys belongs."""
-    from tests.helpers.factories import make_key
-
     root = make_user(services, "root", admin=True)
     make_key(services, root)
     make_key(services, root)

@@ -7,7 +7,8 @@ import pytest
 import requests
 
 from tests.helpers.browser import PHONE
-from tests.helpers.factories import DEFAULT_PASSWORD, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, make_key, make_user
+from tests.helpers.oidc import pkce_pair
 
 pytestmark = pytest.mark.browser
 
@@ -185,8 +186,6 @@ def test_user_mints_rotates_and_revokes_a_key_and_old_secrets_stop_working(brows
 
 
 def test_admin_sees_every_key_the_audit_log_and_rotates_signing_keys(browsing, services):
-    from tests.helpers.factories import make_key
-
     make_user(services, "root", admin=True)
     gina = make_user(services, "gina")
     make_key(services, gina, name="uploader")
@@ -248,8 +247,6 @@ def register_client_in_the_console(admin, redirect_uri: str) -> tuple[str, str]:
 
 def test_consent_deny_then_allow_through_a_real_oidc_redirect(browsing, services, live_server):
     from urllib.parse import parse_qs, urlencode, urlsplit
-
-    from tests.helpers.oidc import pkce_pair
 
     make_user(services, "root", admin=True)
     make_user(services, "hana")

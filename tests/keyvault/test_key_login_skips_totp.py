@@ -3,7 +3,7 @@
 
 import pytest
 
-from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, key_headers, login, make_key, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, key_headers, login, make_client, make_key, make_user
 
 
 @pytest.fixture
@@ -49,8 +49,6 @@ def test_password_with_code_still_works_beside_keys(client, enrolled):
 
 
 def test_key_login_session_cannot_sign_in_to_apps(client, services, enrolled):
-    from tests.helpers.factories import make_client
-
     _user, _device, key_id, secret = enrolled
     gallery, _ = make_client(services, trusted=True)
     assert client.post("/api/session/login", json={"username": key_id, "password": secret}).status_code == 200

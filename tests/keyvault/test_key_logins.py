@@ -7,6 +7,7 @@ import pytest
 
 from authserver.audit.models import AuditEvent
 from keyvault import keyformat
+from tests.helpers.database import counted_statements
 from tests.helpers.factories import basic_auth, key_headers, make_key, make_user
 
 GENERIC = {"error": "invalid_key", "error_description": "The API key is not valid, or not usable from here."}
@@ -176,8 +177,6 @@ def test_failed_use_is_audited_with_reason_address_and_no_secret(client, service
 
 def test_malformed_key_is_refused_before_looking_it_up(client, services, db):
     """A checksum failure never reads api_keys; only the failure's audit row is written."""
-    from tests.helpers.database import counted_statements
-
     alice = make_user(services, "alice")
     key_id, secret = make_key(services, alice)
     db.session.remove()
@@ -188,8 +187,6 @@ def test_malformed_key_is_refused_before_looking_it_up(client, services, db):
 
 
 def test_last_use_is_written_at_most_once_a_minute(client, services, clock, db):
-    from tests.helpers.database import counted_statements
-
     alice = make_user(services, "alice")
     key_id, secret = make_key(services, alice)
     headers = {"X-API-Key": f"{key_id}:{secret}"}

@@ -2,8 +2,9 @@
 
 import pytest
 
+from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import make_client, make_user
-from tests.helpers.oidc import exchange, get_code, logged_in
+from tests.helpers.oidc import authorize_params, exchange, get_code, logged_in
 
 
 @pytest.fixture
@@ -186,8 +187,6 @@ def test_consents_listed_and_revoked_with_the_clients_tokens(client, services, a
     refreshed = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
                             auth=(gallery.client_id, secret))
     assert refreshed.json["error"] == "invalid_grant"
-    from tests.helpers.oidc import authorize_params
-
     assert client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid")).status_code == 200
 
 
@@ -196,9 +195,6 @@ def test_consent_api_needs_a_login(client):
 
 
 def test_account_page_lists_connected_apps_and_revokes_them(client, services, alice):
-    from tests.helpers.csrf import csrf_token
-    from tests.helpers.oidc import authorize_params
-
     gallery, secret = make_client(services, "Photo Gallery")
     logged_in(client, "alice")
     code, _, _ = get_code(client, gallery, scope="openid profile")

@@ -12,7 +12,7 @@ from authserver import create_app
 from authserver.crypto import SecretSealer, key_id
 from authserver.sealing import RotationFailed, rotate_master_key
 from authserver.settings import Settings, decode_key
-from tests.helpers.factories import DEFAULT_PASSWORD, Authenticator, enrol_totp, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, Authenticator, enrol_totp, make_client, make_user
 from tests.helpers.servers import cli_command, subprocess_env
 
 
@@ -185,8 +185,6 @@ def test_cli_totp_reset(instance):
 
 
 def test_rotation_reseals_signing_keys_and_broker_secrets_too(app, services, settings, clock, db):
-    from tests.helpers.factories import make_client
-
     services.signing.active_key("RS256")
     broker, broker_secret = make_client(services, "Legacy app", broker=True)
     new_key = secrets.token_bytes(32)
