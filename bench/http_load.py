@@ -119,8 +119,8 @@ class ServedInstance:
         self.cli("user", "create", "bench", "--email", "bench@bench.test", "--name", "Bench User",
                  "--password", PASSWORD, "--group", "photos")
         key = json.loads(self.cli("key", "mint", "--user", "bench", "--name", "bench", "--json"))
-        client = json.loads(self.cli("client", "create", "--name", "bench", "--grant", "client_credentials", "--introspect",
-                                     "--scope", "photos:read", "--json"))
+        client = json.loads(self.cli("client", "create", "--name", "bench", "--grant", "client_credentials",
+                                     "--introspect", "--scope", "photos:read", "--json"))
         port = self.base.rsplit(":", 1)[1]
         with open(self.workdir / "serve.log", "wb") as log:
             self.process = subprocess.Popen(
@@ -367,7 +367,8 @@ def database_pids(url: str = "") -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if port and b"-p" in argv and argv.index(b"-p") + 1 < len(argv) and argv[argv.index(b"-p") + 1] == port.encode():
+        flag = argv.index(b"-p") if b"-p" in argv else -1
+        if port and 0 <= flag < len(argv) - 1 and argv[flag + 1] == port.encode():
             return [pid, *children(pid)]
     return postgres
 

@@ -68,7 +68,8 @@ class NodePeer:
             raise PeerUnavailable("npm ci did not finish within 10 minutes") from None
         if done.returncode != 0:
             detail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-            raise PeerUnavailable(f"npm ci --silent failed (exit {done.returncode})" + (f": {detail}" if detail else ""))
+            raise PeerUnavailable(
+                f"npm ci --silent failed (exit {done.returncode})" + (f": {detail}" if detail else ""))
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if k not in PEER_VARIABLES}

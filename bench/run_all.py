@@ -292,7 +292,8 @@ def summary_markdown(report: dict) -> str:
                 ratio = r["requests_per_s"] / max(other["requests_per_s"], 1)
                 lines.append(
                     f"| {names[r['backend']]} | {ours} | {theirs} | {r['requests_per_s']:,} | "
-                    f"{other['requests_per_s']:,} | {ratio:.2f}× | ≥ {target}× | {'yes' if ratio >= target else '**no**'} | "
+                    f"{other['requests_per_s']:,} | {ratio:.2f}× | ≥ {target}× | "
+                    f"{'yes' if ratio >= target else '**no**'} | "
                     f"{r['server_cpu_ms_per_request']:.3f} | {other['server_cpu_ms_per_request']:.3f} | "
                     f"{r['p50_ms']} / {r['p99_ms']} | {other['p50_ms']} / {other['p99_ms']} |")
         if report["peer"]["rss_mib"] is not None:

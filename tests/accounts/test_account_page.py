@@ -79,12 +79,15 @@ def test_profile_update_changes_name_and_email(client, services):
     assert bare.status_code == 400 and "current password" in field_error(bare.text, "email_current_password")
     wrong = client.post("/account/profile", data={"csrf_token": token, "name": "Alice", "email": "eve@evil.example",
                                                   "email_current_password": "not it"})
-    assert wrong.status_code == 400 and field_error(wrong.text, "email_current_password") == "This is not your current password."
+    assert wrong.status_code == 400
+    assert field_error(wrong.text, "email_current_password") == "This is not your current password."
     assert services.accounts.find("alice").email == "alice@photos.example"
-    renamed = client.post("/account/profile", data={"csrf_token": token, "name": "Alice L", "email": "alice@photos.example"})
+    renamed = client.post("/account/profile",
+                          data={"csrf_token": token, "name": "Alice L", "email": "alice@photos.example"})
     assert renamed.status_code == 303  # the name alone needs no password
     good = client.post("/account/profile", data={"csrf_token": token, "name": "Alice Liddell",
-                                                 "email": "alice@wonder.example", "email_current_password": DEFAULT_PASSWORD})
+                                                 "email": "alice@wonder.example",
+                                                 "email_current_password": DEFAULT_PASSWORD})
     assert good.status_code == 303
     alice = services.accounts.find("alice")
     assert (alice.name, alice.email, alice.email_verified) == ("Alice Liddell", "alice@wonder.example", False)

@@ -162,7 +162,8 @@ def test_parallel_guesses_with_two_workers_hold_the_limit_exactly_and_survive_a_
     instance = Instance(tmp_path / "instance", AUTHSERVER_WORKERS="2", AUTHSERVER_THREADS="8",
                         AUTHSERVER_ARGON2_MEMORY_KIB="19456")
     assert instance.cli("db", "upgrade").returncode == 0
-    assert instance.cli("user", "create", "alice", "--email", "a@photos.test", "--password", DEFAULT_PASSWORD).returncode == 0
+    created = instance.cli("user", "create", "alice", "--email", "a@photos.test", "--password", DEFAULT_PASSWORD)
+    assert created.returncode == 0
     instance.serve()
     try:
         answers = guesses_at_once(40, "127.0.6.6", instance.url, "alice")

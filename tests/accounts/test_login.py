@@ -25,7 +25,8 @@ def test_bad_login_looks_the_same_for_unknown_and_known_users(client, services, 
     make_user(services, "alice")
     response = login(client, username, password)
     assert response.status_code == 401
-    assert response.json == {"error": "invalid_credentials", "error_description": "The username or password is not correct."}
+    assert response.json == {"error": "invalid_credentials",
+                             "error_description": "The username or password is not correct."}
 
 
 def test_disabled_user_cannot_log_in(client, services, db):
@@ -60,7 +61,8 @@ def test_browser_login_without_csrf_token_is_refused(client, services):
     assert client.get("/api/me").status_code == 401
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"])
+@pytest.mark.parametrize("target",
+                         ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"])
 def test_next_never_leaves_this_server(client, services, target):
     make_user(services, "bob")
     token = csrf_token(client.get("/login").text)

@@ -83,7 +83,8 @@ def test_rotating_the_secret_needs_confirmation_and_retires_the_old_one(client, 
     token = csrf_token(page.text)
     refused = client.post(f"/admin/clients/{gallery.client_id}/rotate-secret", data={"csrf_token": token})
     assert refused.status_code == 400 and "Tick the box" in field_error(refused.text, "confirm-rotate-secret")
-    rotated = client.post(f"/admin/clients/{gallery.client_id}/rotate-secret", data={"csrf_token": token, "confirm": "y"})
+    rotated = client.post(f"/admin/clients/{gallery.client_id}/rotate-secret",
+                          data={"csrf_token": token, "confirm": "y"})
     new = shown_value(rotated.text, "client-secret")
     assert rotated.status_code == 200 and new and new != old
     app_side = client.application.test_client()

@@ -157,7 +157,8 @@ def test_totp_reset_removes_the_second_factor(client, services):
     enrol_totp(services, dora)
     page = user_page(client, dora)
     assert 'id="user-totp">on' in page.text
-    response = client.post(f"/admin/users/{dora.id}/reset-totp", data={"csrf_token": csrf_token(page.text), "confirm": "y"})
+    response = client.post(f"/admin/users/{dora.id}/reset-totp",
+                           data={"csrf_token": csrf_token(page.text), "confirm": "y"})
     assert response.status_code == 303
     assert not services.totp.is_enrolled(services.accounts.find("dora"))
     assert [e.actor for e in events("totp.reset")] == ["user:root"]

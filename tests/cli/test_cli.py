@@ -93,7 +93,8 @@ def test_user_create_refusals_exit_1_with_a_message(inst_with_alice, args, messa
     assert done.stdout == ""
     assert message in done.stderr
     assert "Traceback" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if line.startswith("authserver: ")] == [done.stderr.splitlines()[-1]]
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if line.startswith("authserver: ")] == [lines[-1]]
 
 
 def test_seed_prints_credentials_once_and_never_reseeds(inst):

@@ -13,7 +13,8 @@ def run(tmp_path):
     env = subprocess_env(AUTHSERVER_INSTANCE_PATH=str(tmp_path), AUTHSERVER_LOG_LEVEL="WARNING")
 
     def run(*args, check=True):
-        result = subprocess.run([*cli_command(), *args], check=False, env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run([*cli_command(), *args], check=False, env=env, capture_output=True, text=True,
+                                timeout=60)
         if check:
             assert result.returncode == 0, result.stderr
         return result

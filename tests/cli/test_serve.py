@@ -97,7 +97,10 @@ def test_metrics_add_up_across_workers(instance):
     def log_in(attempt: int) -> int:
         # The failures name others, one each: six wrong passwords for one account from one address
         # would, rightly, make the throttle refuse the next tries (docs/security.md).
-        body = {"username": "admin", "password": password} if attempt % 2 else {"username": f"nobody{attempt}", "password": "wrong"}
+        if attempt % 2:
+            body = {"username": "admin", "password": password}
+        else:
+            body = {"username": f"nobody{attempt}", "password": "wrong"}
         return requests.post(base + "/api/session/login", json=body).status_code
 
     # Password hashing keeps a worker busy, so concurrent logins spread over both workers.

@@ -16,7 +16,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 PHONE = {"width": 390, "height": 844}
-DUPLICATE_IDS = """[...document.querySelectorAll('[id]')].map(e => e.id).filter((id, i, all) => all.indexOf(id) !== i)"""
+DUPLICATE_IDS = """[...document.querySelectorAll('[id]')].map(e => e.id)
+  .filter((id, i, all) => all.indexOf(id) !== i)"""
 # Every visible form control has a name a screen reader can read: a <label>, or aria-label.
 UNLABELLED = """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
   .filter(e => !e.hidden && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name || e.id)"""

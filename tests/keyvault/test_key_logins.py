@@ -106,7 +106,8 @@ def test_every_bad_key_gets_the_same_401(client, services, clock, style):
             response = client.post("/api/session/login", json={"username": key_id, "password": secret},
                                    environ_base={"REMOTE_ADDR": ip})
         else:
-            response = client.get("/api/me", headers=key_headers(style, key_id, secret), environ_base={"REMOTE_ADDR": ip})
+            response = client.get("/api/me", headers=key_headers(style, key_id, secret),
+                                  environ_base={"REMOTE_ADDR": ip})
         assert response.status_code == 401, label
         assert response.json == GENERIC, label
 
@@ -156,7 +157,8 @@ def test_failed_key_uses_are_throttled_per_address(client, services):
                         environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert login.status_code == 429
     # A valid key is never refused because other guesses from its address failed.
-    valid = client.get("/api/me", headers={"X-API-Key": f"{key_id}:{secret}"}, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    valid = client.get("/api/me", headers={"X-API-Key": f"{key_id}:{secret}"},
+                       environ_base={"REMOTE_ADDR": "203.0.113.9"})
     assert valid.status_code == 200
     assert client.post("/api/session/login", json={"username": key_id, "password": secret},
                        environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200

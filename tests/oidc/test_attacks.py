@@ -401,7 +401,8 @@ def test_a_first_party_clients_token_works_on_the_api_with_its_scopes(live, alic
     tokens = tokens_for(http, live, official, secret, scope="openid profile admin")
     me = requests.get(live.url + "/api/me", headers=bearer(tokens["access_token"]), timeout=10)
     assert me.status_code == 200 and me.json()["client_id"] == official.client_id
-    assert requests.get(live.url + "/api/keys?all=1", headers=bearer(tokens["access_token"]), timeout=10).status_code == 200
+    listed = requests.get(live.url + "/api/keys?all=1", headers=bearer(tokens["access_token"]), timeout=10)
+    assert listed.status_code == 200
     row = db.session.scalar(select(OAuthToken).where(OAuthToken.client_id == official.client_id))
     assert live.services.oidc.api_audience in row.audience.split()
 
@@ -463,7 +464,8 @@ def test_guessing_key_secrets_through_introspection_is_throttled_and_audited(liv
     after = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "key.use"))
     assert after - before == 30
     throttled = introspect(live, api, api_secret, f"{key_id}:{key_secret[:-1]}X")
-    assert throttled.status_code == 429 and throttled.json()["error"] == "slow_down" and throttled.headers["Retry-After"]
+    assert throttled.status_code == 429 and throttled.json()["error"] == "slow_down"
+    assert throttled.headers["Retry-After"]
     # A valid key is never refused because of other guesses from the same service (Security II).
     assert introspect(live, api, api_secret, f"{key_id}:{key_secret}").json()["active"] is True
 
@@ -562,7 +564,8 @@ def test_an_unused_refresh_token_expires_when_idle(live_server, services, clock)
 
 
 @pytest.mark.parametrize("field", ["redirect_uri", "response_type", "state", "scope", "nonce", "prompt"])
-@pytest.mark.parametrize("bad", ["\\", '"', "\x00", "é", "\u2028"], ids=["backslash", "quote", "nul", "e-acute", "u2028"])
+@pytest.mark.parametrize("bad", ["\\", '"', "\x00", "é", "\u2028"],
+                         ids=["backslash", "quote", "nul", "e-acute", "u2028"])
 def test_odd_characters_in_the_authorization_request_are_a_4xx(live, alice, field, bad):
     gallery, _ = make_client(live.services, trusted=True)
     params = authorize_params(gallery)

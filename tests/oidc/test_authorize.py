@@ -40,7 +40,8 @@ def test_success_carries_code_state_untouched_and_iss(client, services, alice):
     "https://GALLERY.example/callback",
     "",
 ])
-def test_unregistered_or_missing_redirect_uri_gets_an_error_page_never_a_redirect(client, services, alice, redirect_uri):
+def test_unregistered_or_missing_redirect_uri_gets_an_error_page_never_a_redirect(
+        client, services, alice, redirect_uri):
     gallery, _ = make_client(services)
     logged_in(client, "alice")
     params = authorize_params(gallery, redirect_uri=redirect_uri)
@@ -112,7 +113,8 @@ def test_response_type_other_than_code_is_refused(client, services, alice):
         assert query["error"] == "unsupported_response_type" and query["iss"] == services.settings.issuer
 
 
-@pytest.mark.parametrize("param,error", [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")])
+@pytest.mark.parametrize("param,error",
+                         [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")])
 def test_request_objects_are_not_supported(client, services, alice, param, error):
     gallery, _ = make_client(services)
     logged_in(client, "alice")

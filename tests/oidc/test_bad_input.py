@@ -14,9 +14,11 @@ from tests.helpers.oidc import logged_in
     ({"Authorization": "Bearer x"}, {"grant_type": "client_credentials"}),
     ({}, {"grant_type": "authorization_code", "code": "x" * 5000, "client_id": "c"}),
     ({}, {"grant_type": "refresh_token", "refresh_token": "\x00", "client_id": "c"}),
-    ({}, {"grant_type": "client_credentials", "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    ({}, {"grant_type": "client_credentials",
+          "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
           "client_assertion": "not.a.jwt"}),
-    ({}, {"grant_type": "client_credentials", "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    ({}, {"grant_type": "client_credentials",
+          "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
           "client_assertion": "eyJhbGciOiJub25lIn0.eyJzdWIiOjF9."}),
 ])
 def test_malformed_token_requests_are_4xx(client, headers, data):
@@ -54,4 +56,5 @@ def test_duplicate_parameters_are_refused(client, services):
     make_user(services, "alice")
     logged_in(client, "alice")
     response = client.get("/oauth/authorize?" + urlencode(query))
-    assert response.status_code == 400 and "Location" not in response.headers and "scope appears more than once" in response.text
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert "scope appears more than once" in response.text

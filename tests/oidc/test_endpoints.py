@@ -19,8 +19,8 @@ def alice(services, db):
 def issued(client, services, alice):
     """A gallery client, its secret, and a token response for alice."""
     # Both relying party and resource server (like mod_auth_openidc): it introspects its own tokens.
-    gallery, secret = make_client(services, extra_claims=["immich_role=admin_flag:admin:user", "quota=attribute:quota_gb"],
-                                  introspect=True)
+    gallery, secret = make_client(services, introspect=True,
+                                  extra_claims=["immich_role=admin_flag:admin:user", "quota=attribute:quota_gb"])
     logged_in(client, "alice")
     code, _, _ = get_code(client, gallery, scope="openid profile email groups")
     body = exchange(client, gallery, secret, code).json
@@ -57,7 +57,8 @@ def test_userinfo_refuses_missing_bad_and_non_openid_tokens(client, services, is
     assert bad.status_code == 401 and bad.json["error"] == "invalid_token"
     assert "Bearer" in bad.headers["WWW-Authenticate"]
     service, secret = make_client(services, "svc", redirect_uris=(), grants=["client_credentials"], scope="photos:read")
-    token = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(service.client_id, secret)).json
+    token = client.post("/oauth/token", data={"grant_type": "client_credentials"},
+                        auth=(service.client_id, secret)).json
     assert client.get("/oauth/userinfo", headers=bearer(token["access_token"])).status_code == 403
 
 
@@ -91,7 +92,8 @@ def test_introspection_by_a_resource_server_the_token_names(client, services, al
     info = client.post("/oauth/introspect", data={"token": body["access_token"]}, auth=(resource.client_id, rs_secret))
     assert info.json["active"] is True and info.json["aud"] == [gallery.client_id, resource.client_id]
     # The refresh token is the gallery's alone.
-    hidden = client.post("/oauth/introspect", data={"token": body["refresh_token"]}, auth=(resource.client_id, rs_secret))
+    hidden = client.post("/oauth/introspect", data={"token": body["refresh_token"]},
+                         auth=(resource.client_id, rs_secret))
     assert hidden.json == {"active": False}
 
 
@@ -180,12 +182,13 @@ def test_consents_listed_and_revoked_with_the_clients_tokens(client, services, a
                        "granted_at": listed[0]["granted_at"], "updated_at": listed[0]["updated_at"]}]
     app_only = client.application.test_client()
     # A third-party app's token is not a credential for this server's API at all.
-    assert app_only.delete("/api/me/consents/" + gallery.client_id, headers=bearer(body["access_token"])).status_code == 401
+    as_the_app = app_only.delete("/api/me/consents/" + gallery.client_id, headers=bearer(body["access_token"]))
+    assert as_the_app.status_code == 401
     assert client.delete("/api/me/consents/" + gallery.client_id).status_code == 200
     assert client.get("/api/me/consents").json == {"consents": []}
     assert client.delete("/api/me/consents/" + gallery.client_id).status_code == 404
-    refreshed = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]},
-                            auth=(gallery.client_id, secret))
+    refreshed = client.post("/oauth/token", auth=(gallery.client_id, secret),
+                            data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]})
     assert refreshed.json["error"] == "invalid_grant"
     assert client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid")).status_code == 200
 

@@ -127,7 +127,8 @@ def test_cli_client_create_prints_credentials_once_as_json(tmp_path):
     assert created.returncode == 0, created.stderr
     payload = json.loads(created.stdout)
     assert set(payload) == {"client_id", "client_secret"}
-    public = json.loads(run("client", "create", "--name", "App", "--public", "--redirect-uri", "app.x:///cb", "--json").stdout)
+    public = json.loads(
+        run("client", "create", "--name", "App", "--public", "--redirect-uri", "app.x:///cb", "--json").stdout)
     assert set(public) == {"client_id"}
     bad = run("client", "create", "--name", "Bad", "--json")
     assert bad.returncode == 1 and "redirect-uri" in bad.stderr
@@ -135,7 +136,8 @@ def test_cli_client_create_prints_credentials_once_as_json(tmp_path):
     assert wild.returncode == 1 and "wildcards are not supported" in wild.stderr
     lan = run("client", "create", "--name", "LAN", "--redirect-uri", "http://192.168.1.10:2283/auth/login")
     assert lan.returncode == 1 and "plain http" in lan.stderr
-    admin = run("client", "create", "--name", "Admin app", "--redirect-uri", "https://a.example/cb", "--scope", "openid admin")
+    admin = run("client", "create", "--name", "Admin app", "--redirect-uri", "https://a.example/cb",
+                "--scope", "openid admin")
     assert admin.returncode == 1 and "--first-party" in admin.stderr
     official = run("client", "create", "--name", "Console", "--redirect-uri", "https://a.example/cb", "--scope",
                    "openid admin", "--first-party", "--introspect", "--no-pkce", "--json")

@@ -105,7 +105,8 @@ def test_confidential_client_full_flow(live, alice):
         reuse = requests.post(meta["token_endpoint"], auth=(gallery.client_id, secret), timeout=10,
                               data={"grant_type": "refresh_token", "refresh_token": old_refresh})
         assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
-        assert oauth.introspect_token(meta["introspection_endpoint"], token=renewed["access_token"]).json() == {"active": False}
+        after_reuse = oauth.introspect_token(meta["introspection_endpoint"], token=renewed["access_token"])
+        assert after_reuse.json() == {"active": False}
 
         # A second login for the same session, then revocation of its refresh token.
         verifier, nonce = generate_token(48), secrets.token_urlsafe(16)
@@ -114,7 +115,8 @@ def test_confidential_client_full_flow(live, alice):
         token = oauth.fetch_token(meta["token_endpoint"], authorization_response=callback, code_verifier=verifier)
         assert oauth.revoke_token(meta["revocation_endpoint"], token=token["refresh_token"],
                                   token_type_hint="refresh_token").status_code == 200
-        assert oauth.introspect_token(meta["introspection_endpoint"], token=token["access_token"]).json() == {"active": False}
+        ended = oauth.introspect_token(meta["introspection_endpoint"], token=token["access_token"])
+        assert ended.json() == {"active": False}
 
         logout = browser.get(meta["end_session_endpoint"], allow_redirects=False, timeout=10, params={
             "id_token_hint": token["id_token"], "post_logout_redirect_uri": "https://gallery.example/bye",

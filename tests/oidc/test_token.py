@@ -63,7 +63,8 @@ def test_code_exchange_gives_tokens_and_a_complete_id_token(client, services, al
 
 
 def test_client_secret_post_with_immich_default_scope_just_works(client, services, alice):
-    immich, secret = make_client(services, "Immich", scope="openid email profile", token_endpoint_auth_method="client_secret_post")
+    immich, secret = make_client(services, "Immich", scope="openid email profile",
+                                 token_endpoint_auth_method="client_secret_post")
     logged_in(client, "alice")
     verifier, challenge = pkce_pair()
     code, _, _ = get_code(client, immich, scope="openid email profile", challenge=challenge)
@@ -173,7 +174,8 @@ def test_failed_client_authentication_is_throttled(client, services, db):
     # Audited: each failure, then the throttle's refusal.
     from authserver.audit.models import AuditEvent
 
-    actions = db.session.scalars(db.select(AuditEvent.action).where(AuditEvent.actor == f"client:{gallery.client_id}")).all()
+    actions = db.session.scalars(
+        db.select(AuditEvent.action).where(AuditEvent.actor == f"client:{gallery.client_id}")).all()
     assert actions.count("client.auth_failed") == 60 and actions.count("client.throttled") == 1
     # The client with its right secret is never refused for the failures of others at its address.
     ok = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(gallery.client_id, secret))
@@ -245,7 +247,8 @@ def test_refresh_with_narrower_scope_and_not_wider(client, services, alice):
 
 
 def test_client_credentials(client, services):
-    service, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"], scope="photos:read photos:write", introspect=True)
+    service, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"],
+                                  scope="photos:read photos:write", introspect=True)
     response = client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "photos:read"},
                            auth=(service.client_id, secret))
     assert response.status_code == 200
@@ -277,7 +280,8 @@ def test_jwt_access_tokens_follow_rfc_9068(client, services, alice):
     assert claims["aud"] == gallery.client_id and claims["client_id"] == gallery.client_id
     assert claims["scope"] == "openid profile email" and claims["jti"] and claims["exp"] > claims["iat"]
     assert introspect(client, gallery, secret, body["access_token"]).json["active"] is True
-    assert client.get("/oauth/userinfo", headers={"Authorization": "Bearer " + body["access_token"]}).json["sub"] == alice.sub
+    userinfo = client.get("/oauth/userinfo", headers={"Authorization": "Bearer " + body["access_token"]})
+    assert userinfo.json["sub"] == alice.sub
 
 
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
@@ -315,9 +319,11 @@ def test_private_key_jwt_and_jti_replay(live):
     assert replay.status_code in (400, 401) and replay.json()["error"] == "invalid_client"
     stranger = RSAKey.generate_key(2048)
     stranger.ensure_kid()
-    forged = requests.post(token_url, data={**data, "client_assertion": _assertion(stranger, service.client_id, token_url, "jti-2")})
+    unknown_key = _assertion(stranger, service.client_id, token_url, "jti-2")
+    forged = requests.post(token_url, data={**data, "client_assertion": unknown_key})
     assert forged.json()["error"] == "invalid_client"
-    wrong_aud = requests.post(token_url, data={**data, "client_assertion": _assertion(key, service.client_id, "https://elsewhere", "jti-3")})
+    elsewhere = _assertion(key, service.client_id, "https://elsewhere", "jti-3")
+    wrong_aud = requests.post(token_url, data={**data, "client_assertion": elsewhere})
     assert wrong_aud.json()["error"] == "invalid_client"
 
 

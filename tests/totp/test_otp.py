@@ -81,11 +81,13 @@ def test_ten_recovery_codes_of_80_bits():
 def test_recovery_codes_survive_retyping():
     code = "ABCD-EFGH-JKMN-P012"
     canonical = "ABCDEFGHJKMNP012"
-    for typed in (code, "abcd efgh jkmn p012", "abcdefghjkmnpo12".replace("o", "0"), " ABCDEFGHJKMNPOI2 ".replace("I", "1")):
+    for typed in (code, "abcd efgh jkmn p012", "abcdefghjkmnpo12".replace("o", "0"),
+                  " ABCDEFGHJKMNPOI2 ".replace("I", "1")):
         assert otp.normalise_recovery_code(typed) == canonical
     assert otp.normalise_recovery_code("abcdefghjkmnpOl2") == "ABCDEFGHJKMNP012"
 
 
-@pytest.mark.parametrize("typed", ["", "ABCD-EFGH-JKMN", "ABCD-EFGH-JKMN-P012-3", "ABCD-EFGH-JKMN-P01U", "!!!!-EFGH-JKMN-P012"])
+@pytest.mark.parametrize(
+    "typed", ["", "ABCD-EFGH-JKMN", "ABCD-EFGH-JKMN-P012-3", "ABCD-EFGH-JKMN-P01U", "!!!!-EFGH-JKMN-P012"])
 def test_malformed_recovery_codes_are_refused_before_any_lookup(typed):
     assert otp.normalise_recovery_code(typed) is None

@@ -209,7 +209,8 @@ def test_secrets_in_the_database_are_ciphertext_bound_to_the_user(services, db):
     alice, bob = make_user(services, "alice"), make_user(services, "bob")
     device, _ = enrol_totp(services, alice)
     enrol_totp(services, bob)
-    services.totp.begin_enrolment(alice, actor="test", proof={"code": device.code()}, address=ADDRESS)  # a pending one too
+    # A pending one too:
+    services.totp.begin_enrolment(alice, actor="test", proof={"code": device.code()}, address=ADDRESS)
     rows = db.session.execute(text(
         "SELECT user_id, totp_secret_sealed, pending_secret_sealed FROM totp_credentials ORDER BY user_id"
     )).all()

@@ -96,13 +96,15 @@ def test_the_shipped_example_rules_load():
 @pytest.mark.parametrize(
     "value,message",
     [
-        ('[{"policy": "sometimes"}]', 'rule 1: policy must be one of bypass, one_factor, two_factor, deny (got "sometimes")'),
+        ('[{"policy": "sometimes"}]',
+         'rule 1: policy must be one of bypass, one_factor, two_factor, deny (got "sometimes")'),
         ('[{"policy": "bypass"}, {"policy": "deny", "hosts": "x"}]', 'rule 2: unknown key "hosts"'),
         ('[{"policy": "deny", "host": "bad host"}]', 'rule 1: "bad host" is not a host name'),
         ('[{"policy": "deny", "path": "admin"}]', 'rule 1: path "admin" must be a path prefix'),
         ('[{"policy": "one_factor", "groups": []}]', "rule 1: groups must be a non-empty string or list"),
         ('[{"policy": "one_factor", "api_keys": "no"}]', "rule 1: api_keys must be true or false"),
-        ('[{"policy": "deny", "path": "/admin", "case_sensitive": "no"}]', "rule 1: case_sensitive must be true or false"),
+        ('[{"policy": "deny", "path": "/admin", "case_sensitive": "no"}]',
+         "rule 1: case_sensitive must be true or false"),
         ('[{"policy": "bypass", "groups": "admins"}]', "rule 1: groups mean nothing with policy bypass"),
         ('["deny"]', "rule 1: must be an object"),
         ('{"rules": 3}', "the rules must be a list"),
@@ -127,7 +129,8 @@ def test_bad_rules_are_refused_with_one_line(tmp_path, value, message):
         ("FORWARD_AUTH_DOMAINS", "photos.test,https://evil.test", "AUTHSERVER_FORWARD_AUTH_DOMAINS:"),
         ("TRUSTED_PROXIES", "10.0.0.1/8", "AUTHSERVER_TRUSTED_PROXIES:"),
         ("FORWARD_AUTH_REDIRECT", "always", "AUTHSERVER_FORWARD_AUTH_REDIRECT must be one of rd, browsers"),
-        ("SESSION_COOKIE_DOMAIN", "evil.test", "AUTHSERVER_SESSION_COOKIE_DOMAIN must be the issuer's host or a parent"),
+        ("SESSION_COOKIE_DOMAIN", "evil.test",
+         "AUTHSERVER_SESSION_COOKIE_DOMAIN must be the issuer's host or a parent"),
     ],
 )
 def test_bad_forward_auth_settings_stop_start_up(tmp_path, name, value, message):

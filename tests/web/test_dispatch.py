@@ -84,7 +84,8 @@ def same_answer(fast, slow) -> None:
 
 def key_failures() -> int:
     return _db.session.scalar(
-        select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "key.use", AuditEvent.outcome == "failure")
+        select(func.count()).select_from(AuditEvent)
+        .where(AuditEvent.action == "key.use", AuditEvent.outcome == "failure")
     )
 
 
@@ -268,7 +269,8 @@ def failures(db, client_id: str) -> int:
 
 
 @pytest.mark.parametrize("lane_on", [True, False], ids=["lane", "flask"])
-def test_a_replayed_code_and_a_reused_refresh_token_are_audited_once(app, settings, clock, services, alice, db, lane_on):
+def test_a_replayed_code_and_a_reused_refresh_token_are_audited_once(
+        app, settings, clock, services, alice, db, lane_on):
     """A replay is one audit row and one warning, with the dispatch on and off (issue 20)."""
     from authserver.audit.models import AuditEvent
 
@@ -282,8 +284,9 @@ def test_a_replayed_code_and_a_reused_refresh_token_are_audited_once(app, settin
     other_code, _, _ = get_code(http, gallery)
     fresh = exchange(http, gallery, secret, other_code).json
     refresh = {"grant_type": "refresh_token", "refresh_token": fresh["refresh_token"]}
-    assert http.post("/oauth/token", data=refresh, headers={"Authorization": basic_auth(gallery.client_id, secret)}).status_code == 200
-    assert http.post("/oauth/token", data=refresh, headers={"Authorization": basic_auth(gallery.client_id, secret)}).status_code == 400
+    as_gallery = {"Authorization": basic_auth(gallery.client_id, secret)}
+    assert http.post("/oauth/token", data=refresh, headers=as_gallery).status_code == 200
+    assert http.post("/oauth/token", data=refresh, headers=as_gallery).status_code == 400
     db.session.expire_all()
     rows = db.session.scalars(db.select(AuditEvent.action).where(
         AuditEvent.action.in_(["oauth.code_replayed", "oauth.refresh_reused"]))).all()
@@ -337,10 +340,11 @@ def test_the_code_and_refresh_grants_are_answered_by_the_dispatch(client, flask_
     code, _, _ = get_code(client, gallery)
     tokens = exchange(client, gallery, secret, code)
     assert lane(client) and tokens.status_code == 200 and tokens.json["id_token"]
-    refreshed = client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": tokens.json["refresh_token"]},
-                            headers={"Authorization": basic_auth(gallery.client_id, secret)})
+    refreshed = client.post("/oauth/token", headers={"Authorization": basic_auth(gallery.client_id, secret)},
+                            data={"grant_type": "refresh_token", "refresh_token": tokens.json["refresh_token"]})
     assert lane(client) and refreshed.status_code == 200
-    fast, slow = both(client, flask_only, "POST", "/oauth/token", data={"grant_type": "authorization_code", "code": code},
+    fast, slow = both(client, flask_only, "POST", "/oauth/token",
+                      data={"grant_type": "authorization_code", "code": code},
                       headers={"Authorization": basic_auth(gallery.client_id, secret)})
     same_answer(fast, slow)
     assert fast.json["error"] == "invalid_grant"

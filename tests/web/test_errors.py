@@ -22,7 +22,8 @@ def failing_app(app):
 def test_unknown_api_path_is_404_json(client):
     response = client.get("/api/no-such-thing")
     assert response.status_code == 404
-    assert response.json == {"error": "not_found", "error_description": "There is nothing at this address; check the URL."}
+    assert response.json == {"error": "not_found",
+                             "error_description": "There is nothing at this address; check the URL."}
 
 
 def test_unknown_page_is_404_html(client):

@@ -57,7 +57,8 @@ BODIES = [
     ("lone surrogate", b"{" + b", ".join(f'"{n}": "\\ud800"'.encode() for n in FIELDS) + b"}", "application/json"),
     ("form", b"username=alice&password=secret&code=123456&csrf_token=nope", "application/x-www-form-urlencoded"),
     ("form bad utf-8", b"username=%ff%fe&password=%c3%28", "application/x-www-form-urlencoded"),
-    ("multipart", b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nb\r\n--x--\r\n", "multipart/form-data; boundary=x"),
+    ("multipart", b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nb\r\n--x--\r\n",
+     "multipart/form-data; boundary=x"),
     ("plain text", b"username=alice", "text/plain"),
     ("no content type", b'{"username": "alice"}', None),
 ]
