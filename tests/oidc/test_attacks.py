@@ -463,7 +463,9 @@ def test_guessing_key_secrets_through_introspection_is_throttled_and_audited(liv
     db.session.expire_all()
     after = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "key.use"))
     assert after - before == 30
-    throttled = introspect(live, api, api_secret, f"{key_id}:{key_secret[:-1]}X")
+    # One more wrong guess: its last character is never the secret's own (1 secret in 62 ends in X).
+    wrong_last = "X" if key_secret[-1] != "X" else "Y"
+    throttled = introspect(live, api, api_secret, f"{key_id}:{key_secret[:-1]}{wrong_last}")
     assert throttled.status_code == 429 and throttled.json()["error"] == "slow_down"
     assert throttled.headers["Retry-After"]
     # A valid key is never refused because of other guesses from the same service (Security II).

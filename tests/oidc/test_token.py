@@ -156,7 +156,8 @@ def test_wrong_client_authentication_is_invalid_client(client, services, alice, 
     code, _, _ = get_code(client, gallery)
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
     if auth == "wrong secret":
-        response = client.post("/oauth/token", data=data, auth=(gallery.client_id, secret[:-1] + "x"))
+        wrong = secret[:-1] + ("x" if secret[-1] != "x" else "y")
+        response = client.post("/oauth/token", data=data, auth=(gallery.client_id, wrong))
     elif auth == "unknown client":
         response = client.post("/oauth/token", data=data, auth=("nobody", secret))
     else:
