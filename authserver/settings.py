@@ -143,7 +143,13 @@ class Settings:
         instance_path = Path(get("INSTANCE_PATH", "instance")).resolve()
         generate = env != "production"
         if generate:
-            instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:  # a file in the way, no permission, a read-only disk
+                raise SettingsError(
+                    f"AUTHSERVER_INSTANCE_PATH {instance_path} cannot be a folder here ({exc.strerror or exc}); "
+                    "name a folder this user may create or write"
+                ) from None
 
         issuer = get("ISSUER", "http://127.0.0.1:5000")
         parts = urlsplit(issuer)
