@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from http_load import ROOT, Scenario, check, children, free_port
+from http_load import ROOT, Scenario, check, children, free_port, stop_group
 
 PEER_DIR = ROOT.parent / "shared" / "peer" / "oidc-provider"
 CLIENT_ID = "bench-client"
@@ -116,11 +115,5 @@ class NodePeer:
         return [self.process.pid, *children(self.process.pid)]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_group(self.process)
         shutil.rmtree(self.workdir, ignore_errors=True)

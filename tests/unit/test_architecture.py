@@ -5,12 +5,11 @@ function-level ones too): imports run one way, with no cycles, and only a packag
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import grimp
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.servers import ROOT
 
 
 @pytest.fixture(scope="module")

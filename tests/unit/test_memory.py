@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from authserver import memory, server
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.servers import ROOT
 
 # 20 hashes at the production cost (19 MiB) on 4 threads, after the server's start-up hook, in a
 # fresh interpreter; prints how much more is resident afterwards, in MiB.
