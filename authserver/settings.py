@@ -84,7 +84,7 @@ class Settings:
     forward_auth_domains: tuple[HostPattern, ...] = ()
     forward_auth_rules: AccessRules = field(default_factory=AccessRules)
     forward_auth_redirect: str = "rd"
-    # The hottest requests answered before Flask (authserver/fastlane.py); off only to rule it out.
+    # The hottest requests answered before Flask (authserver/dispatch.py); off only to rule it out.
     fast_lane: bool = True
     session_cookie_domain: str | None = None  # None: host-only cookie
     # /metrics: a bearer token and/or the networks allowed to scrape it (empty: anyone).

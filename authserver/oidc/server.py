@@ -189,7 +189,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
         return self.provider.clients.get(client_id)
 
     def create_oauth2_request(self, request):
-        # Authlib's Flask server always reads flask.request; the fast lane passes the request it built.
+        # Authlib's Flask server always reads flask.request; the dispatch passes the request it built.
         return FlaskOAuth2Request(request if request is not None else flask_request)
 
     def handle_response(self, status_code, payload, headers):
@@ -272,7 +272,7 @@ class SlowDown(OAuth2Error):
 
 
 def request_address(request) -> str:
-    """The caller's address of an Authlib request (Flask's or the fast lane's werkzeug request)."""
+    """The caller's address of an Authlib request (Flask's or the dispatch's werkzeug request)."""
     raw = getattr(request, "_request", None)
     return (raw.remote_addr if raw is not None else None) or ""
 
@@ -392,7 +392,7 @@ class EndSession(EndSessionEndpoint):
 
 def token_response(server: AuthorizationServer, oauth_request) -> tuple[int, object, list]:
     """Authlib's token endpoint as a (status, body, headers) tuple: the one sequence the token
-    route, the fast lane and the broker all run."""
+    route (and the dispatch) and the broker run."""
     grant = server.get_token_grant(oauth_request)
     grant.validate_token_request()
     return grant.create_token_response()
@@ -410,7 +410,7 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
 
     A failed client authentication is audited and counted per address; past the address's
     limit it is answered 429. A client that authenticates is never refused for what others
-    did from its address. `req` is the werkzeug request (Flask's or the fast lane's).
+    did from its address. `req` is the werkzeug request (Flask's or the dispatch's).
     """
     try:
         status, body, headers = run()

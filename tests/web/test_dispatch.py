@@ -54,7 +54,7 @@ def client(app):
 
 @pytest.fixture
 def flask_only(settings, clock):
-    """A test client of the same app with the fast lane off: Flask answers everything."""
+    """A test client of the same app with the dispatch off: Flask answers everything."""
     other = create_app(settings.replace(fast_lane=False), clock=clock)
     other.config["TESTING"] = True
     other.wsgi_app = Witness(other)
