@@ -17,12 +17,19 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
+from werkzeug.serving import run_simple
 
-from .settings import Settings, SettingsError
+from . import create_app
+from .accounts.models import User
+from .accounts.service import AccountError
+from .crypto import random_token
+from .extensions import db
+from .oidc.clients import ClientError
+from .sealing import RotationFailed, rotate_master_key
+from .settings import Settings, SettingsError, decode_key, new_key_text
 
 
 def _make_app():
-    from . import create_app
 
     try:
         settings = Settings.from_env(os.environ)
@@ -81,7 +88,6 @@ def serve(host: str, port: int, dev: bool):
         refuse_a_bound_port(host, port)
     settings = services().settings
     if dev:
-        from werkzeug.serving import run_simple
 
         app = current_app._get_current_object()
         app.config["TEMPLATES_AUTO_RELOAD"] = True
@@ -123,8 +129,6 @@ def user():
 @with_appcontext
 def user_create(username, email, name, password, admin, groups, as_json):
     """Create a user."""
-    from .accounts.service import AccountError
-    from .crypto import random_token
 
     generated = password is None
     if generated:
@@ -181,8 +185,6 @@ def master_key_rotate(new_key, as_json):
     change, "new,old" lets servers open values under both) and restart; the old
     key can then be removed.
     """
-    from .sealing import RotationFailed, rotate_master_key
-    from .settings import decode_key, new_key_text
 
     settings = services().settings
     generated = new_key is None
@@ -226,7 +228,6 @@ def master_key_rotate(new_key, as_json):
 
 def _master_keys_in_file(path, master_keys) -> bool:
     """Whether the running master keys came from the instance file (not from the environment)."""
-    from .settings import decode_key
 
     if os.environ.get("AUTHSERVER_MASTER_KEY") or not path.exists():
         return False
@@ -259,9 +260,6 @@ def _write_secret_file(path, value: str) -> None:
 @with_appcontext
 def seed(url, demo_redirect_uri):
     """Create the first admin and a demo client (once each); print their credentials the one time they exist."""
-    from .accounts.models import User
-    from .crypto import random_token
-    from .extensions import db
 
     base = url or services().settings.issuer
     created_admin = created_client = None
@@ -383,7 +381,6 @@ def client_create(
     as_json,
 ):
     """Register a client; its secret is printed once."""
-    from .oidc.clients import ClientError
 
     jwks_doc = None
     if jwks:

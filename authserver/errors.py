@@ -18,6 +18,7 @@ import json
 import logging
 from typing import Any, NamedTuple
 
+from flask import Response, redirect, render_template, request, url_for
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 from sqlalchemy.exc import (
@@ -188,7 +189,6 @@ def _rollback_quietly() -> None:
 
 def init_app(app) -> None:
     """Flask's side: every exception through `failure_for`, rendered for the caller."""
-    from flask import Response, redirect, render_template, request, url_for
 
     def wants_json() -> bool:
         if is_json_path(request.path):

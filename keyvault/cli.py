@@ -10,6 +10,7 @@ import click
 
 from authserver.web import services
 
+from .api import key_json
 from .blueprint import bp
 from .service import MAX_EXPIRY_DAYS, MAX_GRACE_SECONDS, KeyVaultError
 
@@ -107,7 +108,6 @@ def revoke(key_id, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def list_keys(username, as_json):
     """List keys (never their secrets)."""
-    from .api import key_json
 
     svc = services()
     owner = None
