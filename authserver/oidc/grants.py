@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError, grants
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import grants as oidc_grants
@@ -32,6 +33,15 @@ if TYPE_CHECKING:
     from .server import OidcProvider
 
 SECRET_AND_KEY_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+def client_secret_basic(query_client, request):
+    """Authlib's client_secret_basic, where a Basic credential whose base64 decodes to bytes that
+    are not UTF-8 is no credential (Authlib lets the UnicodeDecodeError out: a 500)."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except UnicodeDecodeError:
+        return None
 
 
 def _active_user(user_id: int | None) -> User | None:

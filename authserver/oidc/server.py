@@ -478,6 +478,7 @@ class OidcProvider:
 
         self.server = AuthorizationServer(self)
         self.server.register_client_auth_method("private_key_jwt", grants.PrivateKeyJwt(self))
+        self.server.register_client_auth_method("client_secret_basic", grants.client_secret_basic)
         self.issuer_parameter = Issuer(settings.issuer)
         self.server.register_extension(self.issuer_parameter)
         pkce = grants.S256CodeChallenge(required_for_all=settings.pkce_required == "all")

@@ -648,3 +648,22 @@ def test_a_malformed_id_token_hint_gets_a_page_that_says_so(live, alice, hint):
     page = http.get(live.url + "/oauth/logout", params={"id_token_hint": hint}, timeout=10)
     assert page.status_code == 400 and "not an ID token this server signed" in page.text
     assert http.get(live.url + "/api/me", timeout=10).status_code == 200
+
+
+# -- client authentication with a malformed Basic header ----------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe:secret", b"client:\xff", b"\x00\xff\xfe", b"\xc3"])
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+def test_a_basic_header_that_is_not_utf8_is_an_invalid_client_not_a_500(client, services, path, raw):
+    """A Basic credential whose base64 decodes to bytes that are not UTF-8: the same 401 as any
+    failed client authentication, counted and audited, never an unhandled exception."""
+    make_client(services, "Gallery", grants=("authorization_code", "client_credentials"), introspect=True)
+    header = "Basic " + base64.b64encode(raw).decode()
+    form = {"grant_type": "client_credentials"} if path == "/oauth/token" else {"token": "x"}
+    response = client.post(path, data=form, headers={"Authorization": header})
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.json["error"] == "invalid_client"
+    failures = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "client.auth_failed"))
+    assert failures == 1
