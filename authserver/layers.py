@@ -89,10 +89,21 @@ class EndpointNames:
         return rule.rule
 
 
+def granian_text(value: str) -> str:
+    """A PEP 3333 header value (latin-1 text carrying the bytes to send) as the text whose UTF-8
+    is those bytes: Granian writes header strings as UTF-8, not latin-1 as PEP 3333 says, and
+    would otherwise send the UTF-8 of a name (`Remote-User: jöe`) encoded twice."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):  # not bytes this app meant as UTF-8: as given
+        return value
+
+
 class Edge:
     """Every response gets X-Request-ID and each security header its answer did not set itself;
     a 302 after a write becomes a 303 (RFC 9700 §4.11: the browser must not repost the form, and
-    its credentials, to where it is sent); every request is counted and gets one access line."""
+    its credentials, to where it is sent); every request is counted and gets one access line.
+    Under Granian, non-ASCII header values are handed over so that their bytes go out unchanged."""
 
     def __init__(self, app, *, https: bool, endpoint: Callable[[dict], str]):
         self.app = app
@@ -113,12 +124,15 @@ class Edge:
             path,
         )
         wanted = self.private if path.startswith(NO_STORE_PREFIXES) else self.always
+        granian = environ.get("SERVER_SOFTWARE", "").startswith("Granian")
         answered: list[str] = []
 
         def start(status, headers, exc_info=None):
             if status[:3] == "302" and method in WRITES:
                 status = "303 See Other"
             present = {name.lower() for name, _ in headers}
+            if granian:
+                headers = [(name, value if value.isascii() else granian_text(value)) for name, value in headers]
             headers = [item for item in headers if item[0].lower() != "x-request-id"]
             headers.append(("X-Request-ID", info.request_id))
             headers.extend(item for item in wanted if item[0].lower() not in present)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import socket
 from urllib.parse import urlsplit
@@ -147,3 +148,24 @@ def test_serve_refuses_a_port_another_server_listens_on(tmp_path):
         assert requests.get(first.url + "/healthz", timeout=10).status_code == 200
     finally:
         first.stop()
+
+
+def test_forward_auth_sends_non_ascii_names_as_utf8_under_granian(instance):
+    """Granian writes a WSGI header string as UTF-8, where PEP 3333 servers write latin-1: the
+    Remote-* headers must reach the proxy as the UTF-8 bytes of the name either way, never
+    encoded twice (`jöe` must not arrive as the bytes of another user's `jÃ¶e`)."""
+    seed_admin(instance)
+    made = instance.cli("user", "create", "jöe", "--email", "joe@photos.example", "--name", "李 Jöe",
+                        "--password", "a-long-enough-password", "--json")
+    assert made.returncode == 0, made.stderr
+    minted = instance.cli("key", "mint", "--user", "jöe", "--name", "proxy test", "--json")
+    assert minted.returncode == 0, minted.stderr
+    key = json.loads(minted.stdout)
+    instance.serve()
+    answer = requests.get(instance.url + "/api/authz/forward-auth",
+                          headers={"X-API-Key": f"{key['key_id']}:{key['secret']}",
+                                   "X-Original-URL": "https://photos.example/"})
+    assert answer.status_code == 200, instance.server_log()
+    # http.client hands header values over as latin-1 text: back to the bytes on the wire.
+    wire = {name: answer.headers[name].encode("latin-1") for name in ("Remote-User", "Remote-Name")}
+    assert wire == {"Remote-User": "jöe".encode(), "Remote-Name": "李 Jöe".encode()}

@@ -353,3 +353,17 @@ def test_wrong_or_revoked_keys_are_401(client, services):
     assert ask(client, **{"X-API-Key": f"{key_id}:{secret}"}).status_code == 200
     services.keys.revoke(services.keys.find(key_id), actor="test")
     assert ask(client, **{"X-API-Key": f"{key_id}:{secret}"}).status_code == 401
+
+
+@pytest.mark.parametrize(("server", "expected"), [
+    ("Werkzeug/3.1", "jöe".encode().decode("latin-1")),  # PEP 3333: latin-1 text of the UTF-8 bytes
+    ("Granian", "jöe"),  # Granian writes header text as UTF-8: the text itself
+])
+def test_non_ascii_identity_headers_reach_the_wire_as_utf8(client, services, server, expected):
+    user = make_user(services, "jöe")
+    headers = key_headers("x-api-key", *make_key(services, user))
+    for path in ("/api/authz/forward-auth", "/api/authz/auth-request"):
+        answer = client.get(path, headers={**headers, "X-Original-URL": "https://photos.test/"},
+                            environ_overrides={"SERVER_SOFTWARE": server})
+        assert answer.status_code == 200
+        assert answer.headers["Remote-User"] == expected

@@ -653,13 +653,19 @@ def test_a_malformed_id_token_hint_gets_a_page_that_says_so(live, alice, hint):
 # -- client authentication with a malformed Basic header ----------------------------------
 
 
-@pytest.mark.parametrize("raw", [b"\xff\xfe:secret", b"client:\xff", b"\x00\xff\xfe", b"\xc3"])
+@pytest.mark.parametrize("raw", [b"\xff\xfe:secret", b"client:\xff", b"\x00\xff\xfe", b"\xc3", "two"])
 @pytest.mark.parametrize("path", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
 def test_a_basic_header_that_is_not_utf8_is_an_invalid_client_not_a_500(client, services, path, raw):
-    """A Basic credential whose base64 decodes to bytes that are not UTF-8: the same 401 as any
-    failed client authentication, counted and audited, never an unhandled exception."""
-    make_client(services, "Gallery", grants=("authorization_code", "client_credentials"), introspect=True)
-    header = "Basic " + base64.b64encode(raw).decode()
+    """A Basic credential whose base64 decodes to bytes that are not UTF-8 (or two credentials in
+    one header): the same 401 as any failed client authentication, counted and audited, never an
+    unhandled exception."""
+    gallery, secret = make_client(services, "Gallery", grants=("authorization_code", "client_credentials"),
+                                  introspect=True)
+    if raw == "two":
+        valid = base64.b64encode(f"{gallery.client_id}:{secret}".encode()).decode()
+        header = f"Basic eDp5, Basic {valid}"
+    else:
+        header = "Basic " + base64.b64encode(raw).decode()
     form = {"grant_type": "client_credentials"} if path == "/oauth/token" else {"token": "x"}
     response = client.post(path, data=form, headers={"Authorization": header})
     assert response.status_code == 401, response.get_data(as_text=True)
