@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import Integer, String, delete, select
+from sqlalchemy import Integer, String, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -120,13 +120,20 @@ class DatabaseCounters:
                 ).scalar()
                 or 0
             )
+            ok, retry = self._verdict(current, previous, now, start, limit, period)
+            if not ok:
+                # A refused attempt is not checked, so it does not count (as with `limits`' moving
+                # window): Retry-After stays true however often the caller knocks meanwhile. Undone
+                # in the same transaction, which holds the row: parallel attempts still queue.
+                conn.execute(
+                    update(table)
+                    .where(table.c.bucket == bucket.name, table.c.key == bucket.key, table.c.window_start == start)
+                    .values(count=table.c.count - 1)
+                )
             self._hits += 1
             if self._hits % 200 == 0:  # old windows are of no use: sweep now and then
                 conn.execute(delete(table).where(table.c.window_start < int(now) - 2 * 86400))
-        return (
-            *self._verdict(current, previous, now, start, limit, period),
-            self._estimate(current, previous, now, start, period),
-        )
+        return ok, retry, self._estimate(current, previous, now, start, period)
 
     def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int]:
         """(one more attempt would fit, seconds until it would) without counting."""
@@ -160,12 +167,16 @@ class DatabaseCounters:
     def _verdict(self, current, previous, now, start, limit, period) -> tuple[bool, int]:
         if self._estimate(current, previous, now, start, period) <= limit:
             return True, 0
-        # When will the estimate fall back to the limit? The previous window's weight shrinks
-        # through this one; past its end only this window's count is left.
-        if current > limit:
-            return False, max(1, math.ceil(start + period - now))
-        needed = (limit - current) / previous  # overlap at which it fits
-        return False, max(1, math.ceil(start + period * (1 - needed) - now))
+        # When does one more attempt fit? `current` counts it already.
+        if current <= limit:
+            # Later in this window, as the previous window's weight shrinks.
+            needed = (limit - current) / previous  # overlap at which it fits
+            return False, max(1, math.ceil(start + period * (1 - needed) - now))
+        # Not in this window: in the next, where it counts one and this window's stored count
+        # (`current - 1`: refused attempts are not kept) weighs in as the previous one's.
+        stored = current - 1
+        into_next = 0.0 if stored <= limit - 1 else 1 - (limit - 1) / stored
+        return False, max(1, math.ceil(start + period * (1 + into_next) - now))
 
 
 class LimitsCounters:
