@@ -412,6 +412,9 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
     limit it is answered 429. A client that authenticates is never refused for what others
     did from its address. `req` is the werkzeug request (Flask's or the dispatch's).
     """
+    mixed = _mixed_client_authentication(req)
+    if mixed is not None:
+        return 400, {"error": "invalid_request", "error_description": mixed}, list(default_json_headers)
     try:
         status, body, headers = run()
     except OAuth2Error as error:
@@ -434,6 +437,23 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
                  details={"endpoint": req.path, "retry_after": retry}, commit=True)
     body = {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {retry} s."}
     return 429, body, [*default_json_headers, ("Retry-After", str(retry))]
+
+
+def _mixed_client_authentication(req) -> str | None:
+    """Why the request uses more than one client authentication method (RFC 6749 §2.3.1: one per
+    request), or None. HTTP Basic with form credentials as well, or with a form client_id that
+    names another client, is refused rather than answered as one of them."""
+    auth = req.authorization
+    if auth is None or auth.type != "basic":
+        return None
+    form = req.form
+    if "client_secret" in form or "client_assertion" in form:
+        return ("Send the client's credentials one way only: HTTP Basic, or client_id and client_secret in "
+                "the form, not both (RFC 6749 section 2.3.1).")
+    named = form.get("client_id")
+    if named is not None and named != auth.username:
+        return "The form's client_id names another client than the HTTP Basic credentials; send one client's."
+    return None
 
 
 def _claimed_client_id(req) -> str:

@@ -673,3 +673,29 @@ def test_a_basic_header_that_is_not_utf8_is_an_invalid_client_not_a_500(client, 
     failures = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
         AuditEvent.action == "client.auth_failed"))
     assert failures == 1
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+def test_one_client_authentication_method_per_request(client, services, path):
+    """RFC 6749 §2.3.1: a client uses one authentication method per request. Basic credentials
+    with form credentials too, or with a form client_id naming another client, are refused
+    (400 invalid_request) whichever of them is valid; never answered as one of the two."""
+    grants = ("authorization_code", "client_credentials")
+    first, first_secret = make_client(services, "First", grants=grants, introspect=True)
+    second, second_secret = make_client(services, "Second", grants=grants, introspect=True)
+    form = {"grant_type": "client_credentials"} if path == "/oauth/token" else {"token": "x"}
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{first.client_id}:{first_secret}".encode()).decode()}
+    wrong = {"Authorization": "Basic " + base64.b64encode(f"{first.client_id}:wrong".encode()).decode()}
+    for headers, extra in (
+        (wrong, {"client_id": second.client_id, "client_secret": second_secret}),
+        (basic, {"client_id": second.client_id, "client_secret": second_secret}),
+        (basic, {"client_id": first.client_id, "client_secret": first_secret}),
+        (basic, {"client_id": second.client_id}),
+    ):
+        response = client.post(path, data={**form, **extra}, headers=headers)
+        assert response.status_code == 400, (extra, response.get_data(as_text=True))
+        assert response.json["error"] == "invalid_request"
+        assert "one" in response.json["error_description"]
+    # The same client named in both places, without a second secret, is one method: fine.
+    same = client.post(path, data={**form, "client_id": first.client_id}, headers=basic)
+    assert same.status_code == 200
