@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from authserver.accounts.models import SsoSession, User
 from authserver.audit.models import AuditEvent
@@ -267,7 +267,7 @@ class KeyService:
         return VerifiedKey(key, self.effective_scopes(key.scopes, key.owner_is_admin))
 
     @staticmethod
-    def _secret_matches(key: Row, digest: str, now: datetime) -> bool:
+    def _secret_matches(key, digest: str, now: datetime) -> bool:
         # compare_digest: the time taken does not depend on how much of the HMAC matched.
         current = same(digest, key.secret_hmac)
         previous = (
@@ -348,17 +348,21 @@ class KeyService:
             answer["exp"] = int(key.expires_at.timestamp())
         return answer
 
-    def _note_use(self, key: Row, ip: str) -> None:
+    def _note_use(self, key, ip: str) -> None:
         now = self.clock.now()
         if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
             return
-        # Conditional, so many workers seeing the same stale time write it once.
-        db.session.execute(
+        # Conditional, so many workers seeing the same stale time write it once; the one that
+        # does also audits the use (every authentication event is in the audit log: a key's
+        # once a minute, with its last use, rather than a row per request).
+        touched = db.session.execute(
             update(ApiKey)
             .where(ApiKey.id == key.id)
             .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION))
             .values(last_used_at=now, last_used_ip=(ip or "")[:64])
-        )
+        ).rowcount
+        if touched:
+            self.audit.record("key.use", actor=f"key:{key.key_id}", target=f"user:{key.owner_username}")
         db.session.commit()
 
     def _record_failure(self, key_id: str, exc: InvalidKey) -> None:

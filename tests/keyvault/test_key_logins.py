@@ -231,3 +231,25 @@ def test_no_secret_reaches_the_logs(client, services, caplog, capfd):
     for value in secrets_seen:
         assert value not in text  # ...without any secret
         assert value[:37] not in text
+
+
+def test_successful_key_use_is_audited_once_a_minute_per_key(client, services, db, clock):
+    """Every authentication event is in the audit log: a key's use too, with its owner and
+    address, at most once a minute per key (with its last-use time), not once per request."""
+    alice = make_user(services, "alice")
+    key_id, secret = make_key(services, alice)
+    headers = key_headers("x-api-key", key_id, secret)
+
+    def uses() -> list[AuditEvent]:
+        return db.session.scalars(db.select(AuditEvent).where(
+            AuditEvent.action == "key.use", AuditEvent.outcome == "success")).all()
+
+    for path in ("/api/me", "/api/authz/forward-auth", "/api/me"):
+        assert client.get(path, headers={**headers, "X-Original-URL": "https://p.test/"}).status_code == 200
+    assert len(uses()) == 1
+    event = uses()[0]
+    assert (event.actor, event.target, event.ip) == (f"key:{key_id}", "user:alice", "127.0.0.1")
+    assert secret not in str(event.details)
+    clock.advance(seconds=61)
+    assert client.get("/api/me", headers=headers).status_code == 200
+    assert len(uses()) == 2
