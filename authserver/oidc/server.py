@@ -412,9 +412,9 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
     limit it is answered 429. A client that authenticates is never refused for what others
     did from its address. `req` is the werkzeug request (Flask's or the dispatch's).
     """
-    mixed = _mixed_client_authentication(req)
-    if mixed is not None:
-        return 400, {"error": "invalid_request", "error_description": mixed}, list(default_json_headers)
+    refused = _repeated_parameter(req) or _mixed_client_authentication(req)
+    if refused is not None:
+        return 400, {"error": "invalid_request", "error_description": refused}, list(default_json_headers)
     try:
         status, body, headers = run()
     except OAuth2Error as error:
@@ -437,6 +437,15 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
                  details={"endpoint": req.path, "retry_after": retry}, commit=True)
     body = {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {retry} s."}
     return 429, body, [*default_json_headers, ("Retry-After", str(retry))]
+
+
+def _repeated_parameter(req) -> str | None:
+    """RFC 6749 §3.1: a parameter is sent at most once; say which one came twice, or None."""
+    for name, values in req.form.lists():
+        if len(values) > 1:
+            shown = name[:40] if name.isprintable() else "(unprintable)"
+            return f'The parameter "{shown}" is sent more than once; send each parameter once (RFC 6749 section 3.1).'
+    return None
 
 
 def _mixed_client_authentication(req) -> str | None:

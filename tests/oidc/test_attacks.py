@@ -699,3 +699,21 @@ def test_one_client_authentication_method_per_request(client, services, path):
     # The same client named in both places, without a second secret, is one method: fine.
     same = client.post(path, data={**form, "client_id": first.client_id}, headers=basic)
     assert same.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+def test_repeated_parameters_at_the_client_endpoints_are_refused(client, services, path):
+    """RFC 6749 §3.1: a parameter is sent at most once. A second `grant_type`, `scope` or `token`
+    is refused (400 invalid_request naming it) rather than one of the two silently used."""
+    gallery, secret = make_client(services, "Gallery", grants=("authorization_code", "client_credentials"),
+                                  introspect=True)
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{gallery.client_id}:{secret}".encode()).decode()}
+    if path == "/oauth/token":
+        body = "grant_type=client_credentials&grant_type=authorization_code"
+        repeated = "grant_type"
+    else:
+        body = "token=a&token=b"
+        repeated = "token"
+    response = client.post(path, data=body, headers={**auth, "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"] == "invalid_request" and repeated in response.json["error_description"]
