@@ -17,10 +17,10 @@ from wtforms import (
     ValidationError,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from ..accounts.forms import EMAIL, PRINTABLE
+from ..accounts.forms import PRINTABLE, email_field
 from ..oidc.clients import DEFAULT_GRANTS, DEFAULT_SCOPE, GRANT_TYPES
 from ..oidc.signing import SUPPORTED_ALGS
 
@@ -35,14 +35,7 @@ class CheckboxesField(SelectMultipleField):
 
 class UserFields(FlaskForm):
     name = StringField("Display name", validators=[Length(max=200), PRINTABLE])
-    email = StringField(
-        "Email",
-        validators=[
-            Optional(),
-            Regexp(EMAIL, message="Enter an email address like name@example.org."),
-            Length(max=320),
-        ],
-    )
+    email = email_field()
     groups = StringField("Groups", validators=[Length(max=4000)])
     is_admin = BooleanField("Administrator (may use this console)")
 

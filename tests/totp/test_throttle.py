@@ -216,7 +216,9 @@ def test_every_worker_and_a_restart_see_the_same_counts(app, services, settings,
     assert json_login(client_at(restarted, address), name, DEFAULT_PASSWORD).status_code == 429
 
 
-def test_the_window_moves_on(app, services, settings, clock):
+def locked_out(app, services, settings):
+    """A user and an address that has used up its password tries for them (database store only:
+    Redis windows follow the wall clock, the database store the app's clock)."""
     if settings.redis_url:
         pytest.skip("Redis windows follow the wall clock; the database store follows the app's clock")
     name = new_name()
@@ -224,6 +226,11 @@ def test_the_window_moves_on(app, services, settings, clock):
     address = new_address()
     for _ in range(limit(services, "password:pair")):
         json_login(client_at(app, address), name, "wrong password")
+    return name, address
+
+
+def test_the_window_moves_on(app, services, settings, clock):
+    name, address = locked_out(app, services, settings)
     assert json_login(client_at(app, address), name, DEFAULT_PASSWORD).status_code == 429
     clock.advance(seconds=2 * services.throttle.rules["password:pair"][1] + 1)
     assert json_login(client_at(app, address), name, DEFAULT_PASSWORD).status_code == 200
@@ -233,13 +240,7 @@ def test_retry_after_is_honest_however_often_the_refused_caller_knocks(app, serv
     """Refused attempts are not checked, so they do not count: a caller that tries again
     through its lock-out (a script, a user tapping "sign in") is let in once Retry-After has
     passed, as the header promised."""
-    if settings.redis_url:
-        pytest.skip("Redis windows follow the wall clock; the database store follows the app's clock")
-    name = new_name()
-    make_user(services, name)
-    address = new_address()
-    for _ in range(limit(services, "password:pair")):
-        json_login(client_at(app, address), name, "wrong password")
+    name, address = locked_out(app, services, settings)
     refused = json_login(client_at(app, address), name, DEFAULT_PASSWORD)
     assert refused.status_code == 429
     promised = int(refused.headers["Retry-After"])
