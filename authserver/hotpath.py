@@ -54,8 +54,7 @@ class _Compiled:
         insert = isinstance(statement, Insert)
         if insert:
             columns = statement.table.columns
-            missing = [column.key for column in columns if column.key not in keys
-                       and (column.default is not None or column.onupdate is not None)]
+            missing = [column.key for column in columns if column.key not in keys and column.default is not None]
             if missing:
                 raise TypeError(f"hot inserts give every value; missing: {', '.join(missing)}")
             types = {key: columns[key].type for key in keys}

@@ -14,7 +14,7 @@ from ..crypto import token_hash
 from ..extensions import db
 from .clients import CODE_SECONDS
 from .models import AuthorizationCode
-from .tokens import TokenStore
+from .tokens import TokenStore, record_revocation
 
 log = logging.getLogger("authserver.oidc")
 
@@ -107,13 +107,6 @@ class CodeStore:
         row = db.session.scalar(select(AuthorizationCode).where(AuthorizationCode.code_hash == hashed))
         if row is not None and row.used_at is not None and row.client_id == client_id:
             revoked = self.tokens.revoke_for_code(row.id)
-            self.audit.record(
-                "oauth.code_replayed",
-                actor=f"client:{client_id}",
-                target=f"code:{row.id}",
-                outcome="failure",
-                details={"revoked_tokens": revoked},
-            )
-            db.session.commit()
+            record_revocation(self.audit, "oauth.code_replayed", client_id, f"code:{row.id}", revoked)
             log.warning("authorization code redeemed twice; revoked its tokens", extra={"client_id": client_id})
         return None

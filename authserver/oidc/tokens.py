@@ -44,6 +44,13 @@ _BY_REFRESH = _TOKEN_WITH_USER.where(_TOKENS.c.refresh_token_hash == bindparam("
 _INSERT_TOKEN = insert(_TOKENS)
 
 
+def record_revocation(audit: AuditLog, action: str, client_id: str, target: str, revoked: int) -> None:
+    """A credential misused (a code or refresh token replayed, a session gone): its tokens were
+    revoked; one failure row says how many, committed with the revocation."""
+    audit.record(action, actor=f"client:{client_id}", target=target, outcome="failure",
+                 details={"revoked_tokens": revoked}, commit=True)
+
+
 class IssuedToken(TokenMixin):
     """Authlib's view of a token (an immutable row), as an access token or as a refresh token."""
 
@@ -290,28 +297,15 @@ class TokenStore:
                 # No offline_access: the refresh token lived with its SSO session, which has ended.
                 db.session.rollback()
                 revoked = self.revoke_family(row.family_id)
-                self.audit.record(
-                    "oauth.refresh_session_ended",
-                    actor=f"client:{client_id}",
-                    target=f"family:{row.family_id}",
-                    outcome="failure",
-                    details={"revoked_tokens": revoked},
-                )
-                db.session.commit()
+                record_revocation(self.audit, "oauth.refresh_session_ended", client_id, f"family:{row.family_id}",
+                                  revoked)
                 return None
             return IssuedToken(row, self.clock, self.clients, "refresh_token")
         db.session.rollback()
         row = db.session.scalar(select(OAuthToken).where(OAuthToken.refresh_token_hash == hashed))
         if row is not None and row.rotated_at is not None and row.client_id == client_id:
             revoked = self.revoke_family(row.family_id)
-            self.audit.record(
-                "oauth.refresh_reused",
-                actor=f"client:{client_id}",
-                target=f"family:{row.family_id}",
-                outcome="failure",
-                details={"revoked_tokens": revoked},
-            )
-            db.session.commit()
+            record_revocation(self.audit, "oauth.refresh_reused", client_id, f"family:{row.family_id}", revoked)
             log.warning("refresh token reused; revoked its family", extra={"client_id": client_id})
         return None
 
