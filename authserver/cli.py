@@ -19,7 +19,7 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from werkzeug.serving import run_simple
 
-from . import create_app
+from . import create_app, schema
 from .accounts.models import User
 from .accounts.service import AccountError
 from .crypto import random_token
@@ -36,7 +36,7 @@ def _make_app():
     except SettingsError as exc:
         click.echo(f"authserver: {exc}", err=True)
         sys.exit(2)
-    return create_app(settings)
+    return schema.register(create_app(settings))
 
 
 def services():

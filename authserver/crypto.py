@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Sequence
 
 import argon2
@@ -19,23 +20,30 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
 class PasswordHasher:
-    """argon2id; unknown users are checked against a dummy hash so both paths cost the same."""
+    """argon2id; unknown users are checked against a dummy hash so both paths cost the same.
 
-    def __init__(self, time_cost: int, memory_kib: int, parallelism: int):
+    At most `at_once` hashes run at a time in this process (the others wait their turn): each
+    holds `memory_kib` while it runs, so a burst of logins on every thread of a worker costs
+    that many buffers, not one per thread, and no more cores than the worker's share."""
+
+    def __init__(self, time_cost: int, memory_kib: int, parallelism: int, at_once: int = 1):
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
             parallelism=parallelism,
             type=argon2.Type.ID,
         )
-        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+        self._turns = threading.BoundedSemaphore(at_once)
+        self._dummy = self.hash(secrets.token_urlsafe(16))
 
     def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+        with self._turns:
+            return self._hasher.hash(password)
 
     def verify(self, stored: str | None, password: str) -> bool:
         try:
-            return self._hasher.verify(stored or self._dummy, password) and stored is not None
+            with self._turns:
+                return self._hasher.verify(stored or self._dummy, password) and stored is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

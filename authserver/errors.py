@@ -19,8 +19,6 @@ import logging
 from typing import Any, NamedTuple
 
 from flask import Response, redirect, render_template, request, url_for
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeout
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -136,15 +134,6 @@ def failure_for(exc: BaseException) -> ApiError:
         # A value the database cannot hold (a number out of range, a NUL byte): the caller's input.
         log.warning("database rejected a value", extra={"cause": type(exc.orig).__name__})
         return ApiError(400, "invalid_request", "A value in the request is out of range or malformed; check it.")
-    if isinstance(exc, (RedisConnectionError, RedisTimeout)):
-        # The shared rate-limit store is down: refuse rather than check credentials unthrottled.
-        log.error("rate-limit store unavailable", extra={"cause": type(exc).__name__})
-        return ApiError(
-            503,
-            "temporarily_unavailable",
-            "The rate-limit store is unreachable; try again in a few seconds.",
-            {"Retry-After": "5"},
-        )
     if isinstance(exc, OverflowError):
         # SQLite refuses integers beyond 64 bits with a bare OverflowError: the caller's number.
         log.warning("number out of range", extra={"cause": "OverflowError"})

@@ -7,14 +7,11 @@ import select
 import time
 from pathlib import Path
 
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
-
-import migrations
 
 # Stable constraint names so migrations can refer to them on every backend.
 NAMING = {
@@ -26,7 +23,6 @@ NAMING = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
-migrate = Migrate(directory=str(Path(migrations.__file__).resolve().parent), render_as_batch=True)
 csrf = CSRFProtect()
 
 
@@ -101,7 +97,6 @@ def owner_only_sqlite_files(database: str | None) -> None:
 
 def init_app(app) -> None:
     db.init_app(app)
-    migrate.init_app(app, db)
     csrf.init_app(app)
     with app.app_context():
         for engine in db.engines.values():

@@ -37,7 +37,10 @@ class Services:
         self.settings = settings
         self.clock = clock
         self.passwords = PasswordHasher(
-            settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+            settings.argon2_time_cost,
+            settings.argon2_memory_kib,
+            settings.argon2_parallelism,
+            settings.password_hashes_at_once,
         )
         self.sealer = SecretSealer(settings.master_keys)
         self.audit = AuditLog(clock)

@@ -75,6 +75,9 @@ class Settings:
     argon2_time_cost: int = OWASP_ARGON2_TIME_COST
     argon2_memory_kib: int = OWASP_ARGON2_MEMORY_KIB
     argon2_parallelism: int = 1
+    # Password hashes one worker process computes at once; more wait their turn. Each holds
+    # argon2_memory_kib while it runs, and beyond the cores a worker gets they only compete.
+    password_hashes_at_once: int = 1
     log_level: str = "INFO"
     max_body_bytes: int = 1024 * 1024
     # Scopes an API key may carry; `admin` only ever for administrators.
@@ -257,6 +260,12 @@ class Settings:
                 4 * 1024 * 1024,
             ),
             argon2_parallelism=integer(get("ARGON2_PARALLELISM", "1"), "ARGON2_PARALLELISM", 1, 64),
+            password_hashes_at_once=integer(
+                get("PASSWORD_HASHES_AT_ONCE", "") or str(cores_per_worker(get("WORKERS", "2"))),
+                "PASSWORD_HASHES_AT_ONCE",
+                1,
+                64,
+            ),
             log_level=choice(get("LOG_LEVEL", "INFO").upper(), "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             key_scopes=scope_list(get("KEY_SCOPES", " ".join(DEFAULT_KEY_SCOPES)), "KEY_SCOPES"),
             trusted_proxies=trusted_proxies,
@@ -300,6 +309,16 @@ def choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise SettingsError(f'{PREFIX}{name} must be one of {", ".join(allowed)} (got "{value}")')
     return value
+
+
+def cores_per_worker(workers: str) -> int:
+    """This machine's cores shared among the worker processes, at least one (the default of
+    PASSWORD_HASHES_AT_ONCE); a bad WORKERS value is reported under its own name."""
+    try:
+        count = max(1, int(workers))
+    except ValueError:
+        count = 1
+    return max(1, (os.cpu_count() or 1) // count)
 
 
 def integer(value: str, name: str, low: int, high: int) -> int:

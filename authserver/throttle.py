@@ -15,9 +15,11 @@ refused with 429 once their bucket is full. docs/security.md has the policy with
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from limits import parse
@@ -29,6 +31,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .errors import DomainError
 from .extensions import db
+
+log = logging.getLogger("authserver.throttle")
 
 # name: (limit, window in seconds). See docs/security.md, "Throttling".
 DEFAULT_RULES: dict[str, tuple[int, int]] = {
@@ -59,6 +63,17 @@ class TooManyAttempts(DomainError):
         super().__init__(f"Too many failed attempts; try again in {retry_after} seconds.",
                          headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
+
+
+class ThrottleUnavailable(DomainError):
+    """The shared store of counters cannot be reached: refused, never checked unthrottled."""
+
+    status = 503
+    error = "temporarily_unavailable"
+
+    def __init__(self):
+        super().__init__("The rate-limit store is unreachable; try again in a few seconds.",
+                         headers={"Retry-After": "5"})
 
 
 @dataclass(frozen=True)
@@ -180,12 +195,15 @@ class DatabaseCounters:
 
 
 class LimitsCounters:
-    """The `limits` library's moving window: in Redis (shared, atomic), or in memory (one process)."""
+    """The `limits` library's moving window: in Redis (shared, atomic), or in memory (one process).
+    The store's own errors (Redis down or timing out) become ThrottleUnavailable."""
 
     def __init__(self, url: str):
         self.storage = storage_from_string(url)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self._items: dict[tuple[int, int], object] = {}
+        # What the store raises when it is unreachable; the memory store has no outage.
+        self._outages = () if url.startswith("memory://") else self.storage.base_exceptions
 
     def _item(self, limit: int, period: int):
         key = (limit, period)
@@ -195,22 +213,33 @@ class LimitsCounters:
 
     def hit(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int, float]:
         item = self._item(limit, period)
-        ok = self.limiter.hit(item, bucket.name, bucket.key)
-        used = limit - self.limiter.get_window_stats(item, bucket.name, bucket.key).remaining
-        return (True, 0, used) if ok else (False, self._retry(item, bucket), used)
+        with self._reachable():
+            ok = self.limiter.hit(item, bucket.name, bucket.key)
+            used = limit - self.limiter.get_window_stats(item, bucket.name, bucket.key).remaining
+            return (True, 0, used) if ok else (False, self._retry(item, bucket), used)
 
     def peek(self, bucket: Bucket, limit: int, period: int) -> tuple[bool, int]:
         item = self._item(limit, period)
-        ok = self.limiter.test(item, bucket.name, bucket.key)
-        return ok, (0 if ok else self._retry(item, bucket))
+        with self._reachable():
+            ok = self.limiter.test(item, bucket.name, bucket.key)
+            return ok, (0 if ok else self._retry(item, bucket))
 
     def clear(self, bucket: Bucket) -> None:
-        for item in self._items.values():
-            self.limiter.clear(item, bucket.name, bucket.key)
+        with self._reachable():
+            for item in self._items.values():
+                self.limiter.clear(item, bucket.name, bucket.key)
 
     def _retry(self, item, bucket: Bucket) -> int:
         stats = self.limiter.get_window_stats(item, bucket.name, bucket.key)
         return int(stats.reset_time - time.time()) + 1
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        try:
+            yield
+        except self._outages as exc:
+            log.error("rate-limit store unavailable", extra={"cause": type(exc).__name__})
+            raise ThrottleUnavailable() from exc
 
 
 class Throttle:

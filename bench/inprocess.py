@@ -34,14 +34,13 @@ from http_load import empty_postgresql
 from werkzeug.test import EnvironBuilder
 
 from authserver import create_app
+from authserver.schema import upgrade
 from authserver.settings import Settings
 
 PASSWORD = "bench-password-" + secrets.token_urlsafe(8)
 
 
 def build_app(database_url: str, workdir: Path, log_level: str = "INFO"):
-    from flask_migrate import upgrade
-
     settings = Settings.from_env({
         "AUTHSERVER_INSTANCE_PATH": str(workdir),
         "AUTHSERVER_DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.db'}",

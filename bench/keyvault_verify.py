@@ -25,6 +25,7 @@ from authserver import create_app
 from authserver.clock import FixedClock
 from authserver.crypto import keyed_hash
 from authserver.extensions import db
+from authserver.schema import downgrade, upgrade
 from authserver.settings import Settings, check_database_url
 from keyvault import keyformat
 from keyvault.models import ApiKey
@@ -98,8 +99,6 @@ def main() -> None:
     rng = random.Random(7)
     try:
         with app.app_context():
-            from flask_migrate import downgrade, upgrade
-
             if args.database_url:
                 downgrade(revision="base")
             upgrade()

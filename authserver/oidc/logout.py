@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import secrets
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
-
-import requests
+from urllib.parse import urlencode, urlsplit
 
 from ..clock import Clock
 from .clients import BACKCHANNEL_EVENT, LOGOUT_TOKEN_SECONDS, ClientRegistry, RegisteredClient
@@ -24,25 +26,49 @@ class LogoutDelivery(Protocol):
     def __call__(self, uri: str, logout_token: str) -> bool: ...
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a 3xx is the client's answer, not an address to send the token to
+
+
+# The standard library's client (http and https only, see below), without redirects.
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def post_logout_token(uri: str, logout_token: str, *, attempts: int = 3, timeout: float = 3.0,
                       pause: Callable[[float], None] | None = None) -> bool:
     """POST a logout token; retry a few times on network errors and 5xx, never longer than needed."""
+    if urlsplit(uri).scheme not in ("http", "https"):
+        log.warning("back-channel logout address is not http(s)", extra={"uri": uri})
+        return False
     pause = pause or time.sleep
+    body = urlencode({"logout_token": logout_token}).encode("ascii")
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"}
     for attempt in range(attempts):
-        try:
-            response = requests.post(uri, data={"logout_token": logout_token}, timeout=timeout,
-                                     headers={"Cache-Control": "no-store"}, allow_redirects=False)
-        except requests.RequestException as exc:
-            log.warning("back-channel logout delivery failed", extra={"uri": uri, "error": type(exc).__name__})
-        else:
-            if response.status_code < 300:
+        status = _post(urllib.request.Request(uri, data=body, headers=headers, method="POST"), timeout)
+        if status is not None:
+            if status < 300:
                 return True
-            if response.status_code < 500:
-                log.warning("back-channel logout refused", extra={"uri": uri, "status": response.status_code})
+            if status < 500:
+                log.warning("back-channel logout refused", extra={"uri": uri, "status": status})
                 return False
         if attempt + 1 < attempts:
             pause(0.5 * 2**attempt)
     return False
+
+
+def _post(request: urllib.request.Request, timeout: float) -> int | None:
+    """The answer's status, or None when none came (refused, unreachable, timed out)."""
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:  # an answer all the same: 3xx, 4xx, 5xx
+        exc.close()
+        return exc.code
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError is an OSError
+        log.warning("back-channel logout delivery failed",
+                    extra={"uri": request.full_url, "error": type(exc).__name__})
+        return None
 
 
 class BackchannelLogout:

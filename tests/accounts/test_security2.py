@@ -16,6 +16,7 @@ from authserver.access_rules import load_rules, parse_networks
 from authserver.audit.models import AuditEvent
 from authserver.cookies import SESSION_COOKIE
 from authserver.extensions import db
+from authserver.schema import upgrade
 from tests.helpers.csrf import csrf_token
 from tests.helpers.database import empty_tables
 from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, make_client, make_user
@@ -176,8 +177,6 @@ def test_the_sqlite_files_are_owner_only_whatever_the_umask(tmp_path):
         database.parent.mkdir(mode=0o755)
         app = create_app(make_settings(tmp_path, f"sqlite:///{database}"))
         with app.app_context():
-            from flask_migrate import upgrade
-
             upgrade()
             make_user(app.extensions["authserver"], "alice")
             files = [database, database.with_name("authserver.db-wal"), database.with_name("authserver.db-shm")]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import requests
-from flask_migrate import upgrade
 
 from authserver import create_app
+from authserver.schema import upgrade
 from authserver.settings import check_database_url
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import DEFAULT_PASSWORD, make_user

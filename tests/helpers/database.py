@@ -13,6 +13,7 @@ from sqlalchemy import event, text
 from authserver import create_app, hotpath
 from authserver.clock import FixedClock
 from authserver.extensions import db as _db
+from authserver.schema import upgrade
 from authserver.settings import Settings
 
 PG_URL = os.environ.get("AUTHSERVER_TEST_DATABASE_URL", "")
@@ -20,8 +21,6 @@ PG_URL = os.environ.get("AUTHSERVER_TEST_DATABASE_URL", "")
 
 def migrate(settings: Settings) -> None:
     """Build the schema of `settings`' database by running every migration."""
-    from flask_migrate import upgrade
-
     app = create_app(settings, clock=FixedClock())
     with app.app_context():
         upgrade()

@@ -8,8 +8,11 @@ from urllib.parse import parse_qs
 
 
 class LogoutReceiver:
-    def __init__(self, statuses=(200,)):
+    def __init__(self, statuses=(200,), location: str | None = None):
+        """Answers each POST with the next of `statuses` (the last one repeats), with a
+        `Location` header when `location` is given; `requests` lists every (method, path)."""
         self.tokens: list[str] = []
+        self.requests: list[tuple[str, str]] = []
         self.received = threading.Event()
         self.release = threading.Event()
         self.release.set()
@@ -17,7 +20,14 @@ class LogoutReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                receiver.requests.append(("GET", self.path))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self):
+                receiver.requests.append(("POST", self.path))
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode())
                 receiver.release.wait(30)
@@ -26,6 +36,8 @@ class LogoutReceiver:
                     receiver.tokens.extend(form.get("logout_token", []))
                     receiver.received.set()
                 self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

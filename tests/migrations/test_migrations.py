@@ -10,13 +10,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from authserver import create_app
 from authserver.clock import FixedClock
-from authserver.extensions import db, migrate
+from authserver.extensions import db
+from authserver.schema import downgrade, migrate, register, upgrade
 from tests.helpers.database import PG_URL
 from tests.helpers.settings import make_settings
 
@@ -71,7 +71,7 @@ def model_differences() -> list:
 
 
 def test_migrations_have_one_head(tmp_path):
-    app = create_app(make_settings(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}"))
+    app = register(create_app(make_settings(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}")))
     with app.app_context():
         heads = ScriptDirectory.from_config(migrate.get_config()).get_heads()
     assert len(heads) == 1, f"the migration history forks: heads {heads}; chain them with down_revision"

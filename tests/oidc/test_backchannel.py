@@ -2,6 +2,7 @@
 
 import threading
 
+import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
@@ -27,6 +28,20 @@ def test_delivery_gives_up_after_a_few_attempts():
         assert post_logout_token(receiver.url, "t", attempts=3, pause=no_pause) is False
         assert receiver.tokens == []
     assert post_logout_token("http://127.0.0.1:9/unreachable", "t", attempts=2, timeout=1, pause=no_pause) is False
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_delivery_does_not_follow_a_redirect(status):
+    # A client's logout endpoint answering a redirect must not make this server send the
+    # token (or any request) to wherever the redirect points, inside the network or not.
+    with LogoutReceiver(statuses=(status,), location="/elsewhere") as receiver:
+        assert post_logout_token(receiver.url, "t", pause=no_pause) is False
+        assert receiver.requests == [("POST", "/backchannel-logout")]
+
+
+@pytest.mark.parametrize("uri", ["file:///etc/passwd", "ftp://127.0.0.1/x", "data:,hello", "gopher://127.0.0.1/"])
+def test_delivery_goes_only_to_http_addresses(uri):
+    assert post_logout_token(uri, "t", attempts=1, pause=no_pause) is False
 
 
 def test_delivery_does_not_retry_a_refusal():

@@ -5,11 +5,11 @@ import secrets
 import subprocess
 
 import pytest
-from flask_migrate import upgrade
 from sqlalchemy import text
 
 from authserver import create_app
 from authserver.crypto import SecretSealer, key_id
+from authserver.schema import upgrade
 from authserver.sealing import RotationFailed, rotate_master_key
 from authserver.settings import Settings, decode_key
 from tests.helpers.factories import DEFAULT_PASSWORD, Authenticator, enrol_totp, make_client, make_user

@@ -126,6 +126,8 @@ GOOD = [
     good("ARGON2_MEMORY_KIB", str(4 * 1024 * 1024), "argon2_memory_kib", 4 * 1024 * 1024),
     good("ARGON2_PARALLELISM", "1", "argon2_parallelism", 1),
     good("ARGON2_PARALLELISM", "64", "argon2_parallelism", 64),
+    good("PASSWORD_HASHES_AT_ONCE", "1", "password_hashes_at_once", 1),
+    good("PASSWORD_HASHES_AT_ONCE", "64", "password_hashes_at_once", 64),
     good("KEY_SCOPES", "profile photos:read profile", "key_scopes", ("profile", "photos:read")),
     good("KEY_SCOPES", "photos:read", "key_scopes", ("photos:read",)),
     good("LOG_LEVEL", "debug", "log_level", "DEBUG"),
@@ -195,6 +197,8 @@ BAD = [
     bad("ARGON2_MEMORY_KIB", "19455", "must be between 19456 and 4194304"),
     bad("ARGON2_MEMORY_KIB", "lots", "must be a whole number"),
     bad("ARGON2_PARALLELISM", "0", "must be between 1 and 64"),
+    bad("PASSWORD_HASHES_AT_ONCE", "0", "must be between 1 and 64"),
+    bad("PASSWORD_HASHES_AT_ONCE", "all", "must be a whole number"),
     bad("KEY_SCOPES", "   ", "must list at least one scope", id="KEY_SCOPES=blank"),
     bad("KEY_SCOPES", 'profile photos"read', "must be space-separated scope names"),
     bad("KEY_SCOPES", "profile photos\\read", "must be space-separated scope names"),
@@ -260,12 +264,27 @@ def test_bad_value_is_one_line_naming_the_variable(tmp_path, name, value, messag
 def test_defaults_file_and_settings_defaults_agree(tmp_path):
     settings = from_env(tmp_path)
     for f in dataclasses.fields(Settings):
+        if f.name == "password_hashes_at_once":  # follows the machine: its own test
+            continue
         if f.default is not dataclasses.MISSING:
             assert getattr(settings, f.name) == f.default, f.name
         elif f.default_factory is not dataclasses.MISSING and f.name != "extra":  # extra: its own test
             assert getattr(settings, f.name) == f.default_factory(), f.name
     assert settings.key_scopes == DEFAULT_KEY_SCOPES
     assert (settings.env, settings.issuer) == ("development", "http://127.0.0.1:5000")
+
+
+@pytest.mark.parametrize(("cores", "workers", "expected"), [(2, "2", 1), (8, "2", 4), (1, "4", 1), (16, "", 8),
+                                                           (None, "2", 1), (4, "many", None)])
+def test_password_hashes_at_once_defaults_to_each_workers_share_of_the_cores(tmp_path, monkeypatch, cores, workers,
+                                                                               expected):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    if expected is None:  # a bad WORKERS is reported under its own name, not this one's
+        with pytest.raises(SettingsError, match="^AUTHSERVER_WORKERS "):
+            from_env(tmp_path, WORKERS=workers)
+        return
+    assert from_env(tmp_path, WORKERS=workers).password_hashes_at_once == expected
+    assert from_env(tmp_path, WORKERS=workers, PASSWORD_HASHES_AT_ONCE="3").password_hashes_at_once == 3
 
 
 def test_an_empty_value_means_the_default(tmp_path):
