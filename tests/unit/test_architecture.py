@@ -5,6 +5,9 @@ function-level ones too): imports run one way, with no cycles, and only a packag
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import tempfile
 
 import grimp
 import pytest
@@ -102,3 +105,17 @@ def test_the_hot_path_uses_no_sqlalchemy_internals():
     private = sorted(name for name in used if name.startswith("_") and not name.startswith("__"))
     assert private == []
     assert sorted(used & PRIVATE_SQLALCHEMY) == []
+
+
+# What only the CLI, a configured Redis or a test needs; a serving worker pays for each in memory.
+NOT_IN_A_WORKER = ("alembic", "flask_migrate", "mako", "requests", "redis")
+
+
+def test_a_worker_imports_neither_migrations_nor_clients_it_does_not_use():
+    program = ("import sys, authserver.server; app = authserver.server.create_app(); "
+               f"print(' '.join(name for name in {NOT_IN_A_WORKER!r} if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "AUTHSERVER_LOG_LEVEL": "ERROR",
+                               "AUTHSERVER_INSTANCE_PATH": tempfile.mkdtemp(prefix="worker-imports-")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == []
