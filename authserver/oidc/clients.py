@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode, urlsplit
@@ -177,39 +176,25 @@ class CreatedClient:
 class ClientRegistry:
     """Registered clients.
 
-    A client's registration does not change once made, so each worker keeps
-    the rows it has read for CACHE_SECONDS: the token and introspection
-    endpoints then cost one indexed query (the token's) instead of two. A
-    future "disable client" takes effect in every worker within that time.
+    Every look-up reads the client's row (one indexed query of the hot path): a secret
+    rotated or a client deleted through any worker or host is refused by all of them on
+    their next request. A per-worker cache saved that read and kept accepting a rotated
+    secret or a deleted client elsewhere for its lifetime.
     """
 
-    CACHE_SECONDS = 10.0
-
-    def __init__(self, pepper: bytes, sealer: SecretSealer, audit: AuditLog, clock: Clock,
-                 monotonic: Callable[[], float] = time.monotonic):
+    def __init__(self, pepper: bytes, sealer: SecretSealer, audit: AuditLog, clock: Clock):
         self.pepper = pepper
         self.sealer = sealer
         self.audit = audit
         self.clock = clock
-        self._monotonic = monotonic
-        self._cache: dict[str, tuple[float, RegisteredClient]] = {}
 
     def get(self, client_id: str | None) -> RegisteredClient | None:
         if not client_id or not isinstance(client_id, str) or len(client_id) > 64:
             return None
-        now = self._monotonic()
-        cached = self._cache.get(client_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         row = read_one(_CLIENT_BY_ID, {"client_id": client_id})
         if row is None or row.disabled_at is not None:
-            self._cache.pop(client_id, None)
             return None
-        client = RegisteredClient(row, self.pepper)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[client_id] = (now + self.CACHE_SECONDS, client)
-        return client
+        return RegisteredClient(row, self.pepper)
 
     def find_by_name(self, name: str) -> OAuthClient | None:
         return db.session.scalar(select(OAuthClient).where(OAuthClient.name == name).limit(1))
@@ -377,8 +362,7 @@ class ClientRegistry:
         )
 
     def rotate_secret(self, client_id: str, *, actor: str) -> str:
-        """A new secret (shown once); the old one stops working here at once, in other workers
-        within CACHE_SECONDS."""
+        """A new secret (shown once); the old one stops working at once, in every worker."""
         row = self.registered(client_id)
         if row is None:
             raise ClientError("There is no such client; it may have been deleted.")
@@ -392,7 +376,6 @@ class ClientRegistry:
             row.secret_sealed = self.sealer.seal(secret.encode(), _secret_context(row.client_id))
         self.audit.record("client.secret_rotate", actor=actor, target=f"client:{row.client_id}")
         db.session.commit()
-        self._cache.pop(row.client_id, None)
         return secret
 
     def delete(self, client_id: str, *, actor: str) -> OAuthClient:
@@ -418,7 +401,6 @@ class ClientRegistry:
             details={"name": row.name, "revoked_tokens": revoked},
         )
         db.session.commit()
-        self._cache.pop(row.client_id, None)
         return row
 
     def broker_secret(self, client_id: str) -> str | None:

@@ -370,7 +370,6 @@ def test_an_old_registration_with_admin_cannot_get_it_through_consent(live, alic
     row = db.session.scalar(select(OAuthClient).where(OAuthClient.client_id == gallery.client_id))
     row.scope = "openid profile admin"  # as 50170db let it be registered
     db.session.commit()
-    live.services.oidc.clients._cache.clear()
     http = live_browser(live, "alice")
     response = authorize(http, live, gallery, scope="openid profile admin")
     assert query_of(response.headers["Location"])["error"] == "invalid_scope"
@@ -504,7 +503,6 @@ def introspect_self(live, client, secret, token):
     row = db.session.scalar(select(OAuthClient).where(OAuthClient.client_id == client.client_id))
     row.can_introspect = True
     db.session.commit()
-    live.services.oidc.clients._cache.clear()
     return introspect(live, client, secret, token).json()
 
 

@@ -9,6 +9,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
+from authserver import create_app
 from tests.helpers.factories import make_client, make_user
 from tests.helpers.oidc import (
     DEFAULT_VERIFIER,
@@ -393,3 +394,23 @@ def test_client_authentication_failures_look_alike(client, services, auth):
         "error_description": "Client authentication failed: send the client_id with its secret (HTTP Basic, or "
                              "client_id and client_secret in the form), or the signed assertion it was registered for.",
     }
+
+
+def test_a_rotated_secret_or_a_deleted_client_is_refused_by_every_worker_at_once(client, services, settings, clock):
+    # Two apps on one database stand for two workers (or two hosts): what the console changes
+    # through one, the other sees on its next request; no worker keeps accepting the old secret.
+    indexer, old_secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"],
+                                      scope="photos:read")
+    other = create_app(settings, clock=clock).test_client()
+
+    def token_from_the_other_worker(secret):
+        return other.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(indexer.client_id, secret))
+
+    assert token_from_the_other_worker(old_secret).status_code == 200  # it has read the client now
+    new_secret = services.oidc.clients.rotate_secret(indexer.client_id, actor="admin")
+    refused = token_from_the_other_worker(old_secret)
+    assert refused.status_code == 401 and refused.json["error"] == "invalid_client"
+    assert token_from_the_other_worker(new_secret).status_code == 200
+    services.oidc.clients.delete(indexer.client_id, actor="admin")
+    gone = token_from_the_other_worker(new_secret)
+    assert gone.status_code == 401 and gone.json["error"] == "invalid_client"
