@@ -16,8 +16,10 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 from werkzeug.serving import run_simple
+
+import keyvault
 
 from . import create_app, schema
 from .accounts.models import User
@@ -36,7 +38,7 @@ def _make_app():
     except SettingsError as exc:
         click.echo(f"authserver: {exc}", err=True)
         sys.exit(2)
-    return schema.register(create_app(settings))
+    return create_app(settings)
 
 
 def services():
@@ -52,10 +54,34 @@ def fail(message: str, code: int = 1):
     sys.exit(code)
 
 
-@click.group(cls=FlaskGroup, create_app=_make_app, add_default_commands=False, add_version_option=False,
-             load_dotenv=False, set_debug_flag=False)
+@click.group()
 def cli():
-    """authserver: OAuth 2.0 / OpenID Connect provider, API-key vault and TOTP."""
+    """authserver: OAuth 2.0 / OpenID Connect provider, API-key vault and TOTP.
+
+    Configured by AUTHSERVER_* environment variables (config/defaults.env lists them)."""
+
+
+# The key vault's commands live with it (keyvault/cli.py), on its blueprint's group.
+cli.add_command(keyvault.bp.cli, "key")
+
+
+@cli.group("db")
+def schema_commands():
+    """The database schema: create it, upgrade it before a new version starts, see where it is."""
+
+
+@schema_commands.command("upgrade")
+@with_appcontext
+def db_upgrade():
+    """Create the schema, or migrate it to this version's (safe to run again)."""
+    schema.upgrade()
+
+
+@schema_commands.command("current")
+@with_appcontext
+def db_current():
+    """Print the schema revision the database is at."""
+    schema.current()
 
 
 def refuse_a_bound_port(host: str, port: int) -> None:
@@ -439,7 +465,7 @@ def signing_key_rotate(as_json):
 def main():
     # Keep Flask's CLI from looking for FLASK_APP or .env files: this app is ours.
     os.environ.pop("FLASK_APP", None)
-    cli(prog_name="authserver")
+    cli(prog_name="authserver", obj=ScriptInfo(create_app=_make_app, set_debug_flag=False, load_dotenv_defaults=False))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,12 @@ def upgrade(revision: str = "head") -> None:
     flask_migrate.upgrade(revision=revision)
 
 
+def current() -> None:
+    """Print the revision the current app's database is at."""
+    register(current_app)
+    flask_migrate.current()
+
+
 def downgrade(revision: str) -> None:
     """Migrate the current app's database down to `revision` ("base": empty)."""
     register(current_app)

@@ -21,7 +21,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..hotpath import read_one
 from ..sealing import SealedColumn
-from .claims import ExtraClaimError, parse_extra_claim
+from .claims import STANDARD_SCOPES, ExtraClaimError, parse_extra_claim
 from .models import AssertionJti, Consent, OAuthClient, OAuthToken
 from .redirects import RedirectUriError, check_registration, redirect_uri_allowed
 from .signing import SUPPORTED_ALGS
@@ -182,8 +182,11 @@ class ClientRegistry:
     secret or a deleted client elsewhere for its lifetime.
     """
 
-    def __init__(self, pepper: bytes, sealer: SecretSealer, audit: AuditLog, clock: Clock):
+    def __init__(self, pepper: bytes, sealer: SecretSealer, audit: AuditLog, clock: Clock,
+                 api_scopes: Sequence[str] = ()):
         self.pepper = pepper
+        # What a client may be registered with: OpenID Connect's scopes and this server's API's.
+        self.known_scopes = tuple(dict.fromkeys((*STANDARD_SCOPES, *api_scopes)))
         self.sealer = sealer
         self.audit = audit
         self.clock = clock
@@ -197,7 +200,10 @@ class ClientRegistry:
         return RegisteredClient(row, self.pepper)
 
     def find_by_name(self, name: str) -> OAuthClient | None:
-        return db.session.scalar(select(OAuthClient).where(OAuthClient.name == name).limit(1))
+        """The client (not deleted) of that name."""
+        return db.session.scalar(
+            select(OAuthClient).where(OAuthClient.name == name, OAuthClient.disabled_at.is_(None)).limit(1)
+        )
 
     def create(
         self,
@@ -226,6 +232,9 @@ class ClientRegistry:
         name = (name or "").strip()
         if not 1 <= len(name) <= 200:
             raise ClientError("A client name has 1 to 200 characters.", field="name")
+        if self.find_by_name(name) is not None:
+            raise ClientError(f"A client named {name!r} exists already; choose another name (consent pages and "
+                              "the account page show clients by name).", field="name")
         redirect_uris = [validate_redirect_uri(u) for u in redirect_uris]
         post_logout = [validate_redirect_uri(u, "post_logout_redirect_uris") for u in post_logout_redirect_uris]
         grants = list(dict.fromkeys(grant_types or DEFAULT_GRANTS))
@@ -279,6 +288,13 @@ class ClientRegistry:
         scope_list = scope_to_list(scope if scope is not None else DEFAULT_SCOPE) or []
         if any(len(s) > 100 or not s.isprintable() for s in scope_list):
             raise ClientError("Scopes are printable words of up to 100 characters, separated by spaces.", field="scope")
+        unknown_scopes = [s for s in scope_list if s not in self.known_scopes]
+        if unknown_scopes:
+            raise ClientError(
+                f"Unknown scope {unknown_scopes[0]!r}; a client may hold {' '.join(self.known_scopes)} "
+                "(the API's scopes are AUTHSERVER_KEY_SCOPES).",
+                field="scope",
+            )
         managing = sorted(MANAGEMENT_SCOPES.intersection(scope_list))
         if managing and not first_party:
             raise ClientError(

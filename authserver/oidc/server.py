@@ -491,7 +491,7 @@ class OidcProvider:
         self.api_audience = self.base + "/api"
         longest = max(ACCESS_TOKEN_SECONDS, ID_TOKEN_SECONDS)
         self.signing = SigningKeyService(sealer, clock, publish_after_retire=timedelta(seconds=longest + 300))
-        self.clients = ClientRegistry(settings.pepper, sealer, audit, clock)
+        self.clients = ClientRegistry(settings.pepper, sealer, audit, clock, api_scopes=settings.key_scopes)
         self.tokens = TokenStore(clock, audit, self.clients, api_audience=self.api_audience, sessions=sessions,
                                  refresh_idle_seconds=settings.refresh_idle_seconds,
                                  refresh_absolute_seconds=settings.refresh_absolute_seconds)

@@ -111,3 +111,49 @@ def test_seed_prints_credentials_once_and_never_reseeds(inst):
     assert check_login(inst, "admin", password)  # the first password still works: nothing was re-seeded
     duplicate = inst.cli("user", "create", "admin", "--email", "x@photos.example")
     assert duplicate.returncode == 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--name", "Gallery"], "A client named 'Gallery' exists already"),
+        (["--name", "Other", "--scope", "openid photos:admin"],
+         "Unknown scope 'photos:admin'; a client may hold openid profile email groups offline_access photos:read"),
+    ],
+    ids=["duplicate name", "unknown scope"],
+)
+def test_client_create_refusals_exit_1_with_one_line(inst_with_alice, args, message):
+    if inst_with_alice.cli("client", "create", "--name", "Gallery", "--redirect-uri",
+                           "https://gallery.example/cb").returncode not in (0, 1):
+        pytest.fail("the first client could not be created")
+    done = inst_with_alice.cli("client", "create", *args, "--redirect-uri", "https://gallery.example/cb", "--json")
+    assert done.returncode == 1 and done.stdout == ""
+    assert message in done.stderr and "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if line.startswith("authserver: ")] == [lines[-1]]
+
+
+def test_a_deleted_clients_name_can_be_used_again(services):
+    from tests.helpers.factories import make_client
+
+    first, _ = make_client(services, "Gallery")
+    services.oidc.clients.delete(first.client_id, actor="test")
+    second, _ = make_client(services, "Gallery")
+    assert second.client_id != first.client_id
+
+
+def test_help_shows_only_what_an_operator_runs(inst):
+    top = inst.cli("--help")
+    assert top.returncode == 0
+    for flask_option in ("--env-file", "--app", "--debug"):
+        assert flask_option not in top.stdout
+    assert re.findall(r"^  ([a-z-]+)\s", top.stdout.split("Commands:")[1], re.MULTILINE) == [
+        "client", "db", "key", "master-key", "seed", "serve", "signing-key", "totp", "user"]
+    schema = inst.cli("db", "--help")
+    commands = schema.stdout.split("Commands:")[1]
+    assert re.findall(r"^  ([a-z-]+)\s", commands, re.MULTILINE) == ["current", "upgrade"]
+    for developer_command in ("migrate", "init", "revision", "downgrade", "stamp"):
+        refused = inst.cli("db", developer_command)
+        assert refused.returncode == 2 and "No such command" in refused.stderr
+    current = inst.cli("db", "current")
+    assert current.returncode == 0 and "(head)" in current.stdout

@@ -438,11 +438,11 @@ def test_only_a_registered_resource_server_introspects_and_only_tokens_meant_for
     tokens = tokens_for(http, live, gallery, secret)
     key_id, key_secret = make_key(live.services, alice)
     snooper, snooper_secret = make_client(live.services, "Snooper", redirect_uris=(), grants=["client_credentials"],
-                                          scope="x")
+                                          scope="photos:read")
     refused = introspect(live, snooper, snooper_secret, tokens["access_token"])
     assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client"
     other_rs, other_secret = make_client(live.services, "Other API", redirect_uris=(), grants=["client_credentials"],
-                                         scope="x", introspect=True)
+                                         scope="photos:read", introspect=True)
     for token in (tokens["access_token"], tokens["refresh_token"]):
         assert introspect(live, other_rs, other_secret, token).json() == {"active": False}
     # API keys are credentials for every resource server.
@@ -451,7 +451,7 @@ def test_only_a_registered_resource_server_introspects_and_only_tokens_meant_for
 
 def test_guessing_key_secrets_through_introspection_is_throttled_and_audited(live, alice):
     api, api_secret = make_client(live.services, "Photo API", redirect_uris=(), grants=["client_credentials"],
-                                  scope="x", introspect=True)
+                                  scope="photos:read", introspect=True)
     key_id, key_secret = make_key(live.services, alice)
     before = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "key.use"))
     statuses = []

@@ -28,7 +28,7 @@ def test_malformed_token_requests_are_4xx(client, headers, data):
 
 
 def test_json_body_at_the_token_endpoint_is_an_oauth_error(client, services):
-    gallery, secret = make_client(services, grants=["client_credentials"], scope="x")
+    gallery, secret = make_client(services, grants=["client_credentials"], scope="photos:read")
     response = client.post("/oauth/token", json={"grant_type": "client_credentials"}, auth=(gallery.client_id, secret))
     assert response.status_code == 400 and response.json["error"] == "unsupported_grant_type"
 
