@@ -211,7 +211,8 @@ def test_metrics_can_be_restricted(backend, database_urls, tmp_path, restriction
 
 
 def test_client_credentials_issuance_is_audited_as_a_count(live_server, services, clock):
-    service, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"], scope="photos:read")
+    service, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"],
+                                  scope="photos:read")
     for _ in range(5):
         assert requests.post(live_server.url + "/oauth/token", data={"grant_type": "client_credentials"},
                              auth=(service.client_id, secret), timeout=10).status_code == 200

@@ -79,8 +79,8 @@ def test_introspection_active_answer(client, services, issued, alice):
 
 
 def test_introspection_by_a_resource_server_the_token_names(client, services, alice):
-    resource, rs_secret = make_client(services, "Photo API", redirect_uris=(), grants=["client_credentials"], scope="photos:read",
-                                      introspect=True)
+    resource, rs_secret = make_client(services, "Photo API", redirect_uris=(), grants=["client_credentials"],
+                                      scope="photos:read", introspect=True)
     gallery, secret = make_client(services, "Gallery", audiences=[resource.client_id])
     from authserver.oidc.clients import ClientError
 
