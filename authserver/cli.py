@@ -103,6 +103,21 @@ def refuse_a_bound_port(host: str, port: int) -> None:
             fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2)
 
 
+def announce_issuer(host: str, port: int) -> None:
+    """Say which issuer the server runs with. Unset, it follows --host and --port (a wildcard
+    host: loopback), so that a development server on another port is its own issuer; the
+    processes started from here (Granian's workers, the reloader's child) inherit it."""
+    issuer = os.environ.get("AUTHSERVER_ISSUER", "").strip()
+    if issuer:
+        click.echo(f"authserver: serving on {host}:{port}; issuer {issuer} (AUTHSERVER_ISSUER)", err=True)
+        return
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    os.environ["AUTHSERVER_ISSUER"] = issuer = f"http://{shown}:{port}"
+    click.echo(f"authserver: serving on {host}:{port}; issuer {issuer} (AUTHSERVER_ISSUER is not set: it follows "
+               "--host and --port; set it to the public URL behind a proxy)", err=True)
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
@@ -112,6 +127,7 @@ def serve(host: str, port: int, dev: bool):
     """Serve the app (Granian: AUTHSERVER_WORKERS processes of AUTHSERVER_THREADS threads)."""
     if not os.environ.get("WERKZEUG_RUN_MAIN"):  # the reloader's child runs on the socket its parent bound
         refuse_a_bound_port(host, port)
+        announce_issuer(host, port)
     settings = services().settings
     if dev:
 

@@ -169,3 +169,25 @@ def test_forward_auth_sends_non_ascii_names_as_utf8_under_granian(instance):
     # http.client hands header values over as latin-1 text: back to the bytes on the wire.
     wire = {name: answer.headers[name].encode("latin-1") for name in ("Remote-User", "Remote-Name")}
     assert wire == {"Remote-User": "jöe".encode(), "Remote-Name": "李 Jöe".encode()}
+
+
+def test_without_an_issuer_set_the_server_is_its_own_issuer_and_says_so(instance, tmp_path):
+    # Before: `serve --port N` ran with the default issuer http://127.0.0.1:5000, so every
+    # discovery document, redirect and token named a server that was not there.
+    seed_admin(instance)
+    instance.serve()
+    discovery = requests.get(instance.url + "/.well-known/openid-configuration", timeout=10).json()
+    assert discovery["issuer"] == instance.url
+    assert discovery["token_endpoint"] == instance.url + "/oauth/token"
+    assert f"issuer {instance.url} (AUTHSERVER_ISSUER is not set" in instance.server_log()
+    instance.stop()
+
+    given = Instance(tmp_path / "given", AUTHSERVER_ISSUER="https://auth.photos.example")
+    assert given.cli("db", "upgrade").returncode == 0
+    try:
+        given.serve()
+        issuer = requests.get(given.url + "/.well-known/openid-configuration", timeout=10).json()["issuer"]
+        assert issuer == "https://auth.photos.example"
+        assert "issuer https://auth.photos.example (AUTHSERVER_ISSUER)" in given.server_log()
+    finally:
+        given.stop()
