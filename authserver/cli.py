@@ -6,6 +6,7 @@ once, at creation, and nowhere else.
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import os
@@ -24,10 +25,10 @@ import keyvault
 from . import create_app, schema
 from .accounts.models import User
 from .accounts.service import AccountError
-from .crypto import random_token
+from .crypto import key_id, random_token
 from .extensions import db
 from .oidc.clients import ClientError
-from .sealing import RotationFailed, rotate_master_key
+from .sealing import RotationFailed, read_keyring, rotate_master_key, unused_keys
 from .settings import Settings, SettingsError, decode_key, new_key_text
 
 
@@ -211,74 +212,179 @@ def totp_reset(username, as_json):
 
 @cli.group("master-key")
 def master_key():
-    """The master key that seals TOTP secrets and signing keys."""
+    """The master keyring that seals TOTP secrets, signing keys and broker secrets.
+
+    Rotation, while servers run: `add` a key to every server's keyring, `rotate` to it
+    (every sealed value re-sealed, in one transaction), `retire` the old one; `check`
+    says what is sealed under which key and what does not open."""
 
 
-@master_key.command("rotate")
-@click.option("--new-key", default=None, help="The new key (32 bytes, base64url). Omit to generate one.")
-@click.option("--json", "as_json", is_flag=True)
-@with_appcontext
-def master_key_rotate(new_key, as_json):
-    """Re-seal every sealed value under a new master key, in one transaction.
+# What to do when a value of a kind does not open under any key of the keyring.
+LOST_VALUE_ADVICE = {
+    "totp_secrets": "reset the user's second factor (authserver totp reset USER)",
+    "signing_keys": "start signing with new keys (authserver signing-key rotate)",
+    "client_secrets": "rotate the client's secret in the admin console",
+    "broker_verifiers": "nothing: the login transaction expires within minutes",
+}
 
-    When the key lives in the instance folder (development) the file is
-    updated. When it comes from AUTHSERVER_MASTER_KEY, a generated key is
-    printed once: set it as AUTHSERVER_MASTER_KEY on every server (during the
-    change, "new,old" lets servers open values under both) and restart; the old
-    key can then be removed.
-    """
 
+def _keyring() -> tuple[list[bytes], Path | None]:
+    """This instance's keyring as it is now (the file read again), and the file it lives in, if any."""
     settings = services().settings
-    generated = new_key is None
-    key_text = new_key_text() if generated else new_key.strip()
+    path = settings.master_key_file
+    if path is not None:
+        keys = list(read_keyring(path))
+        if keys:
+            return keys, path
+    return list(settings.master_keys), None
+
+
+def _new_key(new_key: str | None) -> tuple[str, bytes]:
+    key_text = new_key_text() if new_key is None else new_key.strip()
     try:
-        key = decode_key(key_text, "MASTER_KEY")
+        return key_text, decode_key(key_text, "MASTER_KEY")
     except SettingsError:
         fail("--new-key must be 32 bytes, base64url-encoded (43 characters)", 2)
-    key_file = settings.instance_path / "master_key"
-    from_file = _master_keys_in_file(key_file, settings.master_keys)
-    if from_file:
-        before = key_file.read_text(encoding="utf-8")
-        # New first (it seals), old ones kept: if the re-seal fails, every value still opens.
-        _write_secret_file(key_file, ",".join([key_text, *[k.strip() for k in before.split(",") if k.strip()]]))
-    try:
-        rotation = rotate_master_key(services().sealed, settings.master_keys, key)
-    except RotationFailed as exc:
-        if from_file:
-            _write_secret_file(key_file, before.strip())
-        fail(f"nothing was changed: a sealed value does not open: {exc}")
-    if from_file:
-        _write_secret_file(key_file, key_text)
-    payload = {
-        "key_id": rotation.key_id,
-        "resealed": rotation.resealed,
-        "retired_key_ids": rotation.retired_key_ids,
-        "stored_in": str(key_file) if from_file else None,
-    }
-    counts = ", ".join(f"{n} {name}" for name, n in rotation.resealed.items())
-    text = f"re-sealed {counts} under master key {rotation.key_id}"
-    if from_file:
-        retired = ", ".join(rotation.retired_key_ids)
-        text += f"\nthe new key is in {key_file}; old key(s) {retired} retired; restart running servers"
+
+
+def _environment_keys_hint(keys: list[bytes]) -> str:
+    return "AUTHSERVER_MASTER_KEY=" + ",".join(f"<key {key_id(k)}>" for k in keys)
+
+
+@master_key.command("add")
+@click.option("--new-key", default=None, help="The key to add (32 bytes, base64url). Omit to generate one.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def master_key_add(new_key, as_json):
+    """Step 1: a new key joins the keyring; it opens values, nothing is sealed with it yet."""
+    key_text, key = _new_key(new_key)
+    keys, path = _keyring()
+    kid = key_id(key)
+    payload = {"key_id": kid, "stored_in": str(path) if path else None}
+    if path is not None:
+        if kid not in {key_id(k) for k in keys}:
+            _write_secret_file(path, ",".join([path.read_text(encoding="utf-8").strip(), key_text]))
+        text = (f"master key {kid} added to {path}; servers reading that file use it when they need it.\n"
+                f"next: authserver master-key rotate --to {kid}")
     else:
-        if generated:
+        if new_key is None:
             payload["master_key"] = key_text
-            text += f"\nnew master key (shown once): {key_text}"
-        text += "\nset AUTHSERVER_MASTER_KEY to the new key on every server and restart; then the old key is retired"
+        text = ((f"new master key (shown once): {key_text}\n" if new_key is None else "")
+                + f"set {_environment_keys_hint([*keys, key])} on every server and restart them one at a time; "
+                f"then: authserver master-key rotate --to {kid}")
     emit(as_json, payload, text)
 
 
-def _master_keys_in_file(path, master_keys) -> bool:
-    """Whether the running master keys came from the instance file (not from the environment)."""
+@master_key.command("rotate")
+@click.option("--to", "to_key_id", default=None, help="Seal with this key of the keyring from now on.")
+@click.option("--new-key", default=None, help="Seal with this key (added to the keyring file if it is not there).")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def master_key_rotate(to_key_id, new_key, as_json):
+    """Step 2: every server seals with the new key from now on; every value is re-sealed under it.
 
-    if os.environ.get("AUTHSERVER_MASTER_KEY") or not path.exists():
-        return False
+    With the keyring in the instance's master_key file and no option, a new key is
+    generated, added to the file and rotated to in one go. From AUTHSERVER_MASTER_KEY the
+    key must be in every server's keyring first (`master-key add`): servers without it
+    could not open what is re-sealed."""
+    if to_key_id and new_key:
+        fail("give --to or --new-key, not both", 2)
+    keys, path = _keyring()
+    by_id = {key_id(k): k for k in keys}
+    if to_key_id:
+        key = by_id.get(to_key_id.strip())
+        if key is None:
+            fail(f"there is no key {to_key_id.strip()!r} in this server's keyring ({', '.join(by_id)}); "
+                 "add it first: authserver master-key add")
+    else:
+        if new_key is None and path is None:
+            fail("the keyring comes from AUTHSERVER_MASTER_KEY: add the new key to every server first "
+                 "(authserver master-key add), then rotate to it with --to KEY_ID")
+        key_text, key = _new_key(new_key)
+        if key_id(key) not in by_id:
+            if path is None:
+                fail(f"key {key_id(key)} is not in AUTHSERVER_MASTER_KEY: set {_environment_keys_hint([*keys, key])} "
+                     "on every server and restart them first (authserver master-key add says how)")
+            _write_secret_file(path, ",".join([path.read_text(encoding="utf-8").strip(), key_text]))
+            keys.append(key)
     try:
-        texts = path.read_text(encoding="utf-8").split(",")
-        keys = tuple(decode_key(k.strip(), "MASTER_KEY") for k in texts if k.strip())
-    except SettingsError:
-        return False
-    return keys == tuple(master_keys)
+        rotation = rotate_master_key(services().sealed, keys, key, services().clock.now())
+    except RotationFailed as exc:
+        fail(f"nothing was changed: a sealed value does not open: {exc}; authserver master-key check lists them all")
+    payload = {"key_id": rotation.key_id, "resealed": rotation.resealed, "generation": rotation.generation,
+               "older_key_ids": rotation.older_key_ids, "stored_in": str(path) if path else None}
+    counts = ", ".join(f"{n} {name}" for name, n in rotation.resealed.items())
+    text = f"every server seals with master key {rotation.key_id} now; re-sealed {counts}"
+    if rotation.older_key_ids:
+        text += f"\nnext: authserver master-key retire (drops {', '.join(rotation.older_key_ids)} from the keyring)"
+    emit(as_json, payload, text)
+
+
+@master_key.command("retire")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def master_key_retire(as_json):
+    """Step 3: keys that seal nothing any more leave the keyring (values still under one are re-sealed first)."""
+    keys, path = _keyring()
+    sealer = services().sealer
+    missing = sealer.missing_sealing_key()
+    if missing:
+        fail(f"this server does not hold the sealing key {missing}: add it to its keyring first")
+    try:
+        # Stragglers (sealed under an older key while the rotation ran) move to the sealing key.
+        resealed = services().sealed.reseal_all(sealer)
+        db.session.commit()
+    except RotationFailed as exc:
+        db.session.rollback()
+        fail(f"nothing was retired: a sealed value does not open: {exc}; authserver master-key check lists them all")
+    unused, failures = unused_keys(services().sealed, sealer, keys)
+    if failures:
+        fail(f"nothing was retired: {len(failures)} sealed value(s) do not open; authserver master-key check")
+    kept = [k for k in keys if k not in unused]
+    payload = {"retired_key_ids": [key_id(k) for k in unused], "kept_key_ids": [key_id(k) for k in kept],
+               "resealed": resealed, "stored_in": str(path) if path else None}
+    if not unused:
+        text = "nothing to retire: every key of the keyring is in use"
+    elif path is not None:
+        _write_secret_file(path, ",".join(_key_text(k) for k in kept))
+        text = f"retired {', '.join(payload['retired_key_ids'])} from {path}"
+    else:
+        text = (f"nothing is sealed under {', '.join(payload['retired_key_ids'])} any more: set "
+                f"{_environment_keys_hint(kept)} on every server (restart them one at a time)")
+    emit(as_json, payload, text)
+
+
+@master_key.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def master_key_check(as_json):
+    """What is sealed under which key, what does not open and what to do; exit 1 when anything is wrong."""
+    keys, path = _keyring()
+    sealer = services().sealer
+    report = services().sealed.inspect(sealer)
+    missing = sealer.missing_sealing_key()
+    payload = {
+        "sealing_key_id": sealer.current_key_id,
+        "keyring": [key_id(k) for k in keys],
+        "sealing_key_missing": missing is not None,
+        "kinds": {name: {"by_key": dict(found.by_key), "not_opening": found.failures}
+                  for name, found in report.items()},
+    }
+    lines = [f"sealing key: {sealer.current_key_id}" + (" (NOT in this server's keyring)" if missing else ""),
+             f"keyring: {', '.join(payload['keyring'])}" + (f" ({path})" if path else " (AUTHSERVER_MASTER_KEY)")]
+    for name, found in report.items():
+        under = ", ".join(f"{n} under {kid}" for kid, n in sorted(found.by_key.items())) or "none"
+        lines.append(f"{name}: {under}")
+        for failure in found.failures:
+            lines.append(f"  does not open: {failure}: add its key back to the keyring, or "
+                         f"{LOST_VALUE_ADVICE.get(name, 'reset it')}")
+    emit(as_json, payload, "\n".join(lines))
+    if missing or any(found.failures for found in report.values()):
+        sys.exit(1)
+
+
+def _key_text(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).decode().rstrip("=")
 
 
 def _write_secret_file(path, value: str) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -85,23 +85,53 @@ def key_id(key: bytes) -> str:
 class SecretSealer:
     """AES-256-GCM under the master key; `v1.<key id>.<nonce+ciphertext>`.
 
-    The key id travels with the ciphertext so an older master key can still
-    open values until `master-key rotate` has re-sealed them all. The
-    associated data binds a sealed value to its row (e.g. the user id), so a
-    ciphertext copied to another row does not open.
+    The key id travels with the ciphertext so an older master key can still open values
+    until `master-key rotate` has re-sealed them all. The associated data binds a sealed
+    value to its row (e.g. the user id), so a ciphertext copied to another row does not open.
+
+    Which key seals is one fact for every instance: `sealing_key_id` (the database's
+    record, set by `master-key rotate`; None: the first key of the keyring). A value under a
+    key this process does not hold, or a sealing key it does not hold, makes it read its
+    keyring again (`reload`: the keyring file, re-read without a restart). It never seals
+    with any other key: without the sealing key, sealing fails (SealError) and /readyz says so.
     """
 
-    def __init__(self, master_keys: Sequence[bytes]):
+    def __init__(self, master_keys: Sequence[bytes], *, reload: Callable[[], Sequence[bytes]] | None = None,
+                 sealing_key_id: Callable[[], str | None] | None = None):
         if not master_keys:
             raise ValueError("at least one master key is needed")
         self._keys = {key_id(k): AESGCM(k) for k in master_keys}
-        self.current_key_id = key_id(master_keys[0])
+        self._first = key_id(master_keys[0])
+        self._reload = reload
+        self._sealing_key_id = sealing_key_id
+        self._reloading = threading.Lock()
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The ids of the keys this process holds now."""
+        return list(self._keys)
+
+    @property
+    def current_key_id(self) -> str:
+        """The id of the key that seals now, whether or not this process holds it."""
+        shared = self._sealing_key_id() if self._sealing_key_id is not None else None
+        return shared or self._first
+
+    def missing_sealing_key(self) -> str | None:
+        """The id of the sealing key when this process cannot get it (its keyring re-read), else None."""
+        kid = self.current_key_id
+        return None if self._key(kid) is not None else kid
 
     def seal(self, plaintext: bytes, context: bytes) -> str:
+        kid = self.current_key_id
+        aead = self._key(kid)
+        if aead is None:
+            raise SealError(f"the master key {kid} that seals now is not in this server's keyring; add it "
+                            "(AUTHSERVER_MASTER_KEY or the instance's master_key file) and restart")
         nonce = secrets.token_bytes(12)
-        ciphertext = self._keys[self.current_key_id].encrypt(nonce, plaintext, context)
+        ciphertext = aead.encrypt(nonce, plaintext, context)
         blob = base64.urlsafe_b64encode(nonce + ciphertext).decode().rstrip("=")
-        return f"v1.{self.current_key_id}.{blob}"
+        return f"v1.{kid}.{blob}"
 
     def unseal(self, sealed: str, context: bytes) -> bytes:
         try:
@@ -109,13 +139,22 @@ class SecretSealer:
             raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
         except (ValueError, AttributeError):
             raise SealError("malformed sealed value") from None
-        aead = self._keys.get(kid)
-        if version != "v1" or aead is None or len(raw) < 13:
+        if version != "v1" or len(raw) < 13:
+            raise SealError("malformed sealed value")
+        aead = self._key(kid)
+        if aead is None:
             raise SealError(f"no master key {kid!r} to open this value")
         try:
             return aead.decrypt(raw[:12], raw[12:], context)
         except InvalidTag:
             raise SealError("sealed value does not open under its key") from None
 
-    def sealed_with_current(self, sealed: str) -> bool:
-        return sealed.split(".", 2)[1:2] == [self.current_key_id]
+    def _key(self, kid: str) -> AESGCM | None:
+        aead = self._keys.get(kid)
+        if aead is None and self._reload is not None:
+            with self._reloading:
+                keys = self._reload()
+                if keys:  # an unreadable keyring keeps what was loaded
+                    self._keys = {key_id(k): AESGCM(k) for k in keys}
+            aead = self._keys.get(kid)
+        return aead

@@ -29,6 +29,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from .crypto import SealError
 from .extensions import db
 from .layers import request_id
 
@@ -134,6 +135,13 @@ def failure_for(exc: BaseException) -> ApiError:
         # A value the database cannot hold (a number out of range, a NUL byte): the caller's input.
         log.warning("database rejected a value", extra={"cause": type(exc.orig).__name__})
         return ApiError(400, "invalid_request", "A value in the request is out of range or malformed; check it.")
+    if isinstance(exc, SealError):
+        # A sealed value this instance cannot open, or no sealing key: its keyring lacks a key
+        # (a rotation whose key has not reached it). Another instance may hold it; nothing is written.
+        log.error("master key unavailable", extra={"cause": str(exc)})
+        return ApiError(503, "temporarily_unavailable",
+                        "This server cannot use its master key right now; try again in a few seconds.",
+                        {"Retry-After": "5"})
     if isinstance(exc, OverflowError):
         # SQLite refuses integers beyond 64 bits with a bare OverflowError: the caller's number.
         log.warning("number out of range", extra={"cause": "OverflowError"})

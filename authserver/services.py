@@ -19,12 +19,12 @@ from .admin.service import AdminService
 from .audit.service import AuditLog
 from .broker.service import BrokerService
 from .clock import Clock
-from .crypto import PasswordHasher, SecretSealer
+from .crypto import PasswordHasher
 from .forwardauth.service import ForwardAuthService
 from .identity import IdentityResolver
 from .oidc.server import OidcProvider
 from .oidc.tokens import BearerTokenStrategy
-from .sealing import SealedValues
+from .sealing import SealedValues, keyring_sealer
 from .settings import Settings
 from .throttle import Throttle
 from .totp.service import TotpService
@@ -42,7 +42,7 @@ class Services:
             settings.argon2_parallelism,
             settings.password_hashes_at_once,
         )
-        self.sealer = SecretSealer(settings.master_keys)
+        self.sealer = keyring_sealer(settings.master_keys, settings.master_key_file)
         self.audit = AuditLog(clock)
         self.throttle = Throttle.for_settings(settings.redis_url, now=lambda: clock.now().timestamp())
         self.accounts = AccountService(self.passwords, self.audit, clock)
@@ -64,14 +64,14 @@ class Services:
         self.logins = LoginService(self.accounts, self.totp, self.throttle, self.audit, clock)
         # Every value sealed under the master key, for `master-key rotate`; capabilities add theirs.
         self.sealed = SealedValues()
-        self.sealed.register("totp_secrets", self.totp.reseal_all)
-        self.sealed.register("signing_keys", self.signing.reseal_all)
-        self.sealed.register("client_secrets", self.oidc.clients.reseal_all)
+        self.sealed.register("totp_secrets", *self.totp.sealed_columns())
+        self.sealed.register("signing_keys", *self.signing.sealed_columns())
+        self.sealed.register("client_secrets", *self.oidc.clients.sealed_columns())
         self.forward_auth = ForwardAuthService(
             settings.forward_auth_rules, settings.trusted_proxies, settings.forward_auth_domains, settings.issuer
         )
         self.broker = BrokerService(self.oidc, self.sealer, settings.pepper, self.audit, self.throttle, clock)
-        self.sealed.register("broker_verifiers", self.broker.reseal_all)
+        self.sealed.register("broker_verifiers", *self.broker.sealed_columns())
         self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing,
                                   self.oidc.tokens)
 

@@ -58,8 +58,11 @@ class Settings:
     issuer: str
     database_url: str
     secret_key: str
-    master_keys: tuple[bytes, ...]  # the first one seals; the others only unseal
+    master_keys: tuple[bytes, ...]  # the keyring at start; which one seals is the database's record
     pepper: bytes
+    # The instance's master_key file when the keyring came from it (re-read when a key is
+    # missing: keys added or retired there reach a running server); None: AUTHSERVER_MASTER_KEY.
+    master_key_file: Path | None = None
     redis_url: str | None = None
     totp_required: str = "none"
     pkce_required: str = "all"
@@ -174,6 +177,7 @@ class Settings:
         if len(secret_key) < 32:
             raise SettingsError("AUTHSERVER_SECRET_KEY must be at least 32 characters")
 
+        master_key_file = None if get("MASTER_KEY") else instance_path / "master_key"
         master_raw = get("MASTER_KEY") or instance_secret(instance_path, "master_key", generate, "MASTER_KEY")
         master_keys = tuple(
             decode_key(part.strip(), "MASTER_KEY") for part in master_raw.split(",") if part.strip()
@@ -232,6 +236,7 @@ class Settings:
             database_url=database_url,
             secret_key=secret_key,
             master_keys=master_keys,
+            master_key_file=master_key_file,
             pepper=pepper,
             redis_url=redis_url,
             totp_required=choice(get("TOTP_REQUIRED", "none"), "TOTP_REQUIRED", ("none", "admins", "all")),

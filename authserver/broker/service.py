@@ -672,11 +672,13 @@ class BrokerService:
 
     # -- upkeep ----------------------------------------------------------------
 
+    def sealed_columns(self) -> list[SealedColumn]:
+        """Where PKCE verifiers of open transactions are sealed."""
+        return [SealedColumn(BrokerTransaction, "code_verifier_sealed", lambda row: _verifier_context(row.handle_hmac))]
+
     def reseal_all(self, sealer: SecretSealer) -> int:
         """Re-seal the PKCE verifiers of open transactions (for `master-key rotate`; no commit)."""
-        return SealedColumn(
-            BrokerTransaction, "code_verifier_sealed", lambda row: _verifier_context(row.handle_hmac)
-        ).reseal(sealer)
+        return sum(column.reseal(sealer) for column in self.sealed_columns())
 
 
 def _verifier_context(handle_hmac: str) -> bytes:

@@ -23,11 +23,15 @@ def healthz():
 def readyz():
     try:
         db.session.execute(text("SELECT 1"))
+        # The key every instance seals with (the database's record), in this one's keyring.
+        missing = current_app.extensions["authserver"].sealer.missing_sealing_key()
     except Exception:
         db.session.rollback()
         return {"status": "unavailable", "database": "unreachable"}, 503
     finally:
         db.session.remove()
+    if missing:
+        return {"status": "unavailable", "database": "ok", "master_key": f"missing key {missing}"}, 503
     return {"status": "ok", "database": "ok"}
 
 

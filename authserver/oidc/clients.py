@@ -426,9 +426,13 @@ class ClientRegistry:
             return None
         return self.sealer.unseal(row.secret_sealed, _secret_context(client_id)).decode()
 
+    def sealed_columns(self) -> list[SealedColumn]:
+        """Where broker clients' secrets are sealed."""
+        return [SealedColumn(OAuthClient, "secret_sealed", lambda row: _secret_context(row.client_id))]
+
     def reseal_all(self, sealer) -> int:
         """Re-seal broker client secrets under `sealer` (for `master-key rotate`; current transaction, no commit)."""
-        return SealedColumn(OAuthClient, "secret_sealed", lambda row: _secret_context(row.client_id)).reseal(sealer)
+        return sum(column.reseal(sealer) for column in self.sealed_columns())
 
     def remember_assertion(self, client_id: str, jti: str, expires_at: datetime) -> bool:
         """Record a private_key_jwt assertion id; False if it was seen before (a replay)."""

@@ -141,9 +141,13 @@ class SigningKeyService:
         self.prune(now)
         return [self._create(alg).kid for alg in sorted(targets)]
 
+    def sealed_columns(self) -> list[SealedColumn]:
+        """Where private keys are sealed."""
+        return [SealedColumn(SigningKey, "private_sealed", lambda row: _context(row.kid))]
+
     def reseal_all(self, sealer) -> int:
         """Re-seal every private key under `sealer` (for `master-key rotate`; current transaction, no commit)."""
-        return SealedColumn(SigningKey, "private_sealed", lambda row: _context(row.kid)).reseal(sealer)
+        return sum(column.reseal(sealer) for column in self.sealed_columns())
 
     def prune(self, now: datetime | None = None) -> int:
         """Delete keys no longer published; nothing they signed is still valid."""

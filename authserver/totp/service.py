@@ -369,12 +369,14 @@ class TotpService:
 
     # -- master-key rotation ----------------------------------------------
 
+    def sealed_columns(self) -> list[SealedColumn]:
+        """Where secrets are sealed: the active and the pending one of each credential."""
+        return [SealedColumn(TotpCredential, column, lambda row: self._context(row.user_id))
+                for column in ("totp_secret_sealed", "pending_secret_sealed")]
+
     def reseal_all(self, sealer: SecretSealer) -> int:
         """Re-seal every active and pending secret under `sealer` (current transaction, no commit)."""
-        return sum(
-            SealedColumn(TotpCredential, column, lambda row: self._context(row.user_id)).reseal(sealer)
-            for column in ("totp_secret_sealed", "pending_secret_sealed")
-        )
+        return sum(column.reseal(sealer) for column in self.sealed_columns())
 
     # -- internals ---------------------------------------------------------
 

@@ -2,14 +2,16 @@
 
 Counted in the database (the embedded default, shared by every worker) or in Redis when
 AUTHSERVER_TEST_REDIS_URL names a server (`.ci/run` starts one). Every test uses its own
-usernames and addresses, so a shared Redis needs no flushing. The policy is in
-docs/security.md ("Throttling").
+usernames and addresses; but account buckets are keyed by user id, and ids start again
+from 1 in every test's emptied database, so each Redis test starts from an empty Redis
+database. The policy is in docs/security.md ("Throttling").
 """
 
 import os
 import secrets
 
 import pytest
+import redis
 
 from authserver import create_app
 from authserver.audit.models import AuditEvent
@@ -24,6 +26,9 @@ REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "")
 def settings(request, backend, database_urls, tmp_path):
     if request.param == "redis" and not REDIS_URL:
         pytest.skip("Redis not configured: set AUTHSERVER_TEST_REDIS_URL (.ci/run does)")
+    if request.param == "redis":
+        with redis.Redis.from_url(REDIS_URL) as store:
+            store.flushdb()
     return make_settings(tmp_path, database_urls[backend], redis_url=REDIS_URL if request.param == "redis" else None)
 
 
