@@ -28,6 +28,7 @@ from .accounts.service import AccountError
 from .crypto import key_id, random_token
 from .extensions import db
 from .oidc.clients import ClientError
+from .oidc.signing import SigningKeyError
 from .sealing import RotationFailed, read_keyring, rotate_master_key, unused_keys
 from .settings import Settings, SettingsError, decode_key, new_key_text
 
@@ -576,12 +577,36 @@ def signing_key():
 
 
 @signing_key.command("rotate")
+@click.option("--now", "at_once", is_flag=True,
+              help="Sign with the new keys at once (an emergency: clients whose cached JWKS lacks them fail "
+                   "until they fetch it again).")
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def signing_key_rotate(as_json):
-    """New keys sign from now on; the old public keys stay in JWKS until their tokens expire."""
-    kids = services().signing.rotate()
-    emit(as_json, {"kids": kids}, "new signing keys: " + ", ".join(kids))
+def signing_key_rotate(at_once, as_json):
+    """New keys, published at once, sign once clients' cached JWKS know them (a minute); the old
+    public keys stay in JWKS until their tokens expire."""
+    rotated = services().signing.rotate(now=at_once)
+    services().audit.record("signing_key.rotate", actor="cli", target="signing_keys",
+                            details={"kids": [r.kid for r in rotated], "now": at_once}, commit=True)
+    keys = [{"kid": r.kid, "alg": r.alg, "signs_from": r.signs_from.isoformat()} for r in rotated]
+    text = "\n".join(f"{r.alg}: {r.kid}, published now, signs from {r.signs_from.isoformat(timespec='seconds')}"
+                     for r in rotated)
+    emit(as_json, {"keys": keys, "kids": [r.kid for r in rotated]}, text)
+
+
+@signing_key.command("revoke")
+@click.argument("kid")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def signing_key_revoke(kid, as_json):
+    """Withdraw a compromised key at once: out of JWKS, no longer signing, and the JWT access
+    tokens it may have signed revoked (clients verifying ID tokens refuse it once they fetch JWKS)."""
+    try:
+        withdrawn, revoked = services().oidc.withdraw_signing_key(kid, actor="cli")
+    except SigningKeyError as exc:
+        fail(str(exc))
+    emit(as_json, {"kid": withdrawn.kid, "alg": withdrawn.alg, "revoked_tokens": revoked},
+         f"withdrew {withdrawn.alg} key {withdrawn.kid}; revoked {revoked} JWT access token(s) it may have signed")
 
 
 def main():

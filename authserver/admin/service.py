@@ -28,7 +28,7 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..extensions import db
 from ..oidc.models import OAuthClient, SigningKey
-from ..oidc.signing import SigningKeyService
+from ..oidc.signing import Rotated, SigningKeyService
 from ..oidc.tokens import TokenStore
 from ..totp.models import TotpCredential
 from ..totp.service import TotpService
@@ -243,12 +243,13 @@ class AdminService:
         )
         return sorted(rows, key=lambda row: row.retired_at is not None)
 
-    def rotate_signing_keys(self, admin: User) -> list[str]:
-        """New keys sign from now on; the old ones stay published until what they signed expires."""
-        kids = self.signing.rotate()
+    def rotate_signing_keys(self, admin: User) -> list[Rotated]:
+        """New keys, published now, sign once clients' cached JWKS know them; the old ones stay
+        published until what they signed expires."""
+        rotated = self.signing.rotate()
         self.audit.record("signing_key.rotate", actor=actor_of(admin), target="signing_keys",
-                          details={"kids": kids}, commit=True)
-        return kids
+                          details={"kids": [r.kid for r in rotated]}, commit=True)
+        return rotated
 
     # -- audit log -------------------------------------------------------------
 

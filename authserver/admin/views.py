@@ -352,6 +352,8 @@ def rotate_signing_keys():
         if form.csrf_token.errors:
             raise csrf_failed()
         return render_signing_keys(identity, form, 400)
-    kids = admin_service().rotate_signing_keys(identity.user)
-    flash(f"New signing keys: {', '.join(kids)}. The old ones stay published until their tokens expire.")
+    rotated = admin_service().rotate_signing_keys(identity.user)
+    switch = min(r.signs_from for r in rotated).strftime("%H:%M:%S")
+    flash(f"New signing keys: {', '.join(r.kid for r in rotated)}. Published now, they sign from {switch} UTC, once "
+          "clients' cached key sets know them; the old ones stay published until their tokens expire.")
     return redirect(url_for("admin.signing_keys"))

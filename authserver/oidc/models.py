@@ -167,6 +167,9 @@ class SigningKey(db.Model):
     public_jwk: Mapped[dict] = mapped_column(JSON)
     private_sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Signs from this time on (None: since it was created); published from its creation, so
+    # that relying parties' cached JWKS know it before the first token it signs.
+    activate_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     # No longer signs from this time; still published until `unpublish_at`.
     retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     unpublish_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -62,7 +62,7 @@ from .clients import (
 from .codes import CodeStore
 from .consent import ConsentStore
 from .logout import BackchannelLogout
-from .signing import SUPPORTED_ALGS, SigningKeyService
+from .signing import SUPPORTED_ALGS, SigningKeyService, Withdrawn
 from .tokens import TokenStore
 
 ENDPOINTS = {
@@ -525,6 +525,15 @@ class OidcProvider:
         self.server.register_endpoint(UserInfo(self))
         self.server.register_endpoint(EndSession(self))
         self._metadata = self._build_metadata()
+
+    def withdraw_signing_key(self, kid: str, *, actor: str) -> tuple[Withdrawn, int]:
+        """A compromised key out of JWKS and out of service at once, and the JWT access tokens it
+        may have signed revoked; (what was withdrawn, how many tokens were revoked)."""
+        withdrawn = self.signing.withdraw(kid)
+        revoked = self.tokens.revoke_signed_with(withdrawn.alg, withdrawn.signed_from, withdrawn.signed_until)
+        self.audit.record("signing_key.withdraw", actor=actor, target=f"signing_key:{kid}",
+                          details={"alg": withdrawn.alg, "revoked_tokens": revoked}, commit=True)
+        return withdrawn, revoked
 
     def _sessions_ended(self, records) -> None:
         """Tokens issued under an SSO session without offline_access end with it."""

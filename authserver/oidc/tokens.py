@@ -21,7 +21,7 @@ from ..extensions import db
 from ..hotpath import read_one, write_one
 from ..identity import AuthenticationFailed, Identity, Via, profile_columns, profile_from
 from .clients import ACCESS_TOKEN_SECONDS, OFFLINE_SCOPE, REFRESH_TOKEN_SECONDS, ClientRegistry, RegisteredClient
-from .models import AuthorizationCode, OAuthToken
+from .models import AuthorizationCode, OAuthClient, OAuthToken
 
 log = logging.getLogger("authserver.oidc")
 
@@ -363,6 +363,21 @@ class TokenStore:
             .values(revoked_at=self.clock.now())
         )
         return result.rowcount
+
+    def revoke_signed_with(self, alg: str, signed_from: datetime, signed_until: datetime) -> int:
+        """JWT access tokens (and their rows' refresh tokens) a withdrawn key of `alg` may have
+        signed: those of clients signing with `alg`, issued while it signed (a few seconds
+        either side: the switch between keys is not one instant in every worker)."""
+        margin = timedelta(seconds=5)
+        clients = select(OAuthClient.client_id).where(OAuthClient.id_token_signed_response_alg == alg)
+        return db.session.execute(
+            update(OAuthToken)
+            .where(OAuthToken.token_format == "jwt", OAuthToken.revoked_at.is_(None),
+                   OAuthToken.client_id.in_(clients.scalar_subquery()),
+                   OAuthToken.issued_at >= signed_from - margin, OAuthToken.issued_at <= signed_until + margin)
+            .values(revoked_at=self.clock.now())
+            .execution_options(synchronize_session=False)
+        ).rowcount
 
     def revoke_for_code(self, code_id: int) -> int:
         families = select(OAuthToken.family_id).where(OAuthToken.code_id == code_id).scalar_subquery()

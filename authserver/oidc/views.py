@@ -37,6 +37,7 @@ from . import handlers
 from .clients import append_query
 from .codes import TicketSpent
 from .forms import ConsentForm, LogoutForm
+from .signing import JWKS_MAX_AGE
 
 bp = Blueprint("oidc", __name__)
 log = logging.getLogger("authserver.oidc")
@@ -75,8 +76,8 @@ def discovery():
 @bp.get("/oauth/jwks")
 def jwks():
     response = jsonify(provider().signing.jwks())
-    # Short: a rotated-in key must reach clients before long.
-    response.headers["Cache-Control"] = "public, max-age=60"
+    # Short, and the time a rotated-in key is published before it signs (signing.PUBLISH_AHEAD).
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE}"
     return response
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from authserver.audit.models import AuditEvent
 from authserver.extensions import db
+from authserver.oidc.signing import PUBLISH_AHEAD
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import make_client, make_user
 from tests.helpers.html import browser_login, field_error, shown_value
@@ -120,6 +121,10 @@ def test_admin_rotates_signing_keys_and_the_old_key_stays_published(client, serv
     assert client.post("/admin/signing-keys/rotate", data={"csrf_token": token, "confirm": "y"}).status_code == 303
     published = {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}
     assert first < published
+    page = client.get("/admin/signing-keys")
+    # Published first; the old key signs until the new one takes over, then stays published.
+    assert "published; signs from" in page.text and page.text.count('class="badge ok">signing<') == 1
+    services.clock.advance(seconds=PUBLISH_AHEAD.total_seconds())
     page = client.get("/admin/signing-keys")
     assert "retired" in page.text and page.text.count('class="badge ok">signing<') == 1
     [event] = audited("signing_key.rotate")

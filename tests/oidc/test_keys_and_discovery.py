@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from datetime import UTC, datetime
 
 import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
@@ -13,7 +14,8 @@ from authserver import create_app
 from authserver.crypto import SealError, SecretSealer, keyed_hash
 from authserver.oidc.clients import ClientError
 from authserver.oidc.models import OAuthClient, SigningKey
-from tests.helpers.factories import make_client
+from authserver.oidc.signing import PUBLISH_AHEAD, SigningKeyError
+from tests.helpers.factories import make_client, make_user
 from tests.helpers.servers import cli_command, subprocess_env
 
 
@@ -63,18 +65,70 @@ def test_private_keys_are_sealed_under_the_master_key(services, db):
         other.unseal(row.private_sealed, b"signing-key:" + row.kid.encode())
 
 
-def test_rotation_signs_with_the_new_key_and_keeps_the_old_published_until_expiry(services, clock):
+def test_rotation_publishes_the_next_key_first_and_signs_with_it_after_the_jwks_lifetime(client, services, clock):
+    # A relying party (openid-client and the like) caches JWKS for the max-age it is given; a
+    # key that signed at once failed its verifications with "no applicable keys" meanwhile.
     old = services.signing.active_key("RS256").kid
-    old_token = services.signing.sign({"x": 1})
-    new_kids = services.signing.rotate()
-    assert old not in new_kids
+    cached = client.get("/oauth/jwks")
+    max_age = int(cached.headers["Cache-Control"].split("max-age=")[1])
+    relying_party = KeySet.import_key_set(cached.json)
+
+    [rotated] = services.signing.rotate()
+    assert rotated.kid != old and rotated.signs_from == clock.now() + PUBLISH_AHEAD
+    assert PUBLISH_AHEAD.total_seconds() > max_age
+    assert rotated.kid in {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}  # published at once
+    for elapsed in (0, max_age):  # as long as the relying party may keep its copy
+        clock.advance(seconds=elapsed)
+        token = services.signing.sign({"x": 1})
+        assert jwt.decode(token, relying_party).header["kid"] == old  # the cached set still verifies
+    assert services.signing.rotate()[0].kid == rotated.kid  # a scheduled rotation is not doubled
+
+    clock.advance(seconds=PUBLISH_AHEAD.total_seconds() - max_age)
     token = services.signing.sign({"x": 2})
-    keys = KeySet.import_key_set(services.signing.jwks())
-    assert jwt.decode(token, keys).header["kid"] in new_kids
-    assert jwt.decode(old_token, keys).claims == {"x": 1}
+    refreshed = KeySet.import_key_set(client.get("/oauth/jwks").json)  # fetched after max-age: has both
+    assert jwt.decode(token, refreshed).header["kid"] == rotated.kid
+    assert old in {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}
     clock.advance(seconds=3600 + 301)
     kids = {k["kid"] for k in services.signing.jwks()["keys"]}
-    assert old not in kids and set(new_kids) <= kids
+    assert old not in kids and rotated.kid in kids
+
+
+def test_an_emergency_rotation_signs_with_the_new_key_at_once(services, clock):
+    old = services.signing.active_key("ES256").kid
+    old_token = services.signing.sign({"x": 1}, "ES256")
+    rotated = {r.alg: r for r in services.signing.rotate(now=True)}
+    assert set(rotated) == {"ES256", "RS256"} and rotated["ES256"].signs_from == clock.now()
+    token = services.signing.sign({"x": 2}, "ES256")
+    keys = KeySet.import_key_set(services.signing.jwks())
+    assert jwt.decode(token, keys).header["kid"] == rotated["ES256"].kid != old
+    assert jwt.decode(old_token, keys).claims == {"x": 1}  # still published until what it signed expires
+
+
+def test_a_withdrawn_key_leaves_jwks_at_once_and_what_it_signed_is_revoked(client, services, clock):
+    alice = make_user(services, "alice")
+    api, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"],
+                              scope="photos:read", access_token_format="jwt", introspect=True)
+    issued = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(api.client_id, secret))
+    access = issued.json["access_token"]
+    kid = jwt.decode(access, KeySet.import_key_set(services.signing.jwks())).header["kid"]
+    assert introspect(client, api, secret, access)["active"] is True
+
+    withdrawn, revoked = services.oidc.withdraw_signing_key(kid, actor="admin")
+    assert (withdrawn.kid, revoked) == (kid, 1)
+    assert kid not in {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}
+    assert introspect(client, api, secret, access) == {"active": False}
+    fresh = client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(api.client_id, secret))
+    new_kid = jwt.decode(fresh.json["access_token"], KeySet.import_key_set(services.signing.jwks())).header["kid"]
+    assert new_kid != kid and introspect(client, api, secret, fresh.json["access_token"])["active"] is True
+    with pytest.raises(SigningKeyError):
+        services.oidc.withdraw_signing_key(kid, actor="admin")  # gone already
+    with pytest.raises(SigningKeyError):
+        services.oidc.withdraw_signing_key("no-such-kid", actor="admin")
+    assert alice.id
+
+
+def introspect(client, resource, secret, token):
+    return client.post("/oauth/introspect", data={"token": token}, auth=(resource.client_id, secret)).json
 
 
 def test_reseal_all_moves_keys_to_the_current_master_key(services, app, db, clock):
@@ -143,7 +197,17 @@ def test_cli_client_create_prints_credentials_once_as_json(tmp_path):
                    "openid admin", "--first-party", "--introspect", "--no-pkce", "--json")
     assert official.returncode == 0, official.stderr
     rotated = run("signing-key", "rotate", "--json")
-    assert rotated.returncode == 0 and json.loads(rotated.stdout)["kids"]
+    assert rotated.returncode == 0, rotated.stderr
+    [scheduled] = json.loads(rotated.stdout)["keys"]
+    assert scheduled["alg"] == "RS256" and scheduled["signs_from"] > datetime.now(UTC).isoformat()
+    at_once = run("signing-key", "rotate", "--now", "--json")
+    [switched] = json.loads(at_once.stdout)["keys"]
+    assert switched["kid"] == scheduled["kid"] and switched["signs_from"] <= datetime.now(UTC).isoformat()
+    revoked = run("signing-key", "revoke", scheduled["kid"], "--json")
+    assert revoked.returncode == 0, revoked.stderr
+    assert json.loads(revoked.stdout) == {"kid": scheduled["kid"], "alg": "RS256", "revoked_tokens": 0}
+    again = run("signing-key", "revoke", scheduled["kid"])
+    assert again.returncode == 1 and "no published signing key" in again.stderr
     first = run("seed")
     assert "demo client id" in first.stdout and "demo secret" in first.stdout
     second = run("seed")
