@@ -108,7 +108,7 @@ class Instance:
 
     def __init__(self, path: Path, **env: str):
         self.path = path
-        self.env = subprocess_env(AUTHSERVER_INSTANCE_PATH=str(path), AUTHSERVER_ENV="development", **env)
+        self.env = subprocess_env(**{"AUTHSERVER_INSTANCE_PATH": str(path), "AUTHSERVER_ENV": "development", **env})
         self.process: subprocess.Popen | None = None
         self.url = ""
         self.log_path = path.parent / f"{path.name}-server.log"
@@ -119,9 +119,9 @@ class Instance:
             capture_output=True, text=True, timeout=timeout, check=False,
         )
 
-    def serve(self, *args: str, wait: float = 45) -> Instance:
-        """`authserver serve` on a free loopback port, returning once /healthz answers."""
-        port = free_port()
+    def serve(self, *args: str, wait: float = 45, port: int | None = None) -> Instance:
+        """`authserver serve` on a loopback port (a free one unless given), returning once /healthz answers."""
+        port = port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

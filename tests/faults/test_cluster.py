@@ -1,0 +1,296 @@
+"""Three interchangeable instances on one PostgreSQL and one Redis, behind a real nginx.
+
+The instances are `authserver serve` processes sharing the database, Redis and the same
+secrets, with config/examples/nginx-cluster.conf in front (only its ports changed), as
+docs/deploy.md describes. A flow whose requests alternate between instances, races across
+instances with one winner, a revocation on one seen by the others at once, a rolling
+restart under load without a failed request, and an instance killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+import pytest
+import requests
+
+from authserver.settings import new_key_text
+from tests.helpers.csrf import csrf_token
+from tests.helpers.database import PG_URL
+from tests.helpers.html import form_action
+from tests.helpers.proxies import EXAMPLES, NGINX_WRAPPER, _running, binary
+from tests.helpers.servers import Instance, free_port
+
+pytestmark = [pytest.mark.live, pytest.mark.skipif(not PG_URL, reason="PostgreSQL not configured: set "
+                                                   "AUTHSERVER_TEST_DATABASE_URL (.ci/run does)")]
+
+REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "")
+REDIRECT = "https://gallery.example/callback"
+PASSWORD = "correct horse battery staple"
+
+
+class Cluster:
+    def __init__(self, root, database_url: str, redis_url: str):
+        self.root = root
+        self.proxy_port = free_port()
+        self.url = f"http://127.0.0.1:{self.proxy_port}"
+        self.ports = [free_port() for _ in range(3)]
+        shared = {
+            "AUTHSERVER_ENV": "production",
+            "AUTHSERVER_ISSUER": self.url,  # loopback http: allowed in production
+            "AUTHSERVER_DATABASE_URL": database_url,
+            "AUTHSERVER_REDIS_URL": redis_url,
+            "AUTHSERVER_SECRET_KEY": secrets.token_urlsafe(40),
+            "AUTHSERVER_MASTER_KEY": new_key_text(),
+            "AUTHSERVER_PEPPER": new_key_text(),
+            "AUTHSERVER_TRUSTED_PROXIES": "127.0.0.1/32",
+            "AUTHSERVER_WORKERS": "1",
+            "AUTHSERVER_LOG_LEVEL": "WARNING",
+        }
+        self.instances = [Instance(root / f"instance-{n}", **shared) for n in range(3)]
+        for instance in self.instances:
+            instance.path.mkdir()
+        self.admin = self.instances[0]
+
+    def start(self) -> None:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda pair: pair[0].serve(port=pair[1]), zip(self.instances, self.ports, strict=True)))
+
+    def stop(self) -> None:
+        for instance in self.instances:
+            instance.stop()
+
+    def cli(self, *args: str) -> dict:
+        done = self.admin.cli(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def logs(self) -> str:
+        return "\n".join(instance.server_log() for instance in self.instances)
+
+
+@contextlib.contextmanager
+def nginx_in_front(run, ports) -> str:
+    """config/examples/nginx-cluster.conf with its listen line and upstream ports changed."""
+    nginx = binary("nginx")
+    run.mkdir()
+    port = free_port()
+    site = (EXAMPLES / "nginx-cluster.conf").read_text()
+    assert site.count("listen 80;") == 1
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    for example, actual in zip((8001, 8002, 8003), ports, strict=True):
+        assert site.count(f"server 127.0.0.1:{example} ") == 1
+        site = site.replace(f"server 127.0.0.1:{example} ", f"server 127.0.0.1:{actual} ")
+    (run / "site.conf").write_text(site)
+    wrapper = NGINX_WRAPPER.replace("    upstream authserver {{ server 127.0.0.1:{app_port}; }}\n", "").replace(
+        "    upstream photos {{ server 127.0.0.1:{upstream_port}; }}\n", "")
+    (run / "nginx.conf").write_text(wrapper.format(run=run, user="user root;" if os.geteuid() == 0 else ""))
+    log = run / "error.log"
+    with _running([nginx, "-p", str(run), "-c", str(run / "nginx.conf"), "-e", str(log)], port, log, env=None):
+        yield port
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    name = "authserver_faults"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    database_url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    redis_url = (REDIS_URL.rsplit("/", 1)[0] + "/5") if REDIS_URL else ""
+    if redis_url:
+        import redis
+
+        with redis.Redis.from_url(redis_url) as store:
+            store.flushdb()
+    group = Cluster(root, database_url, redis_url)
+    with nginx_in_front(root / "nginx", group.ports) as port:
+        group.url = f"http://127.0.0.1:{port}"
+        for instance in group.instances:  # the issuer is the proxy's address
+            instance.env["AUTHSERVER_ISSUER"] = group.url
+        upgraded = group.admin.cli("db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        group.cli("user", "create", "alice", "--email", "alice@photos.example", "--password", PASSWORD)
+        gallery = group.cli("client", "create", "--name", "Gallery", "--redirect-uri", REDIRECT, "--scope",
+                            "openid profile email offline_access", "--grant", "authorization_code", "--grant",
+                            "refresh_token", "--trusted")
+        indexer = group.cli("client", "create", "--name", "Indexer", "--grant", "client_credentials", "--scope",
+                            "photos:read", "--introspect")
+        group.gallery = (gallery["client_id"], gallery["client_secret"])
+        group.indexer = (indexer["client_id"], indexer["client_secret"])
+        key = group.cli("key", "mint", "--user", "alice", "--name", "uploader", "--scope", "photos:read")
+        group.key = f"{key['key_id']}:{key['secret']}"
+        group.start()
+        try:
+            yield group
+        finally:
+            group.stop()
+
+
+def instance_url(cluster, n: int) -> str:
+    return f"http://127.0.0.1:{cluster.ports[n % 3]}"
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def code_for(cluster, http: requests.Session, challenge: str, *, via: int = 0) -> str:
+    """A code for alice (logged in on `http`), asked of instance `via`."""
+    params = {"response_type": "code", "client_id": cluster.gallery[0], "redirect_uri": REDIRECT,
+              "scope": "openid profile offline_access", "state": "s", "nonce": secrets.token_urlsafe(8),
+              "code_challenge": challenge, "code_challenge_method": "S256"}
+    response = http.get(instance_url(cluster, via) + "/oauth/authorize", params=params, allow_redirects=False,
+                        timeout=10)
+    if response.status_code == 200:  # consent (offline_access is asked even of a trusted client)
+        response = http.post(instance_url(cluster, via + 1) + form_action(response.text), allow_redirects=False,
+                             data={"csrf_token": csrf_token(response.text), "allow": "x"}, timeout=10)
+    assert response.status_code in (302, 303), response.text
+    return parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
+
+
+def logged_in(cluster, via: int = 0) -> requests.Session:
+    http = requests.Session()
+    response = http.post(instance_url(cluster, via) + "/api/session/login", timeout=10,
+                         json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return http
+
+
+def redeem(cluster, code: str, verifier: str, *, via: int) -> requests.Response:
+    return requests.post(instance_url(cluster, via) + "/oauth/token", auth=cluster.gallery, timeout=10,
+                         data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                               "code_verifier": verifier})
+
+
+def refresh(cluster, token: str, *, via: int) -> requests.Response:
+    return requests.post(instance_url(cluster, via) + "/oauth/token", auth=cluster.gallery, timeout=10,
+                         data={"grant_type": "refresh_token", "refresh_token": token})
+
+
+def test_a_login_code_and_refresh_flow_alternating_between_instances(cluster):
+    http = logged_in(cluster, via=0)  # the session made on one instance is known to the others
+    assert http.get(instance_url(cluster, 1) + "/api/me", timeout=10).json()["username"] == "alice"
+    verifier, challenge = pkce()
+    code = code_for(cluster, http, challenge, via=1)  # authorize on 1, consent on 2
+    tokens = redeem(cluster, code, verifier, via=0)
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    userinfo = requests.get(instance_url(cluster, 1) + "/oauth/userinfo", timeout=10,
+                            headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert userinfo.status_code == 200 and userinfo.json()["preferred_username"] == "alice"
+    refreshed = refresh(cluster, body["refresh_token"], via=2)
+    assert refreshed.status_code == 200, refreshed.text
+    jwks = requests.get(instance_url(cluster, 0) + "/oauth/jwks", timeout=10).json()
+    assert {k["kid"] for k in jwks["keys"]} == {
+        k["kid"] for k in requests.get(instance_url(cluster, 2) + "/oauth/jwks", timeout=10).json()["keys"]}
+    # The same answers through the proxy, whichever instance it picks.
+    through = requests.get(cluster.url + "/.well-known/openid-configuration", timeout=10).json()
+    assert through["issuer"] == cluster.url
+
+
+def test_one_code_and_one_refresh_token_raced_across_instances_have_one_winner(cluster):
+    http = logged_in(cluster)
+    verifier, challenge = pkce()
+    code = code_for(cluster, http, challenge)
+    with ThreadPoolExecutor(9) as pool:
+        answers = list(pool.map(lambda n: redeem(cluster, code, verifier, via=n), range(9)))
+    assert sorted(a.status_code for a in answers) == [200] + [400] * 8
+    winner = next(a.json() for a in answers if a.status_code == 200)
+    # The replays revoked what the winner got (a code is single-use, RFC 6749 §4.1.2).
+    assert refresh(cluster, winner["refresh_token"], via=1).status_code == 400
+
+    verifier, challenge = pkce()
+    fresh = redeem(cluster, code_for(cluster, http, challenge), verifier, via=2).json()
+    with ThreadPoolExecutor(9) as pool:
+        rotations = list(pool.map(lambda n: refresh(cluster, fresh["refresh_token"], via=n), range(9)))
+    assert sorted(r.status_code for r in rotations) == [200] + [400] * 8
+
+
+def test_a_revocation_on_one_instance_is_seen_by_the_others_at_once(cluster):
+    headers = {"X-API-Key": cluster.key}
+    assert all(requests.get(instance_url(cluster, n) + "/api/me", headers=headers, timeout=10).status_code == 200
+               for n in range(3))
+    token = requests.post(instance_url(cluster, 0) + "/oauth/token", auth=cluster.indexer, timeout=10,
+                          data={"grant_type": "client_credentials"}).json()["access_token"]
+    revoked = requests.post(instance_url(cluster, 1) + "/oauth/revoke", auth=cluster.indexer, timeout=10,
+                            data={"token": token})
+    assert revoked.status_code == 200
+    for n in (0, 2):
+        seen = requests.post(instance_url(cluster, n) + "/oauth/introspect", auth=cluster.indexer, timeout=10,
+                             data={"token": token})
+        assert seen.json() == {"active": False}
+    # A key revoked (here with the command line, on no instance at all): refused by every instance at once.
+    spare = cluster.cli("key", "mint", "--user", "alice", "--name", "spare", "--scope", "photos:read")
+    spare_headers = {"X-API-Key": f"{spare['key_id']}:{spare['secret']}"}
+    assert all(requests.get(instance_url(cluster, n) + "/api/me", headers=spare_headers, timeout=10).status_code
+               == 200 for n in range(3))
+    cluster.cli("key", "revoke", spare["key_id"])
+    assert [requests.get(instance_url(cluster, n) + "/api/me", headers=spare_headers, timeout=10).status_code
+            for n in range(3)] == [401, 401, 401]
+
+
+def test_a_rolling_restart_under_load_fails_no_request(cluster):
+    stop = threading.Event()
+    outcomes: list[int | str] = []
+    lock = threading.Lock()
+
+    def load(worker: int) -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                if worker % 2:
+                    answer = session.post(cluster.url + "/oauth/token", auth=cluster.indexer, timeout=10,
+                                          data={"grant_type": "client_credentials"})
+                else:
+                    answer = session.get(cluster.url + "/api/me", headers={"X-API-Key": cluster.key}, timeout=10)
+                outcome = answer.status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        for instance, port in zip(cluster.instances, cluster.ports, strict=True):
+            instance.stop()  # SIGTERM: in-flight requests finish; the port refuses new connections
+            instance.serve(port=port)
+            time.sleep(0.5)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=20)
+    failed = [o for o in outcomes if o != 200]
+    assert len(outcomes) > 100 and failed == [], f"{len(failed)} of {len(outcomes)} failed: {failed[:10]}"
+
+
+def test_an_instance_killed_outright_leaves_the_others_serving(cluster):
+    victim = cluster.instances[2]
+    os.killpg(victim.process.pid, signal.SIGKILL)
+    victim.process.wait(timeout=10)
+    try:
+        answers = [requests.get(cluster.url + "/api/me", headers={"X-API-Key": cluster.key}, timeout=10).status_code
+                   for _ in range(12)]
+        tokens = [requests.post(cluster.url + "/oauth/token", auth=cluster.indexer, timeout=10,
+                                data={"grant_type": "client_credentials"}).status_code for _ in range(6)]
+        assert answers == [200] * 12 and tokens == [200] * 6
+    finally:
+        victim.serve(port=cluster.ports[2])
+    assert requests.get(instance_url(cluster, 2) + "/readyz", timeout=10).json()["status"] == "ok"
