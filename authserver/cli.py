@@ -131,6 +131,12 @@ def serve(host: str, port: int, dev: bool):
         refuse_a_bound_port(host, port)
         announce_issuer(host, port)
     settings = services().settings
+    if settings.env == "production" and settings.is_https and not settings.trusted_proxies:
+        # Behind a TLS-ending proxy every client would seem to be the proxy: one client's failed
+        # logins would throttle everyone, and audit rows and key address ranges would see the proxy.
+        click.echo("authserver: warning: AUTHSERVER_TRUSTED_PROXIES is empty: behind a reverse proxy, set it to the "
+                   "proxy's address so that throttles, audit and key address ranges see each client's own "
+                   "(docs/deploy.md)", err=True)
     if dev:
 
         app = current_app._get_current_object()

@@ -187,6 +187,13 @@ class Settings:
 
         pepper_raw = get("PEPPER") or instance_secret(instance_path, "pepper", generate, "PEPPER")
         pepper = decode_key(pepper_raw, "PEPPER")
+        folder = sqlite_folder(database_url)
+        if folder is not None and not folder.is_dir():
+            named = "DATABASE_URL" if get("DATABASE_URL") else "INSTANCE_PATH"
+            raise SettingsError(
+                f"{PREFIX}{named}: the SQLite database's folder {folder} does not exist; create it for the "
+                "service's user (mode 700; in production nothing is created)"
+            )
 
         redis_url = get("REDIS_URL")
         if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
@@ -352,6 +359,14 @@ def scope_list(value: str, name: str) -> tuple[str, ...]:
 def redact(url: str) -> str:
     """A URL fit for an error message: any user:password@ part is masked."""
     return re.sub(r"(?<=://)[^/?#]*@", "***@", url)
+
+
+def sqlite_folder(url: str) -> Path | None:
+    """The folder of a SQLite database file (None: not SQLite, or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).parent.resolve()
 
 
 def check_database_url(url: str) -> str:

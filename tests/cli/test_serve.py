@@ -191,3 +191,24 @@ def test_without_an_issuer_set_the_server_is_its_own_issuer_and_says_so(instance
         assert "issuer https://auth.photos.example (AUTHSERVER_ISSUER)" in given.server_log()
     finally:
         given.stop()
+
+
+def test_production_behind_https_without_trusted_proxies_is_warned_about(tmp_path):
+    secrets_env = {"AUTHSERVER_ENV": "production", "AUTHSERVER_ISSUER": "https://auth.photos.example",
+                   "AUTHSERVER_SECRET_KEY": "s" * 40, "AUTHSERVER_MASTER_KEY": "A" * 43, "AUTHSERVER_PEPPER": "B" * 43}
+    bare = Instance(tmp_path / "bare", **secrets_env)
+    bare.path.mkdir()
+    assert bare.cli("db", "upgrade").returncode == 0
+    try:
+        bare.serve()
+        assert "warning: AUTHSERVER_TRUSTED_PROXIES is empty" in bare.server_log()
+    finally:
+        bare.stop()
+    proxied = Instance(tmp_path / "proxied", AUTHSERVER_TRUSTED_PROXIES="127.0.0.1/32", **secrets_env)
+    proxied.path.mkdir()
+    assert proxied.cli("db", "upgrade").returncode == 0
+    try:
+        proxied.serve()
+        assert "AUTHSERVER_TRUSTED_PROXIES is empty" not in proxied.server_log()
+    finally:
+        proxied.stop()

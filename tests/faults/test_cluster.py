@@ -270,6 +270,7 @@ def test_a_rolling_restart_under_load_fails_no_request(cluster):
         time.sleep(1)
         for instance, port in zip(cluster.instances, cluster.ports, strict=True):
             instance.stop()  # SIGTERM: in-flight requests finish; the port refuses new connections
+            assert instance.process.returncode == 0, instance.server_log()[-2000:]
             instance.serve(port=port)
             time.sleep(0.5)
         time.sleep(1)

@@ -41,6 +41,7 @@ SECRET_VARIABLES = {"SECRET_KEY", "MASTER_KEY", "PEPPER", "METRICS_TOKEN"}
 
 def from_env(tmp_path, **values: str) -> Settings:
     """`Settings.from_env` with an instance folder of the test's own and `values` as AUTHSERVER_*."""
+    (tmp_path / "instance").mkdir(exist_ok=True)  # production creates nothing
     environ = {"AUTHSERVER_INSTANCE_PATH": str(tmp_path / "instance")}
     environ.update({key if key.startswith(PREFIX) else PREFIX + key: value for key, value in values.items()})
     return Settings.from_env(environ)
@@ -83,7 +84,7 @@ GOOD = [
     good("ISSUER", "http://localhost:8000", "issuer", "http://localhost:8000", id="ISSUER=prod-localhost",
          **PRODUCTION),
     good("ISSUER", "http://[::1]:8000", "issuer", "http://[::1]:8000", id="ISSUER=prod-[::1]", **PRODUCTION),
-    good("DATABASE_URL", "sqlite:////srv/auth/auth.db", "database_url", "sqlite:////srv/auth/auth.db"),
+    good("DATABASE_URL", "sqlite:////tmp/auth.db", "database_url", "sqlite:////tmp/auth.db"),
     # psycopg 3 is the driver for a plain postgresql:// URL (ids avoid the word: `-k "not postgresql"`
     # leaves out only the PostgreSQL-backend cases).
     good("DATABASE_URL", "postgresql://auth:pw@db.internal/auth", "database_url",
@@ -198,6 +199,7 @@ BAD = [
     bad("ARGON2_MEMORY_KIB", "lots", "must be a whole number"),
     bad("ARGON2_PARALLELISM", "0", "must be between 1 and 64"),
     bad("PASSWORD_HASHES_AT_ONCE", "0", "must be between 1 and 64"),
+    bad("DATABASE_URL", "sqlite:////nonexistent/folder/a.db", "folder /nonexistent/folder does not exist"),
     bad("PASSWORD_HASHES_AT_ONCE", "all", "must be a whole number"),
     bad("KEY_SCOPES", "   ", "must list at least one scope", id="KEY_SCOPES=blank"),
     bad("KEY_SCOPES", 'profile photos"read', "must be space-separated scope names"),
@@ -323,9 +325,8 @@ def test_production_without_secrets_stops_and_generates_nothing(tmp_path):
     with pytest.raises(SettingsError) as refused:
         from_env(tmp_path, ENV="production")
     assert str(refused.value) == "AUTHSERVER_SECRET_KEY must be set when AUTHSERVER_ENV=production"
-    assert not instance.exists()
+    assert list(instance.iterdir()) == []  # (the test's helper made the folder; production made nothing)
 
-    instance.mkdir()
     with pytest.raises(SettingsError) as refused:
         from_env(tmp_path, ENV="production", SECRET_KEY="s" * 40, MASTER_KEY=new_key_text())
     assert "AUTHSERVER_PEPPER must be set" in str(refused.value)
@@ -340,9 +341,20 @@ def test_production_with_every_secret_given_starts(tmp_path):
         "AUTHSERVER_SECRET_KEY": "s" * 40,
         "AUTHSERVER_MASTER_KEY": f"{new_key_text()},{new_key_text()}",
         "AUTHSERVER_PEPPER": new_key_text(),
+        "AUTHSERVER_DATABASE_URL": "postgresql://authserver@db.internal/authserver",
     })
     assert settings.is_production and settings.is_https and len(settings.master_keys) == 2
     assert not (tmp_path / "instance").exists()
+
+
+def test_production_on_sqlite_in_a_folder_that_does_not_exist_is_one_line(tmp_path):
+    # Before: `authserver db upgrade` died with a FileNotFoundError traceback.
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"AUTHSERVER_ENV": "production", "AUTHSERVER_INSTANCE_PATH": str(tmp_path / "missing"),
+                           "AUTHSERVER_ISSUER": "https://auth.photos.example", "AUTHSERVER_SECRET_KEY": "s" * 40,
+                           "AUTHSERVER_MASTER_KEY": new_key_text(), "AUTHSERVER_PEPPER": new_key_text()})
+    assert str(refused.value).startswith(f"AUTHSERVER_INSTANCE_PATH: the SQLite database's folder {tmp_path}/missing "
+                                         "does not exist")
 
 
 def test_development_generates_owner_only_secrets_once_and_reuses_them(tmp_path):
