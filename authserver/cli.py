@@ -577,6 +577,20 @@ def client_create(
     emit(as_json, payload, text)
 
 
+@cli.command("after-restore")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def after_restore(as_json):
+    """After restoring the database from a backup: end every SSO session, revoke every access and
+    refresh token, and sign with new keys at once (the old ones withdrawn from JWKS), so nothing
+    issued before the restore stays usable. Everyone logs in again; API keys are not touched."""
+    ended = services().sessions.revoke_everyone()
+    done = services().oidc.start_afresh(actor="cli")
+    payload = {"ended_sessions": ended, **done}
+    emit(as_json, payload, f"ended {ended} session(s), revoked {done['revoked_tokens']} token(s), withdrew "
+         f"{len(done['withdrawn_keys'])} signing key(s); new keys {', '.join(done['signing_keys'])} sign from now on")
+
+
 @cli.group("signing-key")
 def signing_key():
     """Manage the keys that sign ID tokens and JWT access tokens."""

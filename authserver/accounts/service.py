@@ -354,6 +354,14 @@ class SessionService:
         self._ended(records)
         return result.rowcount
 
+    def revoke_everyone(self) -> int:
+        """End every live SSO session of every user (after a restore from a backup)."""
+        result = db.session.execute(
+            update(SsoSession).where(SsoSession.revoked_at.is_(None)).values(revoked_at=self.clock.now())
+        )
+        db.session.commit()
+        return result.rowcount
+
     def active_for(self, user: User) -> list[SsoSession]:
         rows = db.session.scalars(
             select(SsoSession).where(SsoSession.user_id == user.id, SsoSession.revoked_at.is_(None))

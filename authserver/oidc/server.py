@@ -535,6 +535,18 @@ class OidcProvider:
                           details={"alg": withdrawn.alg, "revoked_tokens": revoked}, commit=True)
         return withdrawn, revoked
 
+    def start_afresh(self, *, actor: str) -> dict[str, int | list[str]]:
+        """After a restore from a backup: every token revoked, and new signing keys at once with
+        every older one withdrawn, so nothing issued before the restore verifies any more."""
+        revoked = self.tokens.revoke_everything()
+        fresh = {r.kid for r in self.signing.rotate(now=True)}
+        withdrawn = [key["kid"] for key in self.signing.jwks()["keys"] if key["kid"] not in fresh]
+        for kid in withdrawn:
+            self.signing.withdraw(kid)
+        self.audit.record("oauth.start_afresh", actor=actor, target="tokens",
+                          details={"revoked_tokens": revoked, "withdrawn_keys": withdrawn}, commit=True)
+        return {"revoked_tokens": revoked, "withdrawn_keys": withdrawn, "signing_keys": sorted(fresh)}
+
     def _sessions_ended(self, records) -> None:
         """Tokens issued under an SSO session without offline_access end with it."""
         revoked = self.tokens.revoke_for_sessions([record.id for record in records])

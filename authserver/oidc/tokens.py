@@ -379,6 +379,15 @@ class TokenStore:
             .execution_options(synchronize_session=False)
         ).rowcount
 
+    def revoke_everything(self) -> int:
+        """Every live access and refresh token of every client (after a restore from a backup)."""
+        result = db.session.execute(
+            update(OAuthToken).where(OAuthToken.revoked_at.is_(None)).values(revoked_at=self.clock.now())
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+        return result.rowcount
+
     def revoke_for_code(self, code_id: int) -> int:
         families = select(OAuthToken.family_id).where(OAuthToken.code_id == code_id).scalar_subquery()
         result = db.session.execute(

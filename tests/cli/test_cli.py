@@ -157,3 +157,12 @@ def test_help_shows_only_what_an_operator_runs(inst):
         assert refused.returncode == 2 and "No such command" in refused.stderr
     current = inst.cli("db", "current")
     assert current.returncode == 0 and "(head)" in current.stdout
+
+
+def test_after_restore_ends_sessions_and_switches_signing_keys(inst):
+    rotated = json.loads(inst.cli("signing-key", "rotate", "--now", "--json").stdout)
+    done = inst.cli("after-restore", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ended_sessions"] == 0 and report["revoked_tokens"] == 0
+    assert rotated["kids"][0] in report["withdrawn_keys"] and rotated["kids"][0] not in report["signing_keys"]

@@ -40,6 +40,15 @@ REDIRECT = "https://gallery.example/callback"
 PASSWORD = "correct horse battery staple"
 
 
+def unit_command(directive: str) -> list[str]:
+    """The `authserver` arguments of a directive of config/examples/authserver.service."""
+    lines = (EXAMPLES / "authserver.service").read_text().splitlines()
+    [line] = [line for line in lines if line.startswith(directive + "=")]
+    program, *arguments = line.split("=", 1)[1].split()
+    assert program.endswith("/authserver")
+    return arguments
+
+
 class Cluster:
     def __init__(self, root, database_url: str, redis_url: str):
         self.root = root
@@ -64,6 +73,8 @@ class Cluster:
         self.admin = self.instances[0]
 
     def start(self) -> None:
+        # The unit's ExecStart, on each instance's own port (Instance.serve runs `serve --host --port`).
+        assert unit_command("ExecStart") == ["serve", "--host", "127.0.0.1", "--port", "8001"]
         with ThreadPoolExecutor(3) as pool:
             list(pool.map(lambda pair: pair[0].serve(port=pair[1]), zip(self.instances, self.ports, strict=True)))
 
@@ -120,7 +131,7 @@ def cluster(tmp_path_factory):
         group.url = f"http://127.0.0.1:{port}"
         for instance in group.instances:  # the issuer is the proxy's address
             instance.env["AUTHSERVER_ISSUER"] = group.url
-        upgraded = group.admin.cli("db", "upgrade")
+        upgraded = group.admin.cli(*unit_command("ExecStartPre"))
         assert upgraded.returncode == 0, upgraded.stderr
         group.cli("user", "create", "alice", "--email", "alice@photos.example", "--password", PASSWORD)
         gallery = group.cli("client", "create", "--name", "Gallery", "--redirect-uri", REDIRECT, "--scope",
@@ -295,3 +306,10 @@ def test_an_instance_killed_outright_leaves_the_others_serving(cluster):
     finally:
         victim.serve(port=cluster.ports[2])
     assert requests.get(instance_url(cluster, 2) + "/readyz", timeout=10).json()["status"] == "ok"
+
+
+def test_the_deployment_guide_shows_the_tested_configuration():
+    guide = (EXAMPLES.parent.parent / "docs" / "deploy.md").read_text()
+    for example, fence in (("nginx-cluster.conf", "nginx"), ("authserver.service", "ini")):
+        shown = guide.split(f"```{fence}\n", 1)[1].split("```", 1)[0]
+        assert shown == (EXAMPLES / example).read_text(), f"docs/deploy.md shows another {example}"

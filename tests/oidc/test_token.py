@@ -414,3 +414,24 @@ def test_a_rotated_secret_or_a_deleted_client_is_refused_by_every_worker_at_once
     services.oidc.clients.delete(indexer.client_id, actor="admin")
     gone = token_from_the_other_worker(new_secret)
     assert gone.status_code == 401 and gone.json["error"] == "invalid_client"
+
+
+def test_after_a_restore_nothing_issued_before_it_stays_usable(client, services, alice):
+    # A restored backup brings back tokens and sessions revoked since it was taken; `authserver
+    # after-restore` ends them all and switches to new signing keys with the old ones withdrawn.
+    gallery, secret = make_client(services, scope="openid profile offline_access", trusted=True, introspect=True)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid profile offline_access")
+    tokens = exchange(client, gallery, secret, code).json
+    old_kids = {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}
+    assert client.get("/api/me").status_code == 200
+
+    ended = services.sessions.revoke_everyone()
+    done = services.oidc.start_afresh(actor="test")
+
+    assert ended == 1 and done["revoked_tokens"] == 1 and set(done["withdrawn_keys"]) == old_kids
+    assert client.get("/api/me").status_code == 401
+    assert refresh(client, gallery, secret, tokens["refresh_token"]).json["error"] == "invalid_grant"
+    assert introspect(client, gallery, secret, tokens["access_token"]).json == {"active": False}
+    published = {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}
+    assert published == set(done["signing_keys"]) and not published & old_kids
