@@ -24,6 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 import requests
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from authserver.settings import new_key_text
 from tests.helpers.csrf import csrf_token
@@ -61,15 +64,17 @@ class Cluster:
             "AUTHSERVER_DATABASE_URL": database_url,
             "AUTHSERVER_REDIS_URL": redis_url,
             "AUTHSERVER_SECRET_KEY": secrets.token_urlsafe(40),
-            "AUTHSERVER_MASTER_KEY": new_key_text(),
             "AUTHSERVER_PEPPER": new_key_text(),
             "AUTHSERVER_TRUSTED_PROXIES": "127.0.0.1/32",
             "AUTHSERVER_WORKERS": "1",
             "AUTHSERVER_LOG_LEVEL": "WARNING",
         }
         self.instances = [Instance(root / f"instance-{n}", **shared) for n in range(3)]
+        # The master keyring as a file each instance reads (on real hosts: one mounted secret).
+        self.keyring = new_key_text()
         for instance in self.instances:
             instance.path.mkdir()
+        self.share_keyring()
         self.admin = self.instances[0]
 
     def start(self) -> None:
@@ -77,6 +82,14 @@ class Cluster:
         assert unit_command("ExecStart") == ["serve", "--host", "127.0.0.1", "--port", "8001"]
         with ThreadPoolExecutor(3) as pool:
             list(pool.map(lambda pair: pair[0].serve(port=pair[1]), zip(self.instances, self.ports, strict=True)))
+
+    def share_keyring(self, text: str | None = None) -> None:
+        """Give every instance the keyring (after `master-key add`, as a secret store would)."""
+        self.keyring = text or self.keyring
+        for instance in self.instances:
+            path = instance.path / "master_key"
+            path.touch(mode=0o600)
+            path.write_text(self.keyring + "\n")
 
     def stop(self) -> None:
         for instance in self.instances:
@@ -141,6 +154,10 @@ def cluster(tmp_path_factory):
                             "photos:read", "--introspect")
         group.gallery = (gallery["client_id"], gallery["client_secret"])
         group.indexer = (indexer["client_id"], indexer["client_secret"])
+        minted = group.cli("client", "create", "--name", "Minter", "--grant", "client_credentials", "--scope",
+                           "photos:read", "--access-token-format", "jwt")
+        group.minter = (minted["client_id"], minted["client_secret"])
+        group.cli("user", "create", "bob", "--email", "bob@photos.example", "--password", PASSWORD)
         key = group.cli("key", "mint", "--user", "alice", "--name", "uploader", "--scope", "photos:read")
         group.key = f"{key['key_id']}:{key['secret']}"
         group.start()
@@ -313,3 +330,64 @@ def test_the_deployment_guide_shows_the_tested_configuration():
     for example, fence in (("nginx-cluster.conf", "nginx"), ("authserver.service", "ini")):
         shown = guide.split(f"```{fence}\n", 1)[1].split("```", 1)[0]
         assert shown == (EXAMPLES / example).read_text(), f"docs/deploy.md shows another {example}"
+
+
+def test_master_and_signing_keys_rotate_under_load_without_a_failed_request(cluster):
+    """Every instance follows both rotations while serving: no 5xx, and a relying party whose
+    JWKS was cached before the signing-key rotation verifies every token signed meanwhile."""
+    relying_party = KeySet.import_key_set(requests.get(cluster.url + "/oauth/jwks", timeout=10).json())
+    bob = requests.Session()
+    assert bob.post(cluster.url + "/api/session/login", json={"username": "bob", "password": PASSWORD},
+                    timeout=10).status_code == 200
+    stop = threading.Event()
+    outcomes: list = []
+    unverified: list[str] = []
+    lock = threading.Lock()
+
+    def load(worker: int) -> None:
+        while not stop.is_set():
+            try:
+                if worker == 0:  # seals a pending TOTP secret on whichever instance nginx picks
+                    answer = bob.post(cluster.url + "/api/me/totp", json={}, timeout=10)
+                elif worker == 1:
+                    answer = requests.post(cluster.url + "/oauth/token", auth=cluster.minter, timeout=10,
+                                           data={"grant_type": "client_credentials"})
+                    if answer.status_code == 200:
+                        try:
+                            jwt.decode(answer.json()["access_token"], relying_party)
+                        except JoseError as exc:
+                            unverified.append(type(exc).__name__)
+                else:
+                    answer = requests.get(cluster.url + "/api/me", headers={"X-API-Key": cluster.key}, timeout=10)
+                outcome = answer.status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        added = cluster.cli("master-key", "add")
+        cluster.share_keyring((cluster.admin.path / "master_key").read_text().strip())
+        time.sleep(0.5)
+        rotated = cluster.cli("master-key", "rotate", "--to", added["key_id"])
+        assert rotated["resealed"]["signing_keys"] >= 1
+        signing = cluster.cli("signing-key", "rotate")  # published now, signs in 70 s
+        time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=20)
+    failed = [o for o in outcomes if o != 200]
+    assert len(outcomes) > 50 and failed == [], f"{len(failed)} of {len(outcomes)} failed: {failed[:10]}"
+    assert unverified == []
+    assert signing["keys"][0]["kid"] in {k["kid"] for k in requests.get(cluster.url + "/oauth/jwks",
+                                                                           timeout=10).json()["keys"]}
+    check = cluster.admin.cli("master-key", "check", "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    report = json.loads(check.stdout)
+    assert all(set(kind["by_key"]) <= {added["key_id"]} for kind in report["kinds"].values()), report
+    assert all(requests.get(instance_url(cluster, n) + "/readyz", timeout=10).status_code == 200 for n in range(3))
