@@ -19,9 +19,11 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
+import pyotp
 import pytest
 import requests
 from joserfc import jwt
@@ -391,3 +393,71 @@ def test_master_and_signing_keys_rotate_under_load_without_a_failed_request(clus
     report = json.loads(check.stdout)
     assert all(set(kind["by_key"]) <= {added["key_id"]} for kind in report["kinds"].values()), report
     assert all(requests.get(instance_url(cluster, n) + "/readyz", timeout=10).status_code == 200 for n in range(3))
+
+
+@pytest.mark.parametrize("step", [90, -90], ids=["ahead", "behind"])
+def test_one_instance_with_its_clock_stepped_90_seconds(cluster, step):
+    """Its answers stay sane: no 5xx; a TOTP code its clock does not expect is refused (never
+    accepted twice across instances); a token it issues keeps its lifetime, off by the step
+    at most; a code it cannot vouch for is invalid_grant, not an error."""
+    libfaketime = pytest.importorskip("libfaketime")
+    _, preload = libfaketime.get_reload_information()
+    skewed = cluster.instances[2]
+    saved = dict(skewed.env)
+    skewed.stop()
+    skewed.env.update(preload, FAKETIME=f"{step:+d}s")
+    skewed.serve(port=cluster.ports[2])
+    try:
+        served_at = requests.get(instance_url(cluster, 2) + "/healthz", timeout=10).headers["Date"]
+        offset = parsedate_to_datetime(served_at).timestamp() - time.time()
+        assert abs(offset - step) < 5, f"the instance's clock is {offset:+.0f} s off, not {step:+d} s"
+
+        # TOTP: the user's authenticator keeps real time.
+        device = enrol_totp_user(cluster, f"carol{step + 100}")
+        code = device.now()
+        login = {"username": f"carol{step + 100}", "password": PASSWORD, "totp_code": code}
+        on_skewed = requests.post(instance_url(cluster, 2) + "/api/session/login", json=login, timeout=10)
+        assert on_skewed.status_code == 401 and on_skewed.json()["error"] == "invalid_totp"
+        assert requests.post(instance_url(cluster, 0) + "/api/session/login", json=login,
+                             timeout=10).status_code == 200
+        assert requests.post(instance_url(cluster, 1) + "/api/session/login", json=login,
+                             timeout=10).status_code == 401  # spent, on every instance
+
+        # Tokens the stepped instance issues: the lifetime holds, off by the step at most.
+        issued = requests.post(instance_url(cluster, 2) + "/oauth/token", auth=cluster.indexer, timeout=10,
+                               data={"grant_type": "client_credentials"})
+        assert issued.status_code == 200
+        seen = requests.post(instance_url(cluster, 0) + "/oauth/introspect", auth=cluster.indexer, timeout=10,
+                             data={"token": issued.json()["access_token"]}).json()
+        assert seen["active"] is True and seen["exp"] - seen["iat"] == issued.json()["expires_in"]
+        assert abs(seen["exp"] - (time.time() + issued.json()["expires_in"]) - step) < 10
+
+        # Codes live 60 s, less than the step: redeemed across the step, they are refused cleanly.
+        http = logged_in(cluster)
+        for made, redeemed in ((0, 2), (2, 0)):
+            verifier, challenge = pkce()
+            code = code_for(cluster, http, challenge, via=made)
+            answer = redeem(cluster, code, verifier, via=redeemed)
+            assert answer.status_code in (200, 400), answer.text
+            if answer.status_code == 400:
+                assert answer.json()["error"] == "invalid_grant"
+    finally:
+        skewed.stop()
+        skewed.env.clear()
+        skewed.env.update(saved)
+        skewed.serve(port=cluster.ports[2])
+
+
+def enrol_totp_user(cluster, username: str) -> pyotp.TOTP:
+    """A user with TOTP, enrolled through the JSON API (on instance 0) with a real-time authenticator."""
+    cluster.cli("user", "create", username, "--email", f"{username}@photos.example", "--password", PASSWORD)
+    http = requests.Session()
+    base = instance_url(cluster, 0)
+    assert http.post(base + "/api/session/login", json={"username": username, "password": PASSWORD},
+                     timeout=10).status_code == 200
+    secret = http.post(base + "/api/me/totp", json={}, timeout=10).json()["secret"]
+    device = pyotp.TOTP(secret)
+    confirmed = http.post(base + "/api/me/totp/confirm", json={"code": device.now()}, timeout=10)
+    assert confirmed.status_code == 200, confirmed.text
+    time.sleep(30 - time.time() % 30 + 0.5)  # the next step: the confirming code is spent
+    return device
