@@ -542,7 +542,7 @@ def client_create(
         try:
             text = Path(jwks[1:]).read_text(encoding="utf-8") if jwks.startswith("@") else jwks
             jwks_doc = json.loads(text)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             fail(f"--jwks is not readable JSON: {exc}")
     try:
         created = services().oidc.clients.create(

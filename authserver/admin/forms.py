@@ -144,7 +144,7 @@ class ClientForm(FlaskForm):
             return None
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             value = None
         if not isinstance(value, dict):
             self.jwks.errors = ['Paste a JSON object like {"keys": [...]}.']

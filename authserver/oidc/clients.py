@@ -11,6 +11,8 @@ from urllib.parse import urlencode, urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.util import scope_to_list
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -167,6 +169,50 @@ _CLIENTS = OAuthClient.__table__
 _CLIENT_BY_ID = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("client_id"))
 
 
+# What a client signs its private_key_jwt assertions with (discovery's
+# token_endpoint_auth_signing_alg_values_supported), and the keys that can verify them.
+ASSERTION_ALGS = ("RS256", "ES256")
+_PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+_JWK_LISTS = {"key_ops", "x5c"}
+
+
+def check_client_jwks(jwks) -> dict:
+    """A client's JWKS for private_key_jwt: 1 to 10 public RSA (2048 bits or more) or EC P-256
+    signing keys, nothing private, nothing else; ClientError (field "jwks") saying what is wrong."""
+    def refuse(reason: str):
+        return ClientError(f"The client's public keys (JWKS) {reason}.", field="jwks")
+
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise refuse('must be a JSON object {"keys": [...]}')
+    keys = jwks["keys"]
+    if not 1 <= len(keys) <= 10:
+        raise refuse("must hold at least one key and at most ten")
+    checked = []
+    for key in keys:
+        if not isinstance(key, dict):
+            raise refuse("must have each key a JSON object")
+        if _PRIVATE_MEMBERS & key.keys():
+            raise refuse("must hold public keys only: a private or symmetric key member was sent")
+        if key.get("kty") not in ("RSA", "EC") or (key.get("kty") == "EC" and key.get("crv") != "P-256"):
+            raise refuse(f"must hold RSA (for {ASSERTION_ALGS[0]}) or EC P-256 (for {ASSERTION_ALGS[1]}) keys")
+        for name, value in key.items():
+            plain = isinstance(value, str) and len(value) <= 2048
+            listed = name in _JWK_LISTS and isinstance(value, list) and all(isinstance(v, str) for v in value)
+            if not (isinstance(name, str) and (plain or listed)):
+                raise refuse(f"hold a key member {str(name)[:20]!r} that is not a valid JWK value")
+        if key.get("alg") not in (None, *ASSERTION_ALGS) or key.get("use") not in (None, "sig"):
+            raise refuse(f"must be signing keys (use \"sig\", alg {' or '.join(ASSERTION_ALGS)})")
+        try:
+            imported = (RSAKey if key["kty"] == "RSA" else ECKey).import_key(key)
+            public = imported.public_key
+        except (JoseError, ValueError, TypeError, KeyError, OverflowError):
+            raise refuse("hold a key that is not a valid public key") from None
+        if key["kty"] == "RSA" and (public.key_size < 2048 or public.public_numbers().e.bit_length() > 32):
+            raise refuse("hold an RSA key under 2048 bits or with an exponent this server does not take")
+        checked.append(dict(key))
+    return {"keys": checked}
+
+
 @dataclass(frozen=True)
 class CreatedClient:
     row: OAuthClient
@@ -259,12 +305,10 @@ class ClientRegistry:
             raise ClientError(
                 "A public client cannot use client_credentials: it holds no credentials.", field="grant_types"
             )
-        if method == "private_key_jwt" and not (
-            isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]
-        ):
-            raise ClientError(
-                'private_key_jwt needs the client\'s public keys as a JWKS ({"keys": [...]}).', field="jwks"
-            )
+        if method == "private_key_jwt":
+            jwks = check_client_jwks(jwks)
+        elif jwks:
+            raise ClientError("Public keys (JWKS) are for private_key_jwt clients only.", field="jwks")
         if id_token_signed_response_alg not in SUPPORTED_ALGS:
             raise ClientError(
                 f"The ID token algorithm must be one of {', '.join(SUPPORTED_ALGS)}.",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError, grants
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidClientError, InvalidRequestError, grants
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -22,12 +22,13 @@ from authlib.oidc.core.errors import (
     RequestNotSupportedError,
     RequestURINotSupportedError,
 )
+from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from ..accounts.models import User
 from ..extensions import db
-from .clients import append_query
+from .clients import ASSERTION_ALGS, ClientError, append_query, check_client_jwks
 
 if TYPE_CHECKING:
     from .server import OidcProvider
@@ -194,9 +195,19 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
     def resolve_client_public_key(self, client):
         try:
-            return KeySet.import_key_set(client.row.jwks or {"keys": []})
-        except (JoseError, ValueError, TypeError, KeyError):
+            return KeySet.import_key_set(check_client_jwks(client.row.jwks))
+        except (ClientError, JoseError, ValueError, TypeError, KeyError):  # a registration from before the checks
             return KeySet([])
+
+    def process_assertion_claims(self, assertion, resolve_key):
+        """As Authlib's, with the algorithms a client may sign with (no HMAC, no `none`)."""
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGS))
+        except JoseError as exc:
+            raise InvalidClientError(description="The client assertion is not signed with one of the client's "
+                                                 f"registered keys ({', '.join(ASSERTION_ALGS)}).") from exc
+        self.verify_claims(token.claims)
+        return token.claims
 
     def validate_jti(self, claims, jti):
         return self.provider.clients.remember_assertion(claims["sub"], jti, self.provider.expiry_of(claims))

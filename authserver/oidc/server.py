@@ -52,6 +52,7 @@ from . import grants
 from .claims import CLAIMS_SUPPORTED, STANDARD_SCOPES, user_claims
 from .clients import (
     ACCESS_TOKEN_SECONDS,
+    ASSERTION_ALGS,
     AUTH_METHODS,
     GRANT_TYPES,
     ID_TOKEN_SECONDS,
@@ -74,7 +75,6 @@ ENDPOINTS = {
     "revocation_endpoint": "/oauth/revoke",
     "end_session_endpoint": "/oauth/logout",
 }
-ASSERTION_ALGS = ["RS256", "ES256"]
 SECRET_AND_KEY_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
@@ -624,11 +624,11 @@ class OidcProvider:
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": list(SUPPORTED_ALGS),
             "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-            "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
             "introspection_endpoint_auth_methods_supported": SECRET_AND_KEY_METHODS,
-            "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+            "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
             "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
-            "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+            "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": list(STANDARD_SCOPES),
             "claims_supported": list(CLAIMS_SUPPORTED),

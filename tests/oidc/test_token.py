@@ -1,15 +1,21 @@
 """The token endpoint: code redemption, PKCE, client authentication, refresh rotation,
 client credentials, private_key_jwt, ID tokens and RFC 9068 access tokens."""
 
+import re
 import threading
 import time
 
 import pytest
 import requests
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import KeySet, OctKey, RSAKey
+from sqlalchemy import select
 
 from authserver import create_app
+from authserver.extensions import db
+from authserver.oidc.clients import ClientError
+from authserver.oidc.models import OAuthClient
+from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import make_client, make_user
 from tests.helpers.oidc import (
     DEFAULT_VERIFIER,
@@ -327,6 +333,67 @@ def test_private_key_jwt_and_jti_replay(live):
     elsewhere = _assertion(key, service.client_id, "https://elsewhere", "jti-3")
     wrong_aud = requests.post(token_url, data={**data, "client_assertion": elsewhere})
     assert wrong_aud.json()["error"] == "invalid_client"
+
+
+def test_private_key_jwt_takes_no_symmetric_key_and_no_hmac_assertion(client, services):
+    # Found by the black-box review: a JWKS holding an `oct` key was registered, and an HS256
+    # assertion signed with it was accepted (RFC 7523 asks for the client's *public* keys).
+    shared = OctKey.generate_key(256)
+    shared.ensure_kid()
+    with pytest.raises(ClientError, match="public keys only: a private or symmetric key"):
+        make_client(services, "Symmetric", redirect_uris=(), grants=["client_credentials"], scope="photos:read",
+                    token_endpoint_auth_method="private_key_jwt", jwks={"keys": [shared.as_dict()]})
+    # A registration made before the check: the HMAC assertion is still refused at the endpoint.
+    rsa = RSAKey.generate_key(2048)
+    rsa.ensure_kid()
+    service, _ = make_client(services, "Signer", redirect_uris=(), grants=["client_credentials"],
+                             scope="photos:read", token_endpoint_auth_method="private_key_jwt",
+                             jwks={"keys": [rsa.as_dict(private=False)]})
+    row = db.session.scalar(select(OAuthClient).where(OAuthClient.client_id == service.client_id))
+    row.jwks = {"keys": [rsa.as_dict(private=False), shared.as_dict()]}
+    db.session.commit()
+    audience = services.settings.issuer + "/oauth/token"
+    now = int(time.time())
+    claims = {"iss": service.client_id, "sub": service.client_id, "aud": audience, "exp": now + 60, "iat": now,
+              "jti": "hmac-1"}
+    forged = jwt.encode({"alg": "HS256", "kid": shared.kid}, claims, shared)
+    answer = client.post("/oauth/token", data={
+        "grant_type": "client_credentials", "client_assertion": forged,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+    assert answer.status_code == 401 and answer.json["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize("jwks,message", [
+    ({"keys": [{"kty": "RSA", "n": "x", "e": "AQAB", "d": "secret"}]}, "private"),
+    ({"keys": [1]}, "each key a JSON object"),
+    ({"keys": ["x"]}, "each key a JSON object"),
+    ({"keys": []}, "at least one"),
+    ({"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]}, "not a valid"),
+    ({"keys": [{"kty": "EC", "crv": "secp256k1", "x": "AAAA", "y": "AAAA"}]}, "RSA .* or EC P-256"),
+    ({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]},
+     "RSA .* or EC P-256"),
+    ({"keys": [{"kty": "RSA", "n": "AQAB", "e": "A" * 5000}]}, "not a valid|2048"),
+    ({"keys": [[[[[]]]]]}, "each key a JSON object"),
+    ({"keys": [{"kty": "RSA", "n": {"nested": ["deep"]}, "e": "AQAB"}]}, "not a valid"),
+], ids=["private", "number", "string", "empty", "off-curve", "other-curve", "okp", "huge-e", "nested", "object-n"])
+def test_a_client_jwks_holds_public_signing_keys_only(services, jwks, message):
+    with pytest.raises(ClientError, match=message):
+        make_client(services, "Signer", redirect_uris=(), grants=["client_credentials"], scope="photos:read",
+                    token_endpoint_auth_method="private_key_jwt", jwks=jwks)
+
+
+def test_a_deeply_nested_jwks_in_the_console_is_a_form_error(client, services):
+    make_user(services, "root", admin=True)
+    logged_in(client, "root")
+    page = client.get("/admin/clients")
+    nested = '{"keys":[' + "[" * 5000 + "]" * 5000 + "]}"
+    answer = client.post("/admin/clients", data={
+        "csrf_token": csrf_token(page.text), "name": "Deep", "grant_types": "client_credentials",
+        "token_endpoint_auth_method": "private_key_jwt", "scope": "photos:read", "jwks": nested,
+        "id_token_signed_response_alg": "RS256", "access_token_format": "opaque"})
+    assert answer.status_code == 400
+    assert re.findall(r'class="field-error" id="jwks-error">([^<]+)', answer.text) == [
+        "Paste a JSON object like {&#34;keys&#34;: [...]}."]
 
 
 def test_parallel_redemption_has_one_winner_and_revokes_it(live, backend):
