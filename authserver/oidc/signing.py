@@ -94,13 +94,25 @@ class SigningKeyService:
         return jwt.encode(header, claims, key, algorithms=[alg])
 
     def active_key(self, alg: str):
-        """The private key that signs `alg` now, generated on first need."""
+        """The private key that signs `alg` now. The first need of any key makes one of every
+        algorithm, so that each is in JWKS before anything is signed with it (a relying party
+        that fetched JWKS before a client's first ES256 token still knows the key)."""
         if alg not in SUPPORTED_ALGS:
             raise ValueError(f"unsupported signing algorithm {alg!r}")
         row = self._active_row(alg)
         if row is None:
-            row = self._create(alg)
+            self._create_missing()
+            row = self._active_row(alg) or self._create(alg)  # a key withdrawn with nothing to follow it
         return self._unsealed(row)
+
+    def _create_missing(self) -> None:
+        """A key for every algorithm that has none published yet."""
+        now = self.clock.now()
+        published = set(db.session.scalars(
+            select(SigningKey.alg).where(or_(SigningKey.unpublish_at.is_(None), SigningKey.unpublish_at > now))))
+        for alg in SUPPORTED_ALGS:
+            if alg not in published:
+                self._create(alg)
 
     def _active_row(self, alg: str) -> SigningKey | None:
         """The key of `alg` that signs now: active already, not retired yet, the newest such."""
@@ -163,8 +175,9 @@ class SigningKeyService:
             .where(or_(SigningKey.unpublish_at.is_(None), SigningKey.unpublish_at > now))
             .order_by(SigningKey.created_at.desc(), SigningKey.kid)
         ))
-        if not rows:
-            rows = [self._create(DEFAULT_ALG)]
+        if {row.alg for row in rows} != set(SUPPORTED_ALGS):
+            self._create_missing()
+            return self.jwks()
         return {"keys": [dict(row.public_jwk) for row in rows]}
 
     # -- rotation --------------------------------------------------------------
@@ -177,7 +190,7 @@ class SigningKeyService:
         current = self.clock.now()
         rows = list(db.session.scalars(select(SigningKey).where(
             or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > current))))
-        targets = sorted(set(algs) if algs else {row.alg for row in rows} | {DEFAULT_ALG})
+        targets = sorted(set(algs) if algs else set(SUPPORTED_ALGS))
         switch_at = current if now else current + PUBLISH_AHEAD
         rotated = []
         for alg in targets:

@@ -50,8 +50,8 @@ def test_issuer_is_byte_for_byte_with_trailing_slash(services, clock):
 
 def test_jwks_publishes_public_keys_with_kids(client):
     keys = client.get("/oauth/jwks").json["keys"]
-    assert len(keys) == 1 and keys[0]["kid"] and keys[0]["alg"] == "RS256" and keys[0]["use"] == "sig"
-    assert "d" not in keys[0] and "p" not in keys[0]
+    assert sorted(key["alg"] for key in keys) == ["ES256", "EdDSA", "RS256"]
+    assert all(key["kid"] and key["use"] == "sig" and not {"d", "p", "q", "k"} & key.keys() for key in keys)
 
 
 def test_private_keys_are_sealed_under_the_master_key(services, db):
@@ -73,7 +73,7 @@ def test_rotation_publishes_the_next_key_first_and_signs_with_it_after_the_jwks_
     max_age = int(cached.headers["Cache-Control"].split("max-age=")[1])
     relying_party = KeySet.import_key_set(cached.json)
 
-    [rotated] = services.signing.rotate()
+    rotated = {r.alg: r for r in services.signing.rotate()}["RS256"]
     assert rotated.kid != old and rotated.signs_from == clock.now() + PUBLISH_AHEAD
     assert PUBLISH_AHEAD.total_seconds() > max_age
     assert rotated.kid in {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}  # published at once
@@ -81,7 +81,8 @@ def test_rotation_publishes_the_next_key_first_and_signs_with_it_after_the_jwks_
         clock.advance(seconds=elapsed)
         token = services.signing.sign({"x": 1})
         assert jwt.decode(token, relying_party).header["kid"] == old  # the cached set still verifies
-    assert services.signing.rotate()[0].kid == rotated.kid  # a scheduled rotation is not doubled
+    again = {r.alg: r for r in services.signing.rotate()}["RS256"]
+    assert again.kid == rotated.kid  # a scheduled rotation is not doubled
 
     clock.advance(seconds=PUBLISH_AHEAD.total_seconds() - max_age)
     token = services.signing.sign({"x": 2})
@@ -97,7 +98,7 @@ def test_an_emergency_rotation_signs_with_the_new_key_at_once(services, clock):
     old = services.signing.active_key("ES256").kid
     old_token = services.signing.sign({"x": 1}, "ES256")
     rotated = {r.alg: r for r in services.signing.rotate(now=True)}
-    assert set(rotated) == {"ES256", "RS256"} and rotated["ES256"].signs_from == clock.now()
+    assert set(rotated) == {"ES256", "EdDSA", "RS256"} and rotated["ES256"].signs_from == clock.now()
     token = services.signing.sign({"x": 2}, "ES256")
     keys = KeySet.import_key_set(services.signing.jwks())
     assert jwt.decode(token, keys).header["kid"] == rotated["ES256"].kid != old
@@ -136,7 +137,7 @@ def test_reseal_all_moves_keys_to_the_current_master_key(services, app, db, cloc
     new_master = b"\x02" * 32
     rotated = services.settings.replace(master_keys=(new_master, *services.settings.master_keys))
     later = create_app(rotated, clock=clock).extensions["authserver"]
-    assert later.signing.reseal_all(later.sealer) == 1
+    assert later.signing.reseal_all(later.sealer) == 3  # one key per algorithm
     db.session.commit()
     row = db.session.scalar(db.select(SigningKey))
     assert SecretSealer([new_master]).unseal(row.private_sealed, b"signing-key:" + row.kid.encode())
@@ -198,10 +199,10 @@ def test_cli_client_create_prints_credentials_once_as_json(tmp_path):
     assert official.returncode == 0, official.stderr
     rotated = run("signing-key", "rotate", "--json")
     assert rotated.returncode == 0, rotated.stderr
-    [scheduled] = json.loads(rotated.stdout)["keys"]
-    assert scheduled["alg"] == "RS256" and scheduled["signs_from"] > datetime.now(UTC).isoformat()
+    scheduled = {key["alg"]: key for key in json.loads(rotated.stdout)["keys"]}["RS256"]
+    assert set(json.loads(rotated.stdout)["kids"]) and scheduled["signs_from"] > datetime.now(UTC).isoformat()
     at_once = run("signing-key", "rotate", "--now", "--json")
-    [switched] = json.loads(at_once.stdout)["keys"]
+    switched = {key["alg"]: key for key in json.loads(at_once.stdout)["keys"]}["RS256"]
     assert switched["kid"] == scheduled["kid"] and switched["signs_from"] <= datetime.now(UTC).isoformat()
     revoked = run("signing-key", "revoke", scheduled["kid"], "--json")
     assert revoked.returncode == 0, revoked.stderr
@@ -232,3 +233,13 @@ def test_broker_client_secret_is_sealed_for_the_broker_only(services, db, clock)
     assert later.oidc.clients.reseal_all(later.sealer) == 1
     db.session.commit()
     assert later.oidc.clients.broker_secret(created.row.client_id) == created.client_secret
+
+
+def test_every_algorithms_key_is_published_before_its_first_token(client, services):
+    # Found by the black-box review: the first ES256 (or EdDSA) token of a client was signed by
+    # a key made on the spot, absent from a JWKS fetched a moment before.
+    cached = KeySet.import_key_set(client.get("/oauth/jwks").json)
+    assert {key.alg for key in cached} == {"RS256", "ES256", "EdDSA"}
+    for alg in ("ES256", "EdDSA", "RS256"):
+        token = services.signing.sign({"x": alg}, alg)
+        assert jwt.decode(token, cached, algorithms=[alg]).claims == {"x": alg}

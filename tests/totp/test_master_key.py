@@ -225,7 +225,7 @@ def test_rotation_reseals_signing_keys_and_broker_secrets_too(app, services, set
 
     rotation = rotate_master_key(services.sealed, settings.master_keys, new_key, clock.now())
 
-    assert rotation.resealed["signing_keys"] == 1
+    assert rotation.resealed["signing_keys"] == 3  # one key per algorithm
     assert rotation.resealed["client_secrets"] == 1
     retired = create_app(settings.replace(master_keys=(new_key,)), clock=clock).extensions["authserver"]
     assert retired.oidc.clients.broker_secret(broker.client_id) == broker_secret
