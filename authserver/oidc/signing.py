@@ -188,8 +188,6 @@ class SigningKeyService:
         published until every token they signed has expired. A rotation already scheduled is
         kept (with `now`, it takes effect at once)."""
         current = self.clock.now()
-        rows = list(db.session.scalars(select(SigningKey).where(
-            or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > current))))
         targets = sorted(set(algs) if algs else set(SUPPORTED_ALGS))
         switch_at = current if now else current + PUBLISH_AHEAD
         rotated = []

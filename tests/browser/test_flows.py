@@ -208,7 +208,8 @@ def test_admin_sees_every_key_the_audit_log_and_rotates_signing_keys(browsing, s
     page.get_by_label("Yes, rotate the signing keys").check()
     follow(page.get_by_role("button", name="Rotate signing keys"))
     assert "New signing keys" in page.locator("#flash").inner_text()
-    assert page.locator("#signing-keys tbody tr").count() == 6  # three algorithms: the key that signs and the one that follows
+    # Three algorithms, each with the key that signs and the one published to follow it.
+    assert page.locator("#signing-keys tbody tr").count() == 6
     b.shot("admin-signing-keys")
     page.goto("/admin")
     assert "signing_key.rotate" in page.locator("table.events").inner_text()
