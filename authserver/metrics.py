@@ -31,9 +31,15 @@ _COUNTERS: dict[tuple[str, str, int], Counter] = {}
 _LATENCIES: dict[str, Histogram] = {}
 
 
+# The methods a label may name; any other is "other", so that nobody can add series at will.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def record_request(endpoint: str, method: str, status: int, elapsed: float) -> None:
     """Metrics and the access log line of one answered request (the log formatter adds the
     request's id, method and path: the path only, as queries carry codes)."""
+    if method not in METHODS:
+        method = "other"
     key = (endpoint, method, status)
     counter = _COUNTERS.get(key)
     if counter is None:

@@ -23,6 +23,15 @@ CLAIMS_SUPPORTED = (
     "name", "preferred_username", "email", "email_verified", "groups",
 )
 
+# Claims of ID tokens, access tokens and userinfo that an extra claim may not stand in for,
+# beyond CLAIMS_SUPPORTED: JWT (RFC 7519), OAuth (RFC 9068, RFC 8693, RFC 9449) and OpenID names.
+RESERVED_CLAIMS = frozenset({
+    "jti", "nbf", "typ", "cty", "scope", "client_id", "cnf", "act", "may_act", "roles", "entitlements",
+    "c_hash", "s_hash", "updated_at", "phone_number", "phone_number_verified", "address", "given_name",
+    "family_name", "middle_name", "nickname", "profile", "picture", "website", "gender", "birthdate",
+    "zoneinfo", "locale", "events", "sub_jwk", "_claim_names", "_claim_sources",
+})
+
 # Kinds of per-client extra claim, with what their arguments mean.
 EXTRA_CLAIM_KINDS = {
     "admin_flag": "two values: for administrators, for everyone else (e.g. admin_flag:admin:user)",
@@ -44,7 +53,7 @@ def parse_extra_claim(text: str) -> tuple[str, dict]:
         raise ExtraClaimError(
             f"Write an extra claim as NAME=KIND:ARG, for example immich_role=admin_flag:admin:user (got {text!r})."
         )
-    if name in CLAIMS_SUPPORTED:
+    if name in CLAIMS_SUPPORTED or name in RESERVED_CLAIMS:
         raise ExtraClaimError(f"The claim {name!r} is a standard claim and cannot be redefined.")
     if kind == "admin_flag":
         admin, colon, user = rest.partition(":")

@@ -61,3 +61,12 @@ def test_unreachable_rate_limit_store_is_a_503_not_a_500(tmp_path):
     response = app.test_client().get("/api/test-only/throttled")
     assert response.status_code == 503
     assert response.json["error"] == "temporarily_unavailable"
+
+
+def test_an_unknown_method_is_counted_as_other_not_as_a_new_series(client):
+    # Found by the black-box review: each made-up method added a series to /metrics for good.
+    for made_up in ("X123456", "Y654321", "BREW"):
+        client.open("/healthz", method=made_up)
+    metrics = client.get("/metrics").text
+    assert "X123456" not in metrics and "Y654321" not in metrics and "BREW" not in metrics
+    assert 'method="other"' in metrics

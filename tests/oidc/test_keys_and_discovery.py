@@ -160,6 +160,9 @@ def test_client_secret_is_an_hmac_under_the_pepper(services, db):
     ({"id_token_signed_response_alg": "HS256"}, "algorithm"),
     ({"extra_claims": ["role"]}, "NAME=KIND"),
     ({"extra_claims": ["sub=static:x"]}, "standard claim"),
+    # Found by the black-box review: these stood in for the token's own claims.
+    *[({"extra_claims": [f"{name}=static:x"]}, "standard claim") for name in ("jti", "nbf", "scope", "client_id",
+                                                                              "cnf", "typ")],
     ({"token_endpoint_auth_method": "private_key_jwt"}, "JWKS"),
 ])
 def test_invalid_client_registrations_are_refused(services, options, message):
