@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -169,6 +170,13 @@ _CLIENTS = OAuthClient.__table__
 _CLIENT_BY_ID = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("client_id"))
 
 
+def name_key(name: str) -> str:
+    """What two client names are compared by: their compatibility form (NFKC: a full-width
+    letter is the letter), case-folded, spacing collapsed, invisible characters dropped."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return " ".join("".join(c for c in folded if unicodedata.category(c) != "Cf").split())
+
+
 # What a client signs its private_key_jwt assertions with (discovery's
 # token_endpoint_auth_signing_alg_values_supported), and the keys that can verify them.
 ASSERTION_ALGS = ("RS256", "ES256")
@@ -275,12 +283,18 @@ class ClientRegistry:
         jwks: dict | None = None,
         actor: str = "system",
     ) -> CreatedClient:
-        name = (name or "").strip()
+        name = " ".join((name or "").split())
         if not 1 <= len(name) <= 200:
             raise ClientError("A client name has 1 to 200 characters.", field="name")
-        if self.find_by_name(name) is not None:
-            raise ClientError(f"A client named {name!r} exists already; choose another name (consent pages and "
-                              "the account page show clients by name).", field="name")
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Cn") for c in name):
+            raise ClientError("A client name is shown on consent pages: it may not hold invisible, control or "
+                              "direction-changing characters.", field="name")
+        key = name_key(name)
+        taken = db.session.scalars(select(OAuthClient.name).where(OAuthClient.disabled_at.is_(None)))
+        if any(name_key(other) == key for other in taken):
+            raise ClientError(f"A client named {name!r} exists already (names are compared ignoring case, spacing "
+                              "and compatibility forms); choose another: consent pages and the account page show "
+                              "clients by name.", field="name")
         redirect_uris = [validate_redirect_uri(u) for u in redirect_uris]
         post_logout = [validate_redirect_uri(u, "post_logout_redirect_uris") for u in post_logout_redirect_uris]
         grants = list(dict.fromkeys(grant_types or DEFAULT_GRANTS))

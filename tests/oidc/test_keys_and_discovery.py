@@ -246,3 +246,20 @@ def test_every_algorithms_key_is_published_before_its_first_token(client, servic
     for alg in ("ES256", "EdDSA", "RS256"):
         token = services.signing.sign({"x": alg}, alg)
         assert jwt.decode(token, cached, algorithms=[alg]).claims == {"x": alg}
+
+
+@pytest.mark.parametrize("look_alike", [
+    "gallery", "GALLERY", " Gallery ", "Gal\u00adlery", "Gal\u200blery", "Gal\u2060lery", "Gallery\u00a0",
+    "\uff27allery", "Ga\u200elle\u202ery", "Gallery\u2003", "Gallery\u3000",
+])
+def test_a_client_name_that_only_looks_different_is_a_duplicate_or_refused(services, look_alike):
+    # Found by the black-box review: case, invisible and compatibility forms slipped past the check.
+    make_client(services, "Gallery")
+    with pytest.raises(ClientError, match="exists already|invisible, control"):
+        make_client(services, look_alike)
+
+
+def test_accented_names_in_either_unicode_form_are_one_name(services):
+    make_client(services, "Caf\u00e9 photos")  # é composed
+    with pytest.raises(ClientError, match="exists already"):
+        make_client(services, "Cafe\u0301 photos")  # e + combining accent
