@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -515,3 +516,29 @@ def test_postgresql_stopped_under_load_is_503_then_recovers_without_a_restart(cl
         seen = requests.post(cluster.url + "/oauth/introspect", auth=cluster.indexer, timeout=10,
                              data={"token": token})
         assert seen.json()["active"] is True
+
+
+def test_behind_the_proxy_slow_request_bodies_hold_no_instance(cluster):
+    """Granian has no timeout for a request body (upstream will not add one), so a client that
+    announces a body and sends it slowly holds a worker thread; a handful freeze an instance
+    that faces clients directly (found by the black-box review). nginx, as configured in
+    docs/deploy.md, buffers each body before it passes the request on: forty such clients
+    hold none of the instances' threads."""
+    stalled = []
+    try:
+        for _ in range(40):
+            connection = socket.create_connection(("127.0.0.1", int(cluster.url.rsplit(":", 1)[1])), timeout=10)
+            connection.sendall(b"POST /oauth/token HTTP/1.1\\r\\nHost: auth\\r\\nContent-Type: "
+                               b"application/x-www-form-urlencoded\\r\\nContent-Length: 100\\r\\n\\r\\nab")
+            stalled.append(connection)
+        time.sleep(1)
+        for n in range(3):
+            started = time.monotonic()
+            assert requests.get(instance_url(cluster, n) + "/healthz", timeout=5).status_code == 200
+            assert time.monotonic() - started < 2
+        answer = requests.post(cluster.url + "/oauth/token", auth=cluster.indexer, timeout=5,
+                               data={"grant_type": "client_credentials"})
+        assert answer.status_code == 200
+    finally:
+        for connection in stalled:
+            connection.close()
