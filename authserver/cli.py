@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import ipaddress
 import json
 import os
 import shutil
@@ -105,6 +106,18 @@ def refuse_a_bound_port(host: str, port: int) -> None:
             fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2)
 
 
+def warn_if_facing_clients(host: str) -> None:
+    """Granian gives a request body no time limit: facing clients directly, slow senders hold
+    its threads. Behind a proxy that buffers bodies (docs/deploy.md) they never reach it."""
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        click.echo(f"authserver: warning: listening on {host}, not loopback: put a reverse proxy that buffers "
+                   "request bodies in front (nginx does by default; docs/deploy.md)", err=True)
+
+
 def announce_issuer(host: str, port: int) -> None:
     """Say which issuer the server runs with. Unset, it follows --host and --port (a wildcard
     host: loopback), so that a development server on another port is its own issuer; the
@@ -130,6 +143,7 @@ def serve(host: str, port: int, dev: bool):
     if not os.environ.get("WERKZEUG_RUN_MAIN"):  # the reloader's child runs on the socket its parent bound
         refuse_a_bound_port(host, port)
         announce_issuer(host, port)
+        warn_if_facing_clients(host)
     settings = services().settings
     if settings.env == "production" and settings.is_https and not settings.trusted_proxies:
         # Behind a TLS-ending proxy every client would seem to be the proxy: one client's failed

@@ -212,3 +212,12 @@ def test_production_behind_https_without_trusted_proxies_is_warned_about(tmp_pat
         assert "AUTHSERVER_TRUSTED_PROXIES is empty" not in proxied.server_log()
     finally:
         proxied.stop()
+
+
+@pytest.mark.parametrize(("host", "warned"), [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                              ("0.0.0.0", True), ("192.0.2.10", True)])
+def test_serving_clients_directly_is_warned_about(host, warned, capsys):
+    from authserver.cli import warn_if_facing_clients
+
+    warn_if_facing_clients(host)
+    assert ("put a reverse proxy that buffers request bodies" in capsys.readouterr().err) is warned
