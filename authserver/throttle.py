@@ -60,7 +60,7 @@ class TooManyAttempts(DomainError):
 
     def __init__(self, retry_after: int):
         retry_after = max(1, retry_after)
-        super().__init__(f"Too many failed attempts; try again in {retry_after} seconds.",
+        super().__init__(f"Too many attempts; try again in {retry_after} seconds.",
                          headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 

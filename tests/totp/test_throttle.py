@@ -192,7 +192,7 @@ def test_browser_forms_answer_429_with_retry_after(app, services):
     for _ in range(limit(services, "password:pair")):
         browser.post("/login", data={"username": name, "password": "wrong password", "csrf_token": token})
     page = browser.post("/login", data={"username": name, "password": DEFAULT_PASSWORD, "csrf_token": token})
-    assert page.status_code == 429 and "Retry-After" in page.headers and "Too many failed attempts" in page.text
+    assert page.status_code == 429 and "Retry-After" in page.headers and "Too many attempts; try again in" in page.text
 
     other = new_name()
     device, _ = enrol_totp(services, make_user(services, other))
