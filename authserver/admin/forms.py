@@ -52,7 +52,7 @@ class CreateUserForm(UserFields):
 
 
 class EditUserForm(UserFields):
-    pass
+    email_verified = BooleanField("Email address verified (ID tokens and userinfo say email_verified: true)")
 
 
 def parse_time(text: str, *, end_of_day: bool = False) -> datetime:

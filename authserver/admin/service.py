@@ -163,8 +163,9 @@ class AdminService:
         return user, generated
 
     def update_user(self, admin: User, user: User, *, name: str, email: str, groups: Sequence[str],
-                    is_admin: bool) -> list[str]:
-        """Change the profile, groups and admin flag; answers the names of the fields that changed."""
+                    is_admin: bool, email_verified: bool | None = None) -> list[str]:
+        """Change the profile, groups and admin flag, and mark the address verified or not (a new
+        address is unverified unless the admin says otherwise); the names of the fields that changed."""
         if user.id == admin.id and not is_admin:
             raise AdminError("You cannot remove your own admin flag; ask another administrator.", field="is_admin")
         if len(email) > 320 or (email and "@" not in email):
@@ -174,11 +175,16 @@ class AdminService:
         if email.casefold() != (user.email or "").casefold():
             self.accounts.check_email_free(email, user.id)
         wanted = {"name": name or user.username, "email": email, "groups": list(groups), "is_admin": is_admin}
+        if email.casefold() != (user.email or "").casefold():
+            # A new address is unverified, unless the admin ticks the box now (not a box left
+            # ticked for the old address).
+            verified = bool(email_verified) and not user.email_verified
+        else:
+            verified = bool(user.email_verified) if email_verified is None else bool(email_verified)
+        wanted["email_verified"] = verified and bool(email)
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:
             return []
-        if "email" in changed:
-            user.email_verified = False
         for field in changed:
             setattr(user, field, wanted[field])
         user.updated_at = self.clock.now()
@@ -187,6 +193,8 @@ class AdminService:
             details["admin"] = is_admin
         if "groups" in changed:
             details["groups"] = list(groups)
+        if "email_verified" in changed:
+            details["email_verified"] = wanted["email_verified"]
         self.audit.record("user.update", actor=actor_of(admin), target=target_of(user), details=details)
         db.session.commit()
         return changed

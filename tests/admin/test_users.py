@@ -8,6 +8,7 @@ import re
 from sqlalchemy import select
 
 from authserver.audit.models import AuditEvent
+from authserver.oidc.claims import user_claims
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import enrol_totp, login, make_user
 from tests.helpers.html import browser_login, field_error, shown_value
@@ -171,3 +172,24 @@ def test_unknown_users_and_actions_are_404(client, services):
     assert client.post("/admin/users/999999/disable", data={"csrf_token": token, "confirm": "y"}).status_code == 404
     root = services.accounts.find("root")
     assert client.post(f"/admin/users/{root.id}/explode", data={"csrf_token": token}).status_code == 404
+
+
+def test_admin_marks_an_address_verified_and_a_new_address_starts_unverified(client, services):
+    # email_verified was always false and nothing could set it (relying parties such as Immich
+    # match accounts by a verified address).
+    admin_client(client, services)
+    dora = make_user(services, "dora", email="dora@photos.example")
+    def save(**fields):
+        token = csrf_token(user_page(client, dora).text)
+        data = {"csrf_token": token, "name": "Dora", "email": "dora@photos.example", "groups": "", **fields}
+        assert client.post(f"/admin/users/{dora.id}", data=data).status_code == 303
+        return services.accounts.find("dora").email_verified
+
+    assert save(email_verified="y") is True
+    [event] = events("user.update")
+    assert event.details["email_verified"] is True
+    assert user_claims(services.accounts.find("dora"), "openid email")["email_verified"] is True
+    # A new address, the box left ticked from the old one: unverified until ticked for it.
+    assert save(email="dora@elsewhere.example", email_verified="y") is False
+    assert save(email="dora@elsewhere.example", email_verified="y") is True
+    assert save(email="dora@elsewhere.example") is False  # unticked
