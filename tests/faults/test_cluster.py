@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,15 +34,38 @@ from joserfc.jwk import KeySet
 from authserver.settings import new_key_text
 from tests.helpers.csrf import csrf_token
 from tests.helpers.html import form_action
-from tests.helpers.proxies import EXAMPLES, NGINX_WRAPPER, _running, binary
+from tests.helpers.proxies import EXAMPLES, NGINX_WRAPPER, _running, binary, wait_for_port
 from tests.helpers.servers import PG_BIN, Instance, PostgresCluster, free_port
 
 pytestmark = [pytest.mark.live, pytest.mark.skipif(not (PG_BIN / "pg_ctl").exists(),
                                                    reason=f"PostgreSQL 15 binaries not found in {PG_BIN}")]
 
-REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "")
 REDIRECT = "https://gallery.example/callback"
 PASSWORD = "correct horse battery staple"
+
+
+class RedisServer:
+    """redis-server on a free loopback port, without persistence, to stop and start at will."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> RedisServer:
+        self.folder.mkdir(exist_ok=True)
+        log = open(self.folder / "redis.log", "ab")  # noqa: SIM115 (the process writes it)
+        self.process = subprocess.Popen([binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+                                        stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.process, self.folder / "redis.log")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
 
 
 def unit_command(directive: str) -> list[str]:
@@ -131,13 +155,9 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     database = PostgresCluster().start()  # of its own: the outage test stops it
     database_url = database.url
-    redis_url = (REDIS_URL.rsplit("/", 1)[0] + "/5") if REDIS_URL else ""
-    if redis_url:
-        import redis
-
-        with redis.Redis.from_url(redis_url) as store:
-            store.flushdb()
-    group = Cluster(root, database_url, redis_url)
+    store = RedisServer(root / "redis").start()  # of its own: the Redis test stops it
+    group = Cluster(root, database_url, store.url)
+    group.redis = store
     with nginx_in_front(root / "nginx", group.ports) as port:
         group.url = f"http://127.0.0.1:{port}"
         for instance in group.instances:  # the issuer is the proxy's address
@@ -165,6 +185,7 @@ def cluster(tmp_path_factory):
         finally:
             group.stop()
             database.destroy()
+            store.stop()
 
 
 def instance_url(cluster, n: int) -> str:
@@ -311,10 +332,17 @@ def test_a_rolling_restart_under_load_fails_no_request(cluster):
 
 
 def test_an_instance_killed_outright_leaves_the_others_serving(cluster):
+    # Mid-exchange: the code was issued by the instance that dies; another redeems it.
+    http = logged_in(cluster, via=2)
+    verifier, challenge = pkce()
+    code = code_for(cluster, http, challenge, via=2)
     victim = cluster.instances[2]
     os.killpg(victim.process.pid, signal.SIGKILL)
     victim.process.wait(timeout=10)
     try:
+        tokens = redeem(cluster, code, verifier, via=0)
+        assert tokens.status_code == 200, tokens.text
+        assert refresh(cluster, tokens.json()["refresh_token"], via=1).status_code == 200
         answers = [requests.get(cluster.url + "/api/me", headers={"X-API-Key": cluster.key}, timeout=10).status_code
                    for _ in range(12)]
         tokens = [requests.post(cluster.url + "/oauth/token", auth=cluster.indexer, timeout=10,
@@ -542,3 +570,38 @@ def test_behind_the_proxy_slow_request_bodies_hold_no_instance(cluster):
     finally:
         for connection in stalled:
             connection.close()
+
+
+def test_redis_stopped_fails_credential_checks_closed_and_nothing_else(cluster):
+    """Without the shared rate-limit store no credential is checked unthrottled (503 with
+    Retry-After); what checks none keeps working; everything recovers when it is back."""
+    http = logged_in(cluster)  # a session made while Redis runs
+    cluster.redis.stop()
+    try:
+        for n in range(3):
+            base = instance_url(cluster, n)
+            login = requests.post(base + "/api/session/login", json={"username": "alice", "password": PASSWORD},
+                                  timeout=10)
+            assert login.status_code == 503 and login.headers["Retry-After"] == "5", login.text
+            assert login.json()["error"] == "temporarily_unavailable"
+            token = requests.post(base + "/oauth/token", auth=cluster.indexer, timeout=10,
+                                  data={"grant_type": "client_credentials"})
+            # A client secret is high-entropy: its failures are counted, its successes pass untouched.
+            assert token.status_code == 200, token.text
+            wrong = requests.post(base + "/oauth/token", auth=(cluster.indexer[0], "not-the-secret"), timeout=10,
+                                  data={"grant_type": "client_credentials"})
+            assert wrong.status_code == 503, wrong.text  # a failure that cannot be counted is refused
+            assert requests.get(base + "/oauth/jwks", timeout=10).status_code == 200
+            assert requests.get(base + "/.well-known/openid-configuration", timeout=10).status_code == 200
+            assert http.get(base + "/api/me", timeout=10).status_code == 200  # the session needs no throttle
+            assert requests.get(base + "/readyz", timeout=10).status_code == 200
+    finally:
+        cluster.redis.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answer = requests.post(cluster.url + "/api/session/login", json={"username": "alice", "password": PASSWORD},
+                               timeout=10)
+        if answer.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert answer.status_code == 200
