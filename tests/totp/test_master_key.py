@@ -165,6 +165,11 @@ def test_cli_rotation_and_retirement_with_the_instance_key_file(instance):
     check = run_cli(env, "master-key", "check", "--json")
     assert check.returncode == 0, check.stdout + check.stderr
     assert json.loads(check.stdout)["kinds"]["totp_secrets"] == {"by_key": {out["key_id"]: 1}, "not_opening": []}
+    # Before: a second rotation refused to run. Now each is the same three steps again.
+    again = run_cli(env, "master-key", "rotate", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["older_key_ids"] == [out["key_id"]]
+    assert totp_login_works(env, device.totp.secret)
 
 
 def test_cli_rotation_from_the_environment_takes_three_steps(instance):
