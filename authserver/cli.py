@@ -26,7 +26,7 @@ import keyvault
 from . import create_app, schema
 from .accounts.models import User
 from .accounts.service import AccountError
-from .crypto import key_id, random_token
+from .crypto import SecretSealer, key_id, random_token
 from .extensions import db
 from .oidc.clients import ClientError
 from .oidc.signing import SigningKeyError
@@ -284,7 +284,7 @@ def master_key_add(new_key, as_json):
     payload = {"key_id": kid, "stored_in": str(path) if path else None}
     if path is not None:
         if kid not in {key_id(k) for k in keys}:
-            _write_secret_file(path, ",".join([path.read_text(encoding="utf-8").strip(), key_text]))
+            _append_to_keyring(path, key_text)
         text = (f"master key {kid} added to {path}; servers reading that file use it when they need it.\n"
                 f"next: authserver master-key rotate --to {kid}")
     else:
@@ -326,7 +326,7 @@ def master_key_rotate(to_key_id, new_key, as_json):
             if path is None:
                 fail(f"key {key_id(key)} is not in AUTHSERVER_MASTER_KEY: set {_environment_keys_hint([*keys, key])} "
                      "on every server and restart them first (authserver master-key add says how)")
-            _write_secret_file(path, ",".join([path.read_text(encoding="utf-8").strip(), key_text]))
+            _append_to_keyring(path, key_text)
             keys.append(key)
     try:
         rotation = rotate_master_key(services().sealed, keys, key, services().clock.now())
@@ -351,9 +351,10 @@ def master_key_retire(as_json):
     missing = sealer.missing_sealing_key()
     if missing:
         fail(f"this server does not hold the sealing key {missing}: add it to its keyring first")
+    sealing = next(k for k in keys if key_id(k) == sealer.current_key_id)
     try:
         # Stragglers (sealed under an older key while the rotation ran) move to the sealing key.
-        resealed = services().sealed.reseal_all(sealer)
+        resealed = services().sealed.reseal_all(SecretSealer([sealing, *(k for k in keys if k != sealing)]))
         db.session.commit()
     except RotationFailed as exc:
         db.session.rollback()
@@ -402,6 +403,11 @@ def master_key_check(as_json):
     emit(as_json, payload, "\n".join(lines))
     if missing or any(found.failures for found in report.values()):
         sys.exit(1)
+
+
+def _append_to_keyring(path: Path, key_text: str) -> None:
+    """A key added at the end of the keyring file (the keys before it unchanged)."""
+    _write_secret_file(path, ",".join([path.read_text(encoding="utf-8").strip(), key_text]))
 
 
 def _key_text(key: bytes) -> str:

@@ -236,6 +236,9 @@ class Settings:
         extra = {
             k[len(PREFIX) :]: v for k, v in values.items() if k.startswith(PREFIX) and k[len(PREFIX) :] not in known
         }
+        workers = integer(get("WORKERS", "2"), "WORKERS", 1, 64)
+        # By default a worker hashes as many passwords at once as it has cores to itself.
+        hashes_at_once = get("PASSWORD_HASHES_AT_ONCE", "") or str(max(1, (os.cpu_count() or 1) // workers))
         return cls(
             env=env,
             instance_path=instance_path,
@@ -258,7 +261,7 @@ class Settings:
                 get("KEEP_REFRESH_ON_PASSWORD_CHANGE", "off"), "KEEP_REFRESH_ON_PASSWORD_CHANGE", ("on", "off")
             )
             == "on",
-            workers=integer(get("WORKERS", "2"), "WORKERS", 1, 64),
+            workers=workers,
             threads=integer(get("THREADS", "4"), "THREADS", 1, 64),
             session_idle_seconds=integer(get("SESSION_IDLE_SECONDS", str(8 * 3600)), "SESSION_IDLE_SECONDS", 60, 10**8),
             session_absolute_seconds=integer(
@@ -272,12 +275,7 @@ class Settings:
                 4 * 1024 * 1024,
             ),
             argon2_parallelism=integer(get("ARGON2_PARALLELISM", "1"), "ARGON2_PARALLELISM", 1, 64),
-            password_hashes_at_once=integer(
-                get("PASSWORD_HASHES_AT_ONCE", "") or str(cores_per_worker(get("WORKERS", "2"))),
-                "PASSWORD_HASHES_AT_ONCE",
-                1,
-                64,
-            ),
+            password_hashes_at_once=integer(hashes_at_once, "PASSWORD_HASHES_AT_ONCE", 1, 64),
             log_level=choice(get("LOG_LEVEL", "INFO").upper(), "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             key_scopes=scope_list(get("KEY_SCOPES", " ".join(DEFAULT_KEY_SCOPES)), "KEY_SCOPES"),
             trusted_proxies=trusted_proxies,
@@ -321,16 +319,6 @@ def choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise SettingsError(f'{PREFIX}{name} must be one of {", ".join(allowed)} (got "{value}")')
     return value
-
-
-def cores_per_worker(workers: str) -> int:
-    """This machine's cores shared among the worker processes, at least one (the default of
-    PASSWORD_HASHES_AT_ONCE); a bad WORKERS value is reported under its own name."""
-    try:
-        count = max(1, int(workers))
-    except ValueError:
-        count = 1
-    return max(1, (os.cpu_count() or 1) // count)
 
 
 def integer(value: str, name: str, low: int, high: int) -> int:

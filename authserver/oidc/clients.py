@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.util import scope_to_list
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -187,6 +187,16 @@ _JWK_LISTS = {"key_ops", "x5c"}
 def check_client_jwks(jwks) -> dict:
     """A client's JWKS for private_key_jwt: 1 to 10 public RSA (2048 bits or more) or EC P-256
     signing keys, nothing private, nothing else; ClientError (field "jwks") saying what is wrong."""
+    return {"keys": [member for member, _ in _checked_keys(jwks)]}
+
+
+def client_key_set(jwks) -> KeySet:
+    """The keys that verify a client's assertions: its JWKS, checked as at registration."""
+    return KeySet([key for _, key in _checked_keys(jwks)])
+
+
+def _checked_keys(jwks) -> list[tuple[dict, RSAKey | ECKey]]:
+    """Each key of a client's JWKS, as sent and as imported (see check_client_jwks)."""
     def refuse(reason: str):
         return ClientError(f"The client's public keys (JWKS) {reason}.", field="jwks")
 
@@ -217,8 +227,8 @@ def check_client_jwks(jwks) -> dict:
             raise refuse("hold a key that is not a valid public key") from None
         if key["kty"] == "RSA" and (public.key_size < 2048 or public.public_numbers().e.bit_length() > 32):
             raise refuse("hold an RSA key under 2048 bits or with an exponent this server does not take")
-        checked.append(dict(key))
-    return {"keys": checked}
+        checked.append((dict(key), imported))
+    return checked
 
 
 @dataclass(frozen=True)

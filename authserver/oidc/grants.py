@@ -28,7 +28,7 @@ from joserfc.jwk import KeySet
 
 from ..accounts.models import User
 from ..extensions import db
-from .clients import ASSERTION_ALGS, ClientError, append_query, check_client_jwks
+from .clients import ASSERTION_ALGS, ClientError, append_query, client_key_set
 
 if TYPE_CHECKING:
     from .server import OidcProvider
@@ -195,8 +195,8 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
     def resolve_client_public_key(self, client):
         try:
-            return KeySet.import_key_set(check_client_jwks(client.row.jwks))
-        except (ClientError, JoseError, ValueError, TypeError, KeyError):  # a registration from before the checks
+            return client_key_set(client.row.jwks)
+        except ClientError:  # a registration from before the checks
             return KeySet([])
 
     def process_assertion_claims(self, assertion, resolve_key):

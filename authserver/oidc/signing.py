@@ -223,7 +223,7 @@ class SigningKeyService:
             raise SigningKeyError(f"there is no published signing key {kid!r}")
         signed_from = row.activate_at or row.created_at
         signed_until = min(row.retired_at, now) if row.retired_at else now
-        row.retired_at, row.unpublish_at = min(signed_until, now), now
+        row.retired_at, row.unpublish_at = signed_until, now
         pending = self._pending_row(row.alg)
         if pending is not None and self._active_row(row.alg) is None:
             pending.activate_at = now
