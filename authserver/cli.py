@@ -28,7 +28,7 @@ from .accounts.models import User
 from .accounts.service import AccountError
 from .crypto import SecretSealer, key_id, random_token
 from .extensions import db
-from .oidc.clients import ClientError
+from .oidc.clients import GRANT_ALIASES, GRANT_TYPES, ClientError
 from .oidc.signing import SigningKeyError
 from .sealing import RotationFailed, read_keyring, rotate_master_key, unused_keys
 from .settings import Settings, SettingsError, decode_key, new_key_text
@@ -511,8 +511,9 @@ def client():
     "--grant",
     "grants",
     multiple=True,
-    type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
-    help="Allowed grant; repeatable (default: authorization_code only; add refresh_token for refresh tokens).",
+    type=click.Choice([*GRANT_TYPES, *GRANT_ALIASES]),
+    help="Allowed grant; repeatable (default: authorization_code only; add refresh_token for refresh tokens; "
+    "device_code is short for urn:ietf:params:oauth:grant-type:device_code, for devices without a browser).",
 )
 @click.option(
     "--auth-method",
@@ -589,8 +590,10 @@ def client_create(
         )
     except ClientError as exc:
         fail(str(exc))
-    payload = {"client_id": created.row.client_id}
-    text = f"created client {created.row.name}\nclient_id: {created.row.client_id}"
+    row = created.row
+    payload = {"client_id": row.client_id, "grant_types": list(row.grant_types), "scope": row.scope,
+               "redirect_uris": list(row.redirect_uris)}
+    text = f"created client {row.name}\nclient_id: {row.client_id}\ngrants: {' '.join(row.grant_types)}"
     if created.client_secret:
         payload["client_secret"] = created.client_secret
         text += f"\nclient_secret: {created.client_secret}"

@@ -49,7 +49,8 @@ class Services:
         self.sessions = SessionService(clock, settings.session_idle_seconds, settings.session_absolute_seconds)
         self.identity = IdentityResolver([SessionCookieStrategy(
             self.sessions, settings.cookie_name(SESSION_COOKIE, shared_domain=True))])
-        self.oidc = OidcProvider(settings, clock, self.sealer, self.audit, self.sessions, self.accounts)
+        self.oidc = OidcProvider(settings, clock, self.sealer, self.audit, self.sessions, self.accounts,
+                                 self.throttle)
         self.signing = self.oidc.signing
         self.identity.add(BearerTokenStrategy(self.oidc.tokens))
         self.keys = KeyService(settings.pepper, clock, self.audit, self.throttle, settings.key_scopes)

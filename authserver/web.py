@@ -87,7 +87,10 @@ def login_return_path() -> str:
     """Where the login page should send the user back to: this page, or its section for a form post."""
     if request.method == "GET":
         return safe_next(request.full_path.rstrip("?"))
-    return "/admin" if request.path.startswith("/admin") else "/account"
+    for section in ("/admin", "/device"):
+        if request.path.startswith(section):
+            return section
+    return "/account"
 
 
 # -- the cookies of a browser login --------------------------------------------

@@ -1,3 +1,4 @@
-"""OpenID Connect provider on Authlib: clients, codes, tokens, consent, logout."""
+"""OpenID Connect provider on Authlib: clients, codes, tokens, consent, logout, devices."""
 
-from .views import bp  # noqa: F401
+from . import device_views, views  # noqa: F401  (attach the routes to bp)
+from .blueprint import bp  # noqa: F401

@@ -37,7 +37,10 @@ ID_TOKEN_SECONDS = 3600
 REFRESH_TOKEN_SECONDS = 30 * 24 * 3600  # the default idle lifetime (AUTHSERVER_REFRESH_IDLE_SECONDS)
 LOGOUT_TOKEN_SECONDS = 120
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT)
+# Short names registration accepts too (`client create --grant device_code`).
+GRANT_ALIASES = {"device_code": DEVICE_CODE_GRANT}
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 TOKEN_FORMATS = ("opaque", "jwt")
@@ -307,7 +310,7 @@ class ClientRegistry:
                               "clients by name.", field="name")
         redirect_uris = [validate_redirect_uri(u) for u in redirect_uris]
         post_logout = [validate_redirect_uri(u, "post_logout_redirect_uris") for u in post_logout_redirect_uris]
-        grants = list(dict.fromkeys(grant_types or DEFAULT_GRANTS))
+        grants = list(dict.fromkeys(GRANT_ALIASES.get(g, g) for g in (grant_types or DEFAULT_GRANTS)))
         unknown = [g for g in grants if g not in GRANT_TYPES]
         if unknown:
             raise ClientError(f"Unknown grant type {unknown[0]!r}; use one of {', '.join(GRANT_TYPES)}.",

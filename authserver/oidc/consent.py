@@ -16,6 +16,18 @@ from .tokens import TokenStore
 
 log = logging.getLogger("authserver.oidc")
 
+SCOPE_DESCRIPTIONS = {
+    "openid": "sign you in and know who you are",
+    "profile": "your name and username",
+    "email": "your email address",
+    "groups": "the groups you belong to",
+    "offline_access": "stay connected while you are away",
+}
+
+
+def described_scopes(scope: str) -> list[tuple[str, str]]:
+    """Each scope with what it lets the app do, for a consent page ("" when we cannot say)."""
+    return [(s, SCOPE_DESCRIPTIONS.get(s, "")) for s in scope.split()]
 
 
 class ConsentStore:

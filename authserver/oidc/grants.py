@@ -13,10 +13,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidClientError, InvalidRequestError, grants
+from authlib.oauth2.rfc6749 import (
+    AccessDeniedError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    UnauthorizedClientError,
+    grants,
+)
 from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
+from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc8628 import DeviceCodeGrant as AuthlibDeviceCodeGrant
 from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.core.errors import (
     RequestNotSupportedError,
@@ -113,6 +122,42 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = SECRET_AND_KEY_METHODS
+
+
+class DeviceCodeGrant(AuthlibDeviceCodeGrant):
+    """RFC 8628's token request: the poll is decided by one store call (devices.py), which
+    claims an approved authorization in the transaction that saves the tokens."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_AND_KEY_METHODS + ["none"]
+
+    def validate_token_request(self):
+        device_code = self.request.payload.data.get("device_code")
+        if not device_code:
+            raise InvalidRequestError("Send the device_code from the device authorization response.")
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError(
+                "This client is not registered for the device grant: register it with --grant device_code."
+            )
+        # Create the signing key (if this is its first use) before the claim opens its transaction.
+        self.server.provider.signing.active_key(client.id_token_signed_response_alg)
+        authorization = self.server.provider.devices.poll(device_code, client.client_id)
+        user = _active_user(authorization.user_id)
+        if user is None:
+            raise InvalidGrantError("The account that approved this device is disabled or gone.")
+        self.request.user = user
+        self.request.client = client
+        self.request.credential = authorization
+
+    @hooked
+    def create_token_response(self):
+        authorization = self.request.credential
+        client = self.request.client
+        token = self.generate_token(user=self.request.user, scope=authorization.scope,
+                                    include_refresh_token=client.check_grant_type("refresh_token"))
+        self.request.device_authorization = authorization
+        self.save_token(token)
+        return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
 class S256CodeChallenge(CodeChallenge):

@@ -183,3 +183,31 @@ class AssertionJti(db.Model):
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class DeviceAuthorization(db.Model):
+    """One device authorization request (RFC 8628): its device code (SHA-256) and user code
+    (HMAC under the pepper), the user's decision, and the polling state; redeemed once."""
+
+    __tablename__ = "oauth_device_authorizations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_code_hmac: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    # pending → approved | denied; approved → redeemed (one token response, by a conditional UPDATE).
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    # The polling interval in seconds; raised by 5 at every slow_down (RFC 8628 §3.5).
+    poll_interval: Mapped[int] = mapped_column(Integer, default=5)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Who decided, and the session they decided in: the tokens carry its sid, auth_time, acr and amr.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    auth_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    acr: Mapped[str] = mapped_column(String(64), default="")
+    amr: Mapped[list] = mapped_column(JSON, default=list)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

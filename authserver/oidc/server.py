@@ -21,6 +21,7 @@ from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
     InvalidRequestError,
+    InvalidScopeError,
     MissingAuthorizationError,
     UnauthorizedClientError,
 )
@@ -31,6 +32,7 @@ from authlib.oauth2.rfc6750 import (
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import UserInfoEndpoint
@@ -54,6 +56,7 @@ from .clients import (
     ACCESS_TOKEN_SECONDS,
     ASSERTION_ALGS,
     AUTH_METHODS,
+    DEVICE_CODE_GRANT,
     GRANT_TYPES,
     ID_TOKEN_SECONDS,
     REFRESH_TOKEN_SECONDS,
@@ -62,6 +65,7 @@ from .clients import (
 )
 from .codes import CodeStore
 from .consent import ConsentStore
+from .devices import DeviceStore
 from .logout import BackchannelLogout
 from .signing import SUPPORTED_ALGS, SigningKeyService, Withdrawn
 from .tokens import TokenStore
@@ -74,7 +78,9 @@ ENDPOINTS = {
     "introspection_endpoint": "/oauth/introspect",
     "revocation_endpoint": "/oauth/revoke",
     "end_session_endpoint": "/oauth/logout",
+    "device_authorization_endpoint": "/oauth/device_authorization",
 }
+DEVICE_VERIFICATION_PATH = "/device"
 SECRET_AND_KEY_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
@@ -212,6 +218,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
             grant_type=request.payload.grant_type,
             code=request.authorization_code,
             parent=parent.row if parent is not None else None,
+            device=getattr(request, "device_authorization", None),
         )
 
 
@@ -275,6 +282,44 @@ def request_address(request) -> str:
     """The caller's address of an Authlib request (Flask's or the dispatch's werkzeug request)."""
     raw = getattr(request, "_request", None)
     return (raw.remote_addr if raw is not None else None) or ""
+
+
+class DeviceAuthorization(DeviceAuthorizationEndpoint):
+    """RFC 8628 §3.1-3.2: a device asks for a device code and a user code. Client authentication
+    as at the token endpoint (public clients with client_id alone); the client must be registered
+    for the device grant. Requests are counted per address: each one writes a row."""
+
+    CLIENT_AUTH_METHODS = SECRET_AND_KEY_METHODS + ["none"]
+
+    def __init__(self, provider: OidcProvider, throttle: Throttle):
+        super().__init__(provider.server)
+        self.provider = provider
+        self.throttle = throttle
+
+    def create_endpoint_response(self, request):
+        try:
+            self.throttle.consume(Bucket("device-start:address", request_address(request)))
+        except TooManyAttempts as exc:
+            raise SlowDown(exc.retry_after) from None
+        client = self.authenticate_client(request)
+        if not client.check_grant_type(DEVICE_CODE_GRANT):
+            raise UnauthorizedClientError(
+                "This client is not registered for the device grant: register it with --grant device_code."
+            )
+        scope = client.get_allowed_scope(request.payload.scope)
+        if scope is None:
+            raise InvalidScopeError("The scope asks for more than the client is registered for.")
+        started = self.provider.devices.start(client.client_id, scope)
+        uri = self.provider.base + DEVICE_VERIFICATION_PATH
+        body = {
+            "device_code": started.device_code,
+            "user_code": started.user_code,
+            "verification_uri": uri,
+            "verification_uri_complete": append_query(uri, {"user_code": started.user_code}),
+            "expires_in": started.expires_in,
+            "interval": started.interval,
+        }
+        return 200, body, default_json_headers
 
 
 class TokenRevocation(RevocationEndpoint):
@@ -480,7 +525,7 @@ class OidcProvider:
     """Everything the OIDC views need, built once per app by services.py."""
 
     def __init__(self, settings: Settings, clock: Clock, sealer: SecretSealer, audit: AuditLog,
-                 sessions: SessionService, accounts: AccountService):
+                 sessions: SessionService, accounts: AccountService, throttle: Throttle):
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
@@ -497,6 +542,7 @@ class OidcProvider:
                                  refresh_absolute_seconds=settings.refresh_absolute_seconds)
         self.codes = CodeStore(clock, audit, self.tokens)
         self.consents = ConsentStore(clock, audit, self.tokens)
+        self.devices = DeviceStore(settings.pepper, clock, audit)
         self.backchannel = BackchannelLogout(settings.issuer, clock, self.signing, self.tokens, self.clients)
         sessions.on_end(self.backchannel.sessions_ended)
         sessions.on_end(self._sessions_ended)
@@ -516,12 +562,15 @@ class OidcProvider:
         )
         self.server.register_grant(grants.RefreshTokenGrant, [grants.OpenIDRefresh(self)])
         self.server.register_grant(grants.ClientCredentialsGrant)
+        self.server.register_grant(grants.DeviceCodeGrant, [grants.OpenIDRefresh(self)])
         self.resource_protector = ResourceProtector()
         self.resource_protector.register_token_validator(AccessTokenValidator(self))
         self.introspection = TokenIntrospection(self)
         self.server.register_endpoint(self.introspection)
         self.revocation = TokenRevocation(self)
         self.server.register_endpoint(self.revocation)
+        self.device_authorization = DeviceAuthorization(self, throttle)
+        self.server.register_endpoint(self.device_authorization)
         self.server.register_endpoint(UserInfo(self))
         self.server.register_endpoint(EndSession(self))
         self._metadata = self._build_metadata()

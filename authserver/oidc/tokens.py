@@ -190,10 +190,12 @@ class TokenStore:
         self.refresh_absolute = timedelta(seconds=refresh_absolute_seconds)
 
     def save(self, token: dict, *, client: RegisteredClient, user, grant_type: str,
-             code: AuthorizationCode | None = None, parent=None) -> SavedToken:
-        """Insert the issuance (a Core insert: this is the token endpoint's hot path)."""
+             code: AuthorizationCode | None = None, parent=None, device=None) -> SavedToken:
+        """Insert the issuance (a Core insert: this is the token endpoint's hot path). The
+        session's sid, auth_time, acr and amr come from what it was issued for: the code, the
+        refresh token, or the approved device authorization."""
         now = self.clock.now()
-        origin = code or parent
+        origin = code or parent or device
         refresh = token.get("refresh_token")
         values = {
             "access_token_hash": token_hash(token["access_token"]),

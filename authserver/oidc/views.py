@@ -15,7 +15,6 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import (
-    Blueprint,
     current_app,
     flash,
     g,
@@ -34,21 +33,15 @@ from ..extensions import db
 from ..identity import Via, current_identity, identity_or_none, require_identity
 from ..web import clear_session_cookie, respond, services, signed_in
 from . import handlers
+from .blueprint import bp
 from .clients import append_query
 from .codes import TicketSpent
+from .consent import described_scopes
 from .forms import ConsentForm, LogoutForm
 from .signing import JWKS_MAX_AGE
 
-bp = Blueprint("oidc", __name__)
 log = logging.getLogger("authserver.oidc")
 
-SCOPE_DESCRIPTIONS = {
-    "openid": "sign you in and know who you are",
-    "profile": "your name and username",
-    "email": "your email address",
-    "groups": "the groups you belong to",
-    "offline_access": "stay connected while you are away",
-}
 # The server's own mark on a login round trip (prompt=login, max_age, acr_values): when it sent
 # the user to log in, MACed and bound to the request. The session must be newer than that.
 LOGIN_TICKET = "login_ticket"
@@ -280,7 +273,7 @@ def _to_login(*, fresh: bool):
 
 
 def _consent_page(client, user, scope: str):
-    scopes = [(s, SCOPE_DESCRIPTIONS.get(s, "")) for s in scope.split()]
+    scopes = described_scopes(scope)
     query = urlencode([(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny")])
     return render_template(
         "oidc/consent.html",
@@ -327,6 +320,11 @@ def introspect():
 @bp.post("/oauth/revoke")
 def revoke():
     return respond(handlers.revoke(request))
+
+
+@bp.post("/oauth/device_authorization")
+def device_authorization():
+    return respond(handlers.device_authorization(request))
 
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])

@@ -166,3 +166,13 @@ def test_after_restore_ends_sessions_and_switches_signing_keys(inst):
     report = json.loads(done.stdout)
     assert report["ended_sessions"] == 0 and report["revoked_tokens"] == 0
     assert rotated["kids"][0] in report["withdrawn_keys"] and rotated["kids"][0] not in report["signing_keys"]
+
+
+@pytest.mark.parametrize("grant", ["device_code", "urn:ietf:params:oauth:grant-type:device_code"])
+def test_client_create_registers_a_device_client_by_the_short_or_the_full_grant_name(inst_with_alice, grant):
+    done = inst_with_alice.cli("client", "create", "--name", f"Frame {len(grant)}", "--public", "--grant", grant,
+                               "--scope", "openid profile", "--json")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    assert created["grant_types"] == ["urn:ietf:params:oauth:grant-type:device_code"]
+    assert created["redirect_uris"] == []  # a device needs none

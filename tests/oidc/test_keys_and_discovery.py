@@ -31,7 +31,8 @@ def test_discovery_lists_every_endpoint_and_capability(client, services, path):
         assert client.options(doc[name].removeprefix(issuer)).status_code in (200, 204)
     assert doc["response_types_supported"] == ["code"]
     assert doc["code_challenge_methods_supported"] == ["S256"]
-    assert set(doc["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
+    assert set(doc["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials",
+                                                 "urn:ietf:params:oauth:grant-type:device_code"}
     assert set(doc["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic", "client_secret_post", "private_key_jwt", "none"}
     assert doc["id_token_signing_alg_values_supported"] == ["RS256", "ES256", "EdDSA"]
