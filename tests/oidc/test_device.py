@@ -4,18 +4,25 @@ code, an approval by a session that may not give one)."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from authserver.audit.models import AuditEvent
+from authserver.extensions import db as _db
 from authserver.oidc.devices import USER_CODE_ALPHABET, normalise_user_code
-from authserver.oidc.models import DeviceAuthorization
+from authserver.oidc.models import DeviceAuthorization, OAuthToken
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, login, make_client, make_key, make_user
-from tests.helpers.oidc import decode_id_token, logged_in
+from tests.helpers.oidc import decode_id_token, live_browser, logged_in
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -310,3 +317,94 @@ def test_guessing_user_codes_is_throttled_per_session_and_per_address(client, se
     logged_in(fresh, "alice")
     assert enter_code(fresh, started["user_code"]).status_code == 200  # the address's 12th
     assert enter_code(fresh, started["user_code"]).status_code == 429  # its 13th
+
+
+# -- a live server, a device program polling it, a person approving ---------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "device_login.py"
+
+
+def live_approve(http, live, user_code: str, choice: str = "allow"):
+    """The /device pages over real HTTP, as a signed-in browser answers them."""
+    page = http.get(live.url + "/device", params={"user_code": user_code})
+    assert page.status_code == 200, page.text
+    consent = http.post(live.url + "/device", data={"csrf_token": csrf_token(page.text), "user_code": user_code})
+    assert consent.status_code == 200 and "A device is asking" in consent.text, consent.text
+    hidden = re.search(r'name="user_code" type="hidden" value="([^"]*)"', consent.text).group(1)
+    return http.post(live.url + "/device/decision",
+                     data={"csrf_token": csrf_token(consent.text), "user_code": hidden, choice: choice})
+
+
+def run_device_program(live, client_id: str, tmp_path, *extra: str) -> tuple[subprocess.Popen, dict]:
+    """examples/device_login.py in its own process; (the process, the codes it shows the user)."""
+    program = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "--issuer", live.url, "--client-id", client_id,
+         "--tokens", str(tmp_path / "tokens.json"), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shown_codes = json.loads(program.stdout.readline())
+    return program, shown_codes
+
+
+def test_a_device_program_signs_in_while_a_person_approves_on_a_live_server(live, tmp_path):
+    services = live.services
+    make_user(services, "alice")
+    client, _ = make_client(services, "Kitchen Frame", redirect_uris=(), public=True,
+                            scope="openid profile offline_access", grants=("device_code", "refresh_token"))
+    program, shown_codes = run_device_program(live, client.client_id, tmp_path)
+    try:
+        assert shown_codes["verification_uri_complete"] == f"{live.url}/device?user_code={shown_codes['user_code']}"
+        http = live_browser(live, "alice")
+        done = live_approve(http, live, shown_codes["user_code"])
+        assert done.status_code == 200 and "Device connected" in done.text
+        assert program.wait(timeout=30) == 0, program.stderr.read()
+    finally:
+        program.kill()
+    tokens = json.loads((tmp_path / "tokens.json").read_text())
+    assert tokens["access_token"] not in program.stderr.read()  # never printed
+    me = requests.get(live.url + "/oauth/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"},
+                      timeout=10)
+    assert me.status_code == 200 and me.json()["preferred_username"] == "alice"
+
+
+def test_a_device_program_hears_a_denial(live, tmp_path):
+    services = live.services
+    make_user(services, "alice")
+    client, _ = make_client(services, "Hall Frame", redirect_uris=(), public=True, scope="openid profile",
+                            grants=("device_code",))
+    program, shown_codes = run_device_program(live, client.client_id, tmp_path, "--scope", "openid profile")
+    try:
+        live_approve(live_browser(live, "alice"), live, shown_codes["user_code"], "deny")
+        assert program.wait(timeout=30) == 2
+        assert "access_denied" in program.stderr.read()
+    finally:
+        program.kill()
+    assert not (tmp_path / "tokens.json").exists()
+
+
+def test_parallel_polls_at_the_moment_of_approval_have_one_winner(live):
+    services = live.services
+    make_user(services, "alice")
+    client, _ = make_client(services, "Den Frame", redirect_uris=(), public=True, scope="openid profile",
+                            grants=("device_code",))
+    started = requests.post(live.url + "/oauth/device_authorization", timeout=10,
+                            data={"client_id": client.client_id, "scope": "openid profile"}).json()
+    live_approve(live_browser(live, "alice"), live, started["user_code"])
+    barrier = threading.Barrier(8)
+    answers: list[requests.Response] = []
+
+    def one_poll():
+        barrier.wait()
+        answers.append(requests.post(live.url + "/oauth/token", timeout=30, data={
+            "grant_type": DEVICE_GRANT, "device_code": started["device_code"], "client_id": client.client_id}))
+
+    threads = [threading.Thread(target=one_poll) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] + [400] * 7, [a.text for a in answers]
+    assert {a.json()["error"] for a in answers if a.status_code == 400} == {"invalid_grant"}
+    issued = _db.session.scalar(select(func.count()).select_from(OAuthToken).where(
+        OAuthToken.client_id == client.client_id))
+    assert issued == 1
