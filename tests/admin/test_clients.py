@@ -129,3 +129,17 @@ def test_admin_rotates_signing_keys_and_the_old_key_stays_published(client, serv
     assert "retired" in page.text and page.text.count('class="badge ok">signing<') == 3
     [event] = audited("signing_key.rotate")
     assert event.actor == "user:root" and set(event.details["kids"]) == published - first
+
+
+def test_admin_registers_a_photo_frame_for_the_device_grant(client, services):
+    as_admin(client, services)
+    response = register(client, name="Frame", token_endpoint_auth_method="none", redirect_uris="",
+                        grant_types=["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+                        scope="openid profile offline_access")
+    assert response.status_code == 303, response.text  # public: no secret to show once
+    client_id = response.headers["Location"].rsplit("/", 1)[-1]
+    page = client.get(f"/admin/clients/{client_id}")
+    assert "urn:ietf:params:oauth:grant-type:device_code" in page.text
+    started = client.application.test_client().post("/oauth/device_authorization",
+                                                     data={"client_id": client_id, "scope": "openid"})
+    assert started.status_code == 200 and started.json["user_code"]
