@@ -12,6 +12,7 @@ import keyvault
 from . import (
     accounts,
     admin,
+    apidoc,
     broker,
     dispatch,
     errors,
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     # Every mapper configured now, in one thread, rather than lazily by the first requests.
     configure_mappers()
-    for blueprint in (health.bp, accounts.bp, totp.bp, keyvault.bp, oidc.bp, forwardauth.bp, broker.bp, admin.bp):
+    for blueprint in (health.bp, accounts.bp, totp.bp, keyvault.bp, oidc.bp, forwardauth.bp, broker.bp, admin.bp,
+                      apidoc.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     _install_request_hooks(app, settings)
