@@ -42,7 +42,7 @@ class HostPattern:
         raw = text.strip().lower()
         subdomains = raw.startswith(".")
         host = raw[1:] if subdomains else raw
-        if not host or len(host) > 253 or not _HOSTNAME.match(host):
+        if not host or len(host) > 253 or not _HOSTNAME.fullmatch(host):
             raise RuleError(f'"{text}" is not a host name or a .suffix')
         return cls(host, subdomains)
 

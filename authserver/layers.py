@@ -117,7 +117,7 @@ class Edge:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "")
         info = RequestInfo(
-            incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8),
+            incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8),
             environ.get("REMOTE_ADDR") or "",
             environ.get("HTTP_USER_AGENT", ""),
             method,

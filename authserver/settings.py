@@ -337,7 +337,7 @@ def scope_list(value: str, name: str) -> tuple[str, ...]:
     if not scopes:
         raise SettingsError(f"{PREFIX}{name} must list at least one scope")
     for scope in scopes:
-        if not _SCOPE_TOKEN.match(scope):
+        if not _SCOPE_TOKEN.fullmatch(scope):
             raise SettingsError(
                 f'{PREFIX}{name} must be space-separated scope names of printable characters (got "{scope}")'
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,38 @@ def validate_username(username: str) -> str:
     return username
 
 
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
+MAX_GROUPS = 50
+
+
+def validate_groups(names: Sequence[str]) -> list[str]:
+    """Group names as tokens and headers carry them (`Remote-Groups: a,b`): letters, digits and
+    . _ : @ - , up to 64 characters each, at most 50; duplicates dropped. Every way in (the admin
+    console, the command line) goes through here."""
+    groups: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+            shown = str(name)[:64] if str(name).isprintable() else "(a name with control characters)"
+            raise InvalidUserInput(
+                f'"{shown}" is not a group name: letters, digits and . _ : @ - only, up to 64 characters.',
+                field="groups",
+            )
+        if name not in groups:
+            groups.append(name)
+    if len(groups) > MAX_GROUPS:
+        raise InvalidUserInput(f"A user belongs to at most {MAX_GROUPS} groups.", field="groups")
+    return groups
+
+
+def validate_profile(name: str, email: str) -> None:
+    """A display name and an email address as pages, tokens and `Remote-*` headers show them:
+    printable, within their lengths."""
+    if len(name) > 200 or not name.isprintable():
+        raise InvalidUserInput("A name has at most 200 characters and no control characters.", field="name")
+    if len(email) > 320 or (email and ("@" not in email or any(c.isspace() or not c.isprintable() for c in email))):
+        raise InvalidUserInput("The email address is not valid.", field="email")
+
+
 class AccountService:
     def __init__(self, passwords: PasswordHasher, audit: AuditLog, clock: Clock):
         self.passwords = passwords
@@ -108,8 +141,8 @@ class AccountService:
         username = validate_username(username)
         if password is not None and not 8 <= len(password) <= 1024:
             raise InvalidUserInput("A password has 8 to 1024 characters.", field="password")
-        if len(email) > 320 or (email and "@" not in email):
-            raise InvalidUserInput("The email address is not valid.", field="email")
+        validate_profile(name, email)
+        groups = validate_groups(groups)
         self.check_email_free(email, None)
         now = self.clock.now()
         user = User(
@@ -119,7 +152,7 @@ class AccountService:
             email=email,
             email_verified=False,
             name=name or username,
-            groups=list(groups),
+            groups=groups,
             attributes={},
             is_admin=is_admin,
             is_disabled=False,

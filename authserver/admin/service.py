@@ -20,8 +20,9 @@ from ..accounts.models import SsoSession, User
 from ..accounts.service import (
     AccountError,
     AccountService,
-    InvalidUserInput,
     SessionService,
+    validate_groups,
+    validate_profile,
 )
 from ..audit.models import AuditEvent
 from ..audit.service import AuditLog
@@ -33,8 +34,6 @@ from ..oidc.tokens import TokenStore
 from ..totp.models import TotpCredential
 from ..totp.service import TotpService
 
-GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
-MAX_GROUPS = 50
 USERS_PER_PAGE = 50
 EVENTS_PER_PAGE = 50
 
@@ -45,20 +44,7 @@ class AdminError(AccountError):
 
 def parse_groups(text: str) -> list[str]:
     """Groups typed as "photos, family admins": commas or spaces between names, duplicates dropped."""
-    groups: list[str] = []
-    for name in re.split(r"[\s,]+", text or ""):
-        if not name:
-            continue
-        if not GROUP_NAME.match(name):
-            raise InvalidUserInput(
-                f'"{name[:64]}" is not a group name: letters, digits and . _ : @ - only, up to 64 characters.',
-                field="groups",
-            )
-        if name not in groups:
-            groups.append(name)
-    if len(groups) > MAX_GROUPS:
-        raise InvalidUserInput(f"A user belongs to at most {MAX_GROUPS} groups.", field="groups")
-    return groups
+    return validate_groups([name for name in re.split(r"[\s,]+", text or "") if name])
 
 
 def generate_password() -> str:
@@ -168,10 +154,8 @@ class AdminService:
         address is unverified unless the admin says otherwise); the names of the fields that changed."""
         if user.id == admin.id and not is_admin:
             raise AdminError("You cannot remove your own admin flag; ask another administrator.", field="is_admin")
-        if len(email) > 320 or (email and "@" not in email):
-            raise InvalidUserInput("The email address is not valid.", field="email")
-        if len(name) > 200:
-            raise InvalidUserInput("A name has at most 200 characters.", field="name")
+        validate_profile(name, email)
+        groups = validate_groups(groups)
         if email.casefold() != (user.email or "").casefold():
             self.accounts.check_email_free(email, user.id)
         wanted = {"name": name or user.username, "email": email, "groups": list(groups), "is_admin": is_admin}

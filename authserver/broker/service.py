@@ -230,7 +230,7 @@ class BrokerProviderError(BrokerError):
     DEFAULT_FIX = "start the sign-in again from the app; if it keeps failing, tell the server admin this error."
 
     def __init__(self, error: str, description: str | None):
-        self.error = error if _ERROR_CODE.match(error or "") else "provider_error"
+        self.error = error if _ERROR_CODE.fullmatch(error or "") else "provider_error"
         said = _printable(description)[:500].rstrip(". ") if description else ""
         cause = f"The login server answered {self.error}" + (f" ({said})" if said else "")
         super().__init__(f"{cause}: {self.FIXES.get(self.error, self.DEFAULT_FIX)}")
@@ -365,7 +365,7 @@ class BrokerService:
         if not client.check_redirect_uri(redirect_uri):
             raise BrokerRedirectUriMismatch()
         scope = self._scope(client, scope)
-        if state is not None and not _STATE.match(state):
+        if state is not None and not _STATE.fullmatch(state):
             raise BrokerError(
                 "The state must be 1 to 512 visible ASCII characters; let the broker make one by leaving it out."
             )
@@ -373,7 +373,7 @@ class BrokerService:
             raise BrokerError(
                 "Only code_challenge_method S256 is supported; send an S256 code_challenge or none at all."
             )
-        if code_challenge is not None and not _S256_CHALLENGE.match(code_challenge):
+        if code_challenge is not None and not _S256_CHALLENGE.fullmatch(code_challenge):
             raise BrokerError(
                 "The code_challenge must be an S256 challenge: the 43-character unpadded base64url "
                 "SHA-256 of the code_verifier; or leave it out and the broker makes one."

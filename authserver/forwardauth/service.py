@@ -174,7 +174,7 @@ def parse_target(url: str, source: str) -> Target:
 
 
 def valid_host(host: str) -> bool:
-    if _HOST_CHARS.match(host):
+    if _HOST_CHARS.fullmatch(host):
         return True
     try:
         ipaddress.IPv6Address(host)

@@ -39,7 +39,7 @@ class RedirectUriError(ValueError):
 
 def valid_port(text: str) -> bool:
     """1 to 65535 in plain digits, without a sign or leading zeros."""
-    return bool(_PORT.match(text)) and int(text) <= 65535
+    return bool(_PORT.fullmatch(text)) and int(text) <= 65535
 
 
 def loopback_host(host: str) -> bool:
@@ -92,7 +92,7 @@ def check_registration(uri: str) -> str:
             f"The redirect URI {shown!r} must be printable ASCII without spaces: percent-encode other characters."
         )
     scheme, colon, _ = uri.partition(":")
-    if not colon or not _SCHEME.match(scheme):
+    if not colon or not _SCHEME.fullmatch(scheme):
         raise RedirectUriError(
             f"The redirect URI {shown!r} must be absolute and start with a lower-case scheme, "
             "like https://gallery.example/callback or app.example:/callback."
@@ -120,7 +120,7 @@ def check_registration(uri: str) -> str:
             "https://gallery.example:8443/callback."
         )
     _, host, _, _ = parts
-    if not (_HOST_NAME.match(host) or loopback_host(host) or _ip_literal(host)):
+    if not (_HOST_NAME.fullmatch(host) or loopback_host(host) or _ip_literal(host)):
         raise RedirectUriError(
             f"The redirect URI {shown!r} has an unusual host {host!r}: write the host name in lower case "
             "(IPv6 addresses in brackets), without percent-encoding."

@@ -60,7 +60,7 @@ def matching_step(secret: bytes, code: str, now_step: int) -> int | None:
     exit, so the answer takes the same time whichever step (if any) matches.
     """
     code = normalise_code(code)
-    if not _CODE.match(code):
+    if not _CODE.fullmatch(code):
         return None
     found = None
     for step in range(now_step - SKEW_STEPS, now_step + SKEW_STEPS + 1):

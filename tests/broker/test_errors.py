@@ -234,3 +234,13 @@ def test_the_apps_version_header_is_audited_with_its_callback(live, mobile):
     db.session.rollback()
     done = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "broker.complete"))
     assert done.details["app_version"] == "1.94.0+build.7" and done.target == "user:alice"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("state", "own-state\n"),
+    ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\n"),
+])
+def test_a_trailing_newline_does_not_slip_past_the_field_checks(live, mobile, field, value):
+    refused = mobile.start(**{field: value})
+    assert refused.status_code == 400, refused.text
+    assert mobile.start(**{field: value.rstrip("\n")}).status_code == 200

@@ -176,3 +176,16 @@ def test_client_create_registers_a_device_client_by_the_short_or_the_full_grant_
     created = json.loads(done.stdout)
     assert created["grant_types"] == ["urn:ietf:params:oauth:grant-type:device_code"]
     assert created["redirect_uris"] == []  # a device needs none
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--group", "family\nX-Injected: 1"], "is not a group name"),
+    (["--group", "two words"], "is not a group name"),
+    (["--name", "Bo\x1b[31m"], "no control characters"),
+    (["--email", "bo@photos.example\r\nBcc: x@y"], "The email address is not valid"),
+], ids=["group with a newline", "group with a space", "name with an escape", "email with a newline"])
+def test_user_create_refuses_what_tokens_and_headers_cannot_carry(inst_with_alice, args, message):
+    base = {"--email": "bo@photos.example"}
+    flags = [item for pair in base.items() if pair[0] not in args for item in pair]
+    done = inst_with_alice.cli("user", "create", "bo", *flags, *args)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
