@@ -161,10 +161,12 @@ def profile_from(row, prefix: str) -> UserProfile:
 class AuthenticationFailed(Exception):
     """Credentials were presented and are not valid. The message is safe to show."""
 
-    def __init__(self, description: str = "The credentials are not valid.", error: str = "invalid_credentials"):
+    def __init__(self, description: str = "The credentials are not valid.", error: str = "invalid_credentials",
+                 retry_after: int | None = None):
         super().__init__(description)
         self.description = description
         self.error = error
+        self.retry_after = retry_after  # when the caller's address is throttled: seconds to wait
 
 
 class Strategy(Protocol):

@@ -63,9 +63,9 @@ class TooManyAttempts(DomainError):
     status = 429
     error = "too_many_requests"
 
-    def __init__(self, retry_after: int):
+    def __init__(self, retry_after: int, what: str = "attempts"):
         retry_after = max(1, retry_after)
-        super().__init__(f"Too many attempts; try again in {retry_after} seconds.",
+        super().__init__(f"Too many {what}; try again in {retry_after} seconds.",
                          headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 

@@ -86,14 +86,12 @@ class KeyOwnerDisabled(InvalidKey):
     reason = "owner_disabled"
 
 
-class KeyLoginThrottled(KeyVaultError):
-    status = 429
-    error = "too_many_requests"
+class KeyLoginThrottled(TooManyAttempts):
+    """Failed keys from this address past its limit (`key:address`): whoever catches the
+    throttle's refusals catches this one too (forward-auth answers it 401, not 429)."""
 
     def __init__(self, retry_after: int):
-        super().__init__(f"Too many failed API-key attempts from this address; try again in {retry_after} seconds.",
-                         headers={"Retry-After": str(retry_after)})
-        self.retry_after = retry_after
+        super().__init__(retry_after, "failed API-key attempts from this address")
 
 
 class KeyNotFound(KeyVaultError):

@@ -38,7 +38,7 @@ from .service import InvalidCredentials, OpenedSession, identity_from_session
 def open_session(user, *, auth_method: str, amr, acr: str = "", **kwargs) -> OpenedSession:
     """A new session for a login; the session this browser had until now ends (ASVS 7.2.4)."""
     svc = services()
-    previous = identity_or_none()
+    previous = identity_or_none()  # before anything is written: it may refuse (a throttled bad key beside)
     opened = svc.sessions.open(
         user,
         auth_method=auth_method,

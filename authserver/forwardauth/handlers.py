@@ -39,7 +39,9 @@ def check(req: Request) -> Answer:
     if decision.verdict == LOGIN:
         failure = verdict.failure
         if failure is not None:
-            return error_answer(ApiError(401, failure.error, failure.description, CHALLENGE))
+            retry = failure.retry_after
+            headers = {**CHALLENGE, "Retry-After": str(retry)} if retry else CHALLENGE
+            return error_answer(ApiError(401, failure.error, failure.description, headers))
         return error_answer(ApiError(401, "unauthorized", decision.description, CHALLENGE))
     log.info(
         "forward-auth refused",

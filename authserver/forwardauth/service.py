@@ -24,6 +24,7 @@ from ..access_rules import (
 )
 from ..errors import DomainError
 from ..identity import AuthenticationFailed, Identity
+from ..throttle import TooManyAttempts
 
 MAX_URL_LENGTH = 8192
 _HOST_CHARS = re.compile(r"^[a-z0-9.-]+$")
@@ -140,6 +141,10 @@ class ForwardAuthService:
                 identity = resolve()
             except AuthenticationFailed as exc:
                 failure = exc
+            except TooManyAttempts as exc:
+                # Bad credentials from an address past its limit: still "not authenticated" (401),
+                # since nginx auth_request turns any status but 2xx, 401 and 403 into a 500.
+                failure = AuthenticationFailed(exc.description, "too_many_requests", exc.retry_after)
         return Verdict(target, rule, self.decide(rule, identity), identity, failure)
 
     def login_url(self, target: Target | None) -> str:

@@ -125,3 +125,22 @@ def test_password_rehashed_when_parameters_change(app, services, db):
     db.session.refresh(user)
     assert user.password_hash != old_hash
     assert "m=128,t=2" in user.password_hash
+
+
+def test_a_login_refused_for_a_throttled_key_beside_it_writes_no_session(client, services, db):
+    """A JSON login carrying a bad key header past the address's limit is refused before a session
+    is opened: no session row without a cookie to show for it."""
+    from sqlalchemy import func, select
+
+    from authserver.accounts.models import SsoSession
+    from tests.helpers.factories import make_key
+
+    services.throttle.rules["key:address"] = (2, 60)
+    alice = make_user(services, "alice")
+    key_id, _ = make_key(services, alice)
+    bad = {"X-API-Key": f"{key_id}:wrong"}
+    for _ in range(2):
+        client.get("/api/me", headers=bad)
+    refused = client.post("/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD}, headers=bad)
+    assert refused.status_code == 429
+    assert db.session.scalar(select(func.count()).select_from(SsoSession)) == 0

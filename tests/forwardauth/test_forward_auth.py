@@ -367,3 +367,16 @@ def test_non_ascii_identity_headers_reach_the_wire_as_utf8(client, services, ser
                             environ_overrides={"SERVER_SOFTWARE": server})
         assert answer.status_code == 200
         assert answer.headers["Remote-User"] == expected
+
+
+@pytest.mark.parametrize("endpoint", [ENDPOINT, NGINX_ENDPOINT])
+def test_bad_keys_past_the_address_limit_are_401_with_retry_after_never_429(client, services, endpoint):
+    """nginx auth_request turns any status but 2xx, 401 and 403 into a 500 for the visitor."""
+    services.throttle.rules["key:address"] = (3, 60)
+    key_id, secret = make_key(services, make_user(services, "alice"))
+    for _ in range(3):
+        assert ask(client, endpoint=endpoint, **{"X-API-Key": f"{key_id}:wrong"}).status_code == 401
+    refused = ask(client, endpoint=endpoint, **{"X-API-Key": f"{key_id}:wrong"})
+    assert refused.status_code == 401 and refused.json["error"] == "too_many_requests"
+    assert int(refused.headers["Retry-After"]) >= 1 and refused.headers["WWW-Authenticate"]
+    assert ask(client, endpoint=endpoint, **{"X-API-Key": f"{key_id}:{secret}"}).status_code == 200  # a good key passes
