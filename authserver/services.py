@@ -52,7 +52,9 @@ class Services:
         self.oidc = OidcProvider(settings, clock, self.sealer, self.audit, self.sessions, self.accounts,
                                  self.throttle)
         self.signing = self.oidc.signing
-        self.identity.add(BearerTokenStrategy(self.oidc.tokens))
+        # Credentials sent on purpose come before the ambient cookie: a bad one is refused, never
+        # passed over for the cookie (keys first, then bearer tokens, then the session).
+        self.identity.add(BearerTokenStrategy(self.oidc.tokens), first=True)
         self.keys = KeyService(settings.pepper, clock, self.audit, self.throttle, settings.key_scopes)
         # First in the chain: an explicit key header is never overridden by an ambient cookie.
         self.identity.add(ApiKeyStrategy(self.keys), first=True)

@@ -1,4 +1,5 @@
-"""API-key logins in the identity chain: `Authorization: pkid-…:secret`, Basic, and `X-API-Key`."""
+"""API-key logins in the identity chain: `Authorization: pkid-…:secret` (also as `Bearer pkid-…:secret`),
+Basic, and `X-API-Key`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def presented_key(req) -> str | None:
     authorization = req.headers.get("Authorization", "")
     if looks_like_key_id(authorization):
         found.append(authorization.strip())
+    elif authorization[:7].lower() == "bearer " and looks_like_key_id(authorization[7:].strip()):
+        found.append(authorization[7:].strip())  # clients that only know bearer credentials
     elif authorization[:6].lower() == "basic ":
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")

@@ -128,6 +128,25 @@ def test_bad_key_is_not_ignored_in_favour_of_a_session_cookie(client, services):
     assert response.status_code == 401
 
 
+@pytest.mark.parametrize("authorization", ["Bearer not-a-token-this-server-issued", "Bearer pkid-20260101-nope:x"])
+def test_a_bad_bearer_credential_is_not_ignored_in_favour_of_a_session_cookie(client, services, authorization):
+    make_user(services, "alice")
+    client.post("/api/session/login", json={"username": "alice", "password": "correct horse battery staple"})
+    assert client.get("/api/me").status_code == 200
+    response = client.get("/api/me", headers={"Authorization": authorization})
+    assert response.status_code == 401, response.json
+    assert client.get("/api/authz/forward-auth", headers={
+        "Authorization": authorization, "X-Original-URL": "http://photos.example/"}).status_code == 401
+
+
+def test_a_key_sent_as_a_bearer_credential_logs_in_as_the_key(client, services):
+    alice = make_user(services, "alice")
+    key_id, secret = make_key(services, alice, scopes=["photos:read"])
+    response = client.get("/api/me", headers={"Authorization": f"Bearer {key_id}:{secret}"})
+    assert response.status_code == 200 and response.json["key_id"] == key_id
+    assert response.json["scopes"] == ["photos:read"]
+
+
 def test_two_different_keys_in_one_request_are_refused(client, services):
     alice = make_user(services, "alice")
     first = make_key(services, alice, name="one")

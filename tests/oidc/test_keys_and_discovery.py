@@ -185,10 +185,11 @@ def test_cli_client_create_prints_credentials_once_as_json(tmp_path):
                   "--allow-missing-state", "--extra-claim", "immich_role=admin_flag:admin:user", "--json")
     assert created.returncode == 0, created.stderr
     payload = json.loads(created.stdout)
-    assert set(payload) == {"client_id", "client_secret"}
+    assert set(payload) == {"client_id", "client_secret", "grant_types", "scope", "redirect_uris"}
+    assert payload["grant_types"] == ["authorization_code", "refresh_token"]
     public = json.loads(
         run("client", "create", "--name", "App", "--public", "--redirect-uri", "app.x:///cb", "--json").stdout)
-    assert set(public) == {"client_id"}
+    assert set(public) == {"client_id", "grant_types", "scope", "redirect_uris"}  # no secret
     bad = run("client", "create", "--name", "Bad", "--json")
     assert bad.returncode == 1 and "redirect-uri" in bad.stderr
     wild = run("client", "create", "--name", "Wild", "--redirect-uri", "https://*.example.com/cb")
