@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+import segno
 from sqlalchemy import func, select
 
 from authserver.audit.models import AuditEvent
@@ -408,3 +409,15 @@ def test_parallel_polls_at_the_moment_of_approval_have_one_winner(live):
     issued = _db.session.scalar(select(func.count()).select_from(OAuthToken).where(
         OAuthToken.client_id == client.client_id))
     assert issued == 1
+
+
+def test_the_qr_code_links_to_this_servers_device_page_and_nothing_else(client, services):
+    svg = client.get("/device/qr", query_string={"user_code": "wjff lxwb"})
+    assert svg.status_code == 200 and svg.mimetype == "image/svg+xml" and svg.text.lstrip().startswith("<svg")
+    assert svg.headers["Cache-Control"] == "no-store"
+    expected = segno.make(services.oidc.base + "/device?user_code=WJFF-LXWB", error="m")
+    assert svg.text == expected.svg_inline(scale=6, dark="#000", light="#fff", title="Sign-in link")
+    # What it encodes is built from the issuer and a normalised code; anything else is refused.
+    for bad in ("", "WJFF-LXW", "https://evil.example/", "WJFF-LXWB<script>", "A" * 5000):
+        refused = client.get("/device/qr", query_string={"user_code": bad})
+        assert refused.status_code == 400 and "<" not in refused.text
