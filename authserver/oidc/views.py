@@ -7,9 +7,10 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError
@@ -124,6 +125,7 @@ def _authorize(decision: str | None):
     state = request.values.get("state")
     prompts = set((request.values.get("prompt") or "").split())
     try:
+        _response_mode()
         max_age = _max_age()
         if user is None:
             if "none" in prompts:
@@ -167,7 +169,8 @@ def _authorize(decision: str | None):
         return _to_login(fresh=True)
     if response.status_code != 302:
         db.session.rollback()
-    return response
+        return response
+    return _in_response_mode(response, redirect_uri)
 
 
 def _repeated_parameter() -> str | None:
@@ -184,6 +187,32 @@ class UnmetAuthenticationRequirements(OAuth2Error):
 
     error = "unmet_authentication_requirements"
     description = "The app asked for a second factor and the user signed in with a password only."
+
+
+RESPONSE_MODES = ("query", "form_post")
+
+
+def _response_mode() -> str:
+    """`query` (the default for response_type=code) or `form_post` (OAuth 2.0 Form Post Response
+    Mode); any other mode is refused, not silently answered in another one."""
+    mode = request.values.get("response_mode") or "query"
+    if mode not in RESPONSE_MODES:
+        shown = mode[:40] if re.fullmatch(r"[A-Za-z0-9._-]+", mode) else "(a value with other characters)"
+        raise InvalidRequestError(f"The response_mode {shown} is not supported; use query or form_post.")
+    return mode
+
+
+def _in_response_mode(response, redirect_uri: str):
+    """The redirect to the client as the request asked for it. form_post: a page whose form posts the
+    same parameters to the redirect URI, sent by /static/form_post.js (no inline script: the CSP
+    holds) or by its button without JavaScript; never cached."""
+    if request.values.get("response_mode") != "form_post":
+        return response
+    location = response.headers["Location"]
+    params = parse_qsl(location[len(redirect_uri):].lstrip("?&"), keep_blank_values=True)
+    page = make_response(render_template("oidc/form_post.html", action=redirect_uri, params=params))
+    page.headers["Cache-Control"] = "no-store"
+    return page
 
 
 def _max_age() -> int | None:
@@ -293,7 +322,7 @@ def _authorization_error(error: OAuth2Error):
             error.state = request.values.get("state")
         response = oidc.server.handle_error_response(None, error)
         response.headers["Location"] = append_query(response.headers["Location"], {"iss": oidc.issuer})
-        return response
+        return _in_response_mode(response, error.redirect_uri)
     description = error.description or "The authorization request is not valid."
     return render_template(
         "error.html",

@@ -291,3 +291,65 @@ def test_a_replayed_nonce_is_refused(client, services, alice):
     assert code
     response = client.get("/oauth/authorize", query_string=authorize_params(gallery, nonce="same-nonce"))
     assert query_of(response.headers["Location"])["error"] == "invalid_request"
+
+
+# -- response modes -------------------------------------------------------------------
+
+
+def form_post_fields(html: str) -> tuple[str, dict[str, str]]:
+    """The form_post page's target and hidden fields, as a browser would read them."""
+    import html as html_lib
+    import re
+
+    action = re.search(r'<form method="post" action="([^"]+)" id="form-post">', html).group(1)
+    form = html[html.index('id="form-post">'):]
+    form = form[:form.index("</form>")]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', form))
+    return html_lib.unescape(action), {html_lib.unescape(k): html_lib.unescape(v) for k, v in fields.items()}
+
+
+def test_form_post_answers_a_page_that_posts_the_code_to_the_redirect_uri(client, services, alice):
+    gallery, secret = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    state = 'a "quoted" <state> & more'
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, state=state,
+                                                                             response_mode="form_post"))
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Location" not in response.headers
+    action, fields = form_post_fields(response.text)
+    assert action == REDIRECT
+    assert set(fields) == {"code", "state", "iss"} and fields["state"] == state
+    assert fields["iss"] == services.settings.issuer
+    # No inline script: the page posts itself with the site's own script file, under the same CSP.
+    assert '<script src="/static/form_post.js"></script>' in response.text and "<script>" not in response.text
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert client.get("/static/form_post.js").status_code == 200
+    from tests.helpers.oidc import exchange
+
+    assert exchange(client, gallery, secret, fields["code"]).status_code == 200
+
+
+def test_form_post_also_carries_errors(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    page = client.get("/oauth/authorize", query_string=authorize_params(gallery, response_mode="form_post"))
+    denied = client.post(form_action(page.text), data={"csrf_token": csrf_token(page.text), "deny": "x"})
+    assert denied.status_code == 200
+    action, fields = form_post_fields(denied.text)
+    assert action == REDIRECT and fields["error"] == "access_denied" and fields["state"] == "s-123"
+
+
+@pytest.mark.parametrize("mode", ["fragment", "query.jwt", "form_post.jwt", "web_message", "FORM_POST"])
+def test_an_unsupported_response_mode_is_refused_not_answered_in_another(client, services, alice, mode):
+    gallery, _ = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, response_mode=mode))
+    assert response.status_code == 302
+    query = query_of(response.headers["Location"])
+    assert query["error"] == "invalid_request" and "response_mode" in query["error_description"]
+    assert "code" not in query
+
+
+def test_discovery_lists_the_response_modes_it_answers(client):
+    assert client.get("/.well-known/openid-configuration").json["response_modes_supported"] == ["query", "form_post"]
