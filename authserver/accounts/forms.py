@@ -4,6 +4,8 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp
 
+from .service import PROFILE_CLAIMS
+
 # Deliberately loose: one "@" with something either side; the address is the user's to get right.
 EMAIL = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
 # Names are shown on pages and put in tokens: no control characters (PostgreSQL refuses NUL anyway).
@@ -26,7 +28,26 @@ class PostOnlyForm(FlaskForm):
     """A form with nothing but its CSRF token (logout, revoke buttons)."""
 
 
-class ProfileForm(FlaskForm):
+class ProfileClaimsFields(FlaskForm):
+    """OpenID Connect's standard profile claims, all optional; the accounts service checks them."""
+
+    given_name = StringField("Given name", validators=[Length(max=200), PRINTABLE])
+    family_name = StringField("Family name", validators=[Length(max=200), PRINTABLE])
+    nickname = StringField("Nickname", validators=[Length(max=200), PRINTABLE])
+    picture = StringField("Picture (address of an image)", validators=[Length(max=2000)])
+    website = StringField("Website", validators=[Length(max=2000)])
+    locale = StringField("Language (e.g. en, fr-CA)", validators=[Length(max=35)])
+    zoneinfo = StringField("Time zone (e.g. Europe/Paris)", validators=[Length(max=64)])
+
+    def claims(self) -> dict[str, str]:
+        return {name: getattr(self, name).data or "" for name in PROFILE_CLAIMS}
+
+    def fill(self, user) -> None:
+        for name in PROFILE_CLAIMS:
+            getattr(self, name).data = (user.profile or {}).get(name, "")
+
+
+class ProfileForm(ProfileClaimsFields):
     name = StringField("Name", validators=[Length(max=200), PRINTABLE])
     email = email_field()
     # Needed only to change the email address (ASVS 7.5.1): the view checks it then.

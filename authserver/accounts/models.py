@@ -25,6 +25,9 @@ class User(db.Model):
     name: Mapped[str] = mapped_column(String(200), default="")
     groups: Mapped[list] = mapped_column(JSON, default=list)
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)
+    # OpenID Connect's other standard profile claims (given_name, family_name, nickname, picture,
+    # website, locale, zoneinfo), those the user or an admin filled in; None or {} when none.
+    profile: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
-from collections.abc import Callable, Sequence
+import zoneinfo
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -112,6 +115,47 @@ def validate_profile(name: str, email: str) -> None:
         raise InvalidUserInput("The email address is not valid.", field="email")
 
 
+# OpenID Connect Core 5.1's profile claims kept beside `name` (the user's or an admin's to fill in).
+PROFILE_CLAIMS = ("given_name", "family_name", "nickname", "picture", "website", "locale", "zoneinfo")
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,4}")  # BCP 47, e.g. fr, en-GB, zh-Hant-TW
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_profile_claims(values: Mapping[str, str | None]) -> dict[str, str]:
+    """The standard claims as they will be released (empty ones left out); InvalidUserInput naming
+    the field otherwise. URLs are absolute http(s) without credentials (a `javascript:` picture
+    never reaches a relying party's page); names are printable; the locale is a BCP 47 tag; the
+    zone an IANA time zone name."""
+    unknown = set(values) - set(PROFILE_CLAIMS)
+    if unknown:
+        raise InvalidUserInput(f"Unknown profile claim {sorted(unknown)[0]!r}.", field=sorted(unknown)[0])
+    claims: dict[str, str] = {}
+    for name in PROFILE_CLAIMS:
+        value = (values.get(name) or "").strip()
+        if not value:
+            continue
+        if name in ("given_name", "family_name", "nickname"):
+            if len(value) > 200 or not value.isprintable():
+                raise InvalidUserInput("At most 200 characters, and no control characters.", field=name)
+        elif name in ("picture", "website"):
+            parts = urlsplit(value)
+            if (len(value) > 2000 or not value.isascii() or not value.isprintable() or " " in value
+                    or parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc):
+                raise InvalidUserInput("Enter an address starting with https:// (or http://).", field=name)
+        elif name == "locale":
+            value = value.replace("_", "-")
+            if not _LOCALE.fullmatch(value):
+                raise InvalidUserInput("Enter a language tag such as en, fr-CA or pt-BR.", field=name)
+        elif value not in _time_zones():  # zoneinfo
+            raise InvalidUserInput("Enter a time zone name such as Europe/Paris or America/New_York.", field=name)
+        claims[name] = value
+    return claims
+
+
 class AccountService:
     def __init__(self, passwords: PasswordHasher, audit: AuditLog, clock: Clock):
         self.passwords = passwords
@@ -212,16 +256,20 @@ class AccountService:
         db.session.commit()
         self.password_changed(user)
 
-    def update_profile(self, user: User, *, name: str, email: str, actor: str) -> list[str]:
-        """The user's own name and email; a new email is unverified. Answers the fields that changed."""
+    def update_profile(self, user: User, *, name: str, email: str, actor: str,
+                       claims: Mapping[str, str | None] | None = None) -> list[str]:
+        """The user's own name, email and (when given) standard profile claims; a new email is
+        unverified. Answers the fields that changed; `updated_at` moves with any change."""
         name, email = name.strip(), email.strip()
-        if len(name) > 200:
-            raise InvalidUserInput("A name has at most 200 characters.", field="name")
-        if len(email) > 320 or (email and "@" not in email):
-            raise InvalidUserInput("The email address is not valid.", field="email")
+        validate_profile(name, email)
+        profile = validate_profile_claims(claims) if claims is not None else dict(user.profile or {})
         if email.casefold() != (user.email or "").casefold():
             self.check_email_free(email, user.id)
         wanted = {"name": name or user.username, "email": email}
+        for claim in PROFILE_CLAIMS:
+            if profile.get(claim) != (user.profile or {}).get(claim):
+                wanted["profile"] = profile
+                break
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:
             return []

@@ -64,6 +64,7 @@ def render_account(identity, *, profile_form=None, password_form=None, status: i
     user = identity.user
     if profile_form is None:
         profile_form = ProfileForm(formdata=None, name=user.name, email=user.email)
+        profile_form.fill(user)
     keys = svc.keys.list_as(identity, limit=ACCOUNT_KEYS_SHOWN + 1) if identity.key_id is None else []
     sessions = sorted(svc.sessions.active_for(user), key=lambda s: s.last_seen_at, reverse=True)
     page = render_template(
@@ -97,10 +98,10 @@ def account_profile():
         if refused is not None:
             return refused
     try:
-        changed = svc.accounts.update_profile(user, name=form.name.data or "",
-                                              email=form.email.data or "", actor=identity.actor)
+        changed = svc.accounts.update_profile(user, name=form.name.data or "", email=form.email.data or "",
+                                              actor=identity.actor, claims=form.claims())
     except InvalidUserInput as exc:
-        form.email.errors = [str(exc)]
+        getattr(form, exc.field or "email", form.email).errors = [str(exc)]
         return render_account(identity, profile_form=form, status=400)
     flash("Profile saved." if changed else "Nothing to change.")
     return redirect(url_for("accounts.account") + "#profile")

@@ -20,7 +20,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from ..accounts.forms import PRINTABLE, email_field
+from ..accounts.forms import PRINTABLE, ProfileClaimsFields, email_field
 from ..oidc.clients import DEFAULT_GRANTS, DEFAULT_SCOPE, GRANT_TYPES
 from ..oidc.signing import SUPPORTED_ALGS
 
@@ -51,7 +51,7 @@ class CreateUserForm(UserFields):
     )
 
 
-class EditUserForm(UserFields):
+class EditUserForm(UserFields, ProfileClaimsFields):
     email_verified = BooleanField("Email address verified (ID tokens and userinfo say email_verified: true)")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +23,7 @@ from ..accounts.service import (
     SessionService,
     validate_groups,
     validate_profile,
+    validate_profile_claims,
 )
 from ..audit.models import AuditEvent
 from ..audit.service import AuditLog
@@ -149,7 +150,8 @@ class AdminService:
         return user, generated
 
     def update_user(self, admin: User, user: User, *, name: str, email: str, groups: Sequence[str],
-                    is_admin: bool, email_verified: bool | None = None) -> list[str]:
+                    is_admin: bool, email_verified: bool | None = None,
+                    claims: Mapping[str, str | None] | None = None) -> list[str]:
         """Change the profile, groups and admin flag, and mark the address verified or not (a new
         address is unverified unless the admin says otherwise); the names of the fields that changed."""
         if user.id == admin.id and not is_admin:
@@ -159,6 +161,10 @@ class AdminService:
         if email.casefold() != (user.email or "").casefold():
             self.accounts.check_email_free(email, user.id)
         wanted = {"name": name or user.username, "email": email, "groups": list(groups), "is_admin": is_admin}
+        if claims is not None:
+            profile = validate_profile_claims(claims)
+            if profile != (user.profile or {}):
+                wanted["profile"] = profile
         if email.casefold() != (user.email or "").casefold():
             # A new address is unverified, unless the admin ticks the box now (not a box left
             # ticked for the old address).

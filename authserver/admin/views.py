@@ -113,6 +113,7 @@ def render_user(identity, user: User, *, edit_form=None, confirm_form=None, conf
         edit_form = EditUserForm(formdata=None, name=user.name, email=user.email,
                                  email_verified=bool(user.email_verified),
                                  groups=", ".join(user.groups or []), is_admin=user.is_admin)
+        edit_form.fill(user)
     page = render_template(
         "admin/user.html",
         identity=identity,
@@ -143,7 +144,7 @@ def update_user(user_id: int):
         changed = admin_service().update_user(
             identity.user, user, name=(form.name.data or "").strip(), email=(form.email.data or "").strip(),
             groups=parse_groups(form.groups.data or ""), is_admin=form.is_admin.data,
-            email_verified=form.email_verified.data,
+            email_verified=form.email_verified.data, claims=form.claims(),
         )
     except AccountError as exc:
         beside(form, exc, default="name")

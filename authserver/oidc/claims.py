@@ -9,18 +9,20 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oidc.core import UserInfo
 
+from ..accounts.service import PROFILE_CLAIMS
+
 # Scopes this server understands itself; clients may also be given their own.
 STANDARD_SCOPES = ("openid", "profile", "email", "groups", "offline_access")
 
 SCOPE_CLAIMS = {
-    "profile": ("name", "preferred_username"),
+    "profile": ("name", "preferred_username", *PROFILE_CLAIMS, "updated_at"),
     "email": ("email", "email_verified"),
     "groups": ("groups",),
 }
 
 CLAIMS_SUPPORTED = (
     "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash", "sid", "azp",
-    "name", "preferred_username", "email", "email_verified", "groups",
+    "name", "preferred_username", *PROFILE_CLAIMS, "updated_at", "email", "email_verified", "groups",
 )
 
 # Claims of ID tokens, access tokens and userinfo that an extra claim may not stand in for,
@@ -86,6 +88,11 @@ def user_claims(user, scope: str | None, extra_claims: dict | None = None) -> Us
     if "profile" in scopes:
         info["name"] = user.name
         info["preferred_username"] = user.username
+        profile = user.profile or {}
+        for claim in PROFILE_CLAIMS:
+            if profile.get(claim):
+                info[claim] = profile[claim]
+        info["updated_at"] = int(user.updated_at.timestamp())
     if "email" in scopes and user.email:
         info["email"] = user.email
         info["email_verified"] = bool(user.email_verified)

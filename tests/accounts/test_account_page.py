@@ -149,3 +149,22 @@ def test_a_key_session_cannot_change_the_password(client, services):
     assert client.get("/account").status_code == 200
     response = client.post("/account/password", data={"current_password": DEFAULT_PASSWORD})
     assert response.status_code == 403
+
+
+def test_the_user_fills_in_standard_profile_claims_and_bad_ones_stand_beside_their_field(client, services):
+    make_user(services, "alice", email="alice@photos.example")
+    browser_login(client, "alice")
+    page = client.get("/account")
+    assert 'id="given_name"' in page.text and 'id="zoneinfo"' in page.text
+    token = csrf_token(page.text)
+    base = {"csrf_token": token, "name": "Alice", "email": "alice@photos.example"}
+    bad = client.post("/account/profile", data={**base, "picture": "javascript:alert(document.cookie)"})
+    assert bad.status_code == 400 and "https://" in field_error(bad.text, "picture")
+    assert not services.accounts.find("alice").profile
+    good = client.post("/account/profile", data={**base, "given_name": "Alice", "family_name": "Liddell",
+                                                 "locale": "fr-CA", "zoneinfo": "America/Toronto"})
+    assert good.status_code == 303
+    assert services.accounts.find("alice").profile == {"given_name": "Alice", "family_name": "Liddell",
+                                                       "locale": "fr-CA", "zoneinfo": "America/Toronto"}
+    shown = client.get("/account").text
+    assert 'value="Liddell"' in shown and 'value="America/Toronto"' in shown

@@ -193,3 +193,17 @@ def test_admin_marks_an_address_verified_and_a_new_address_starts_unverified(cli
     assert save(email="dora@elsewhere.example", email_verified="y") is False
     assert save(email="dora@elsewhere.example", email_verified="y") is True
     assert save(email="dora@elsewhere.example") is False  # unticked
+
+
+def test_admin_edits_the_standard_profile_claims(client, services):
+    admin_client(client, services)
+    dora = make_user(services, "dora", email="dora@photos.example")
+    token = csrf_token(user_page(client, dora).text)
+    base = {"csrf_token": token, "name": "Dora", "email": "dora@photos.example", "groups": ""}
+    refused = client.post(f"/admin/users/{dora.id}", data={**base, "zoneinfo": "Mars/Olympus"})
+    assert refused.status_code == 400 and "time zone" in field_error(refused.text, "zoneinfo")
+    done = client.post(f"/admin/users/{dora.id}", data={**base, "nickname": "Dee", "website": "https://dora.example"})
+    assert done.status_code == 303
+    assert services.accounts.find("dora").profile == {"nickname": "Dee", "website": "https://dora.example"}
+    [event] = events("user.update")
+    assert event.details["fields"] == ["profile"]

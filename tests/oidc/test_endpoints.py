@@ -4,7 +4,7 @@ import pytest
 
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import make_client, make_user
-from tests.helpers.oidc import authorize_params, exchange, get_code, logged_in
+from tests.helpers.oidc import authorize_params, decode_id_token, exchange, get_code, logged_in
 
 
 @pytest.fixture
@@ -38,6 +38,7 @@ def test_userinfo_get_and_post_with_claims_by_scope_and_extra_claims(client, iss
     assert info == {
         "sub": alice.sub, "name": "Alice", "preferred_username": "alice", "email": "alice@photos.example",
         "email_verified": False, "groups": ["family"], "immich_role": "admin", "quota": 50,
+        "updated_at": int(alice.updated_at.timestamp()),
     }
     assert client.post("/oauth/userinfo", headers=bearer(body["access_token"])).json == info
     assert client.post("/oauth/userinfo", data={"access_token": body["access_token"]}).json == info
@@ -211,3 +212,45 @@ def test_account_page_lists_connected_apps_and_revokes_them(client, services, al
     assert "Photo Gallery" not in client.get("/account").text
     assert client.get("/oauth/userinfo", headers=bearer(body["access_token"])).status_code == 401
     assert client.get("/oauth/authorize", query_string=authorize_params(gallery, scope="openid")).status_code == 200
+
+
+def test_the_profile_scope_releases_the_standard_profile_claims_that_are_filled_in(client, services, alice, clock):
+    clock.advance(seconds=90)
+    changed = services.accounts.update_profile(alice, name="Alice Liddell", email=alice.email, actor="test", claims={
+        "given_name": "Alice", "family_name": "Liddell", "nickname": "Al", "picture": "https://photos.example/a.jpg",
+        "website": "https://alice.example/", "locale": "en_GB", "zoneinfo": "Europe/London"})
+    assert set(changed) == {"name", "profile"}
+    gallery, secret = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery, scope="openid profile")
+    body = exchange(client, gallery, secret, code).json
+    info = client.get("/oauth/userinfo", headers=bearer(body["access_token"])).json
+    assert {k: info[k] for k in ("given_name", "family_name", "nickname", "picture", "website", "locale",
+                                 "zoneinfo")} == {
+        "given_name": "Alice", "family_name": "Liddell", "nickname": "Al", "picture": "https://photos.example/a.jpg",
+        "website": "https://alice.example/", "locale": "en-GB", "zoneinfo": "Europe/London"}
+    assert info["updated_at"] == int(clock.now().timestamp())  # moved with the change
+    claims = decode_id_token(services, body["id_token"])
+    assert claims["given_name"] == "Alice" and claims["updated_at"] == info["updated_at"]
+    # Cleared claims are left out, not sent empty.
+    services.accounts.update_profile(alice, name="Alice Liddell", email=alice.email, actor="test", claims={})
+    code, _, _ = get_code(client, gallery, scope="openid profile")
+    again = exchange(client, gallery, secret, code).json
+    assert "given_name" not in client.get("/oauth/userinfo", headers=bearer(again["access_token"])).json
+    meta = client.get("/.well-known/openid-configuration").json
+    assert {"given_name", "picture", "zoneinfo", "updated_at"} <= set(meta["claims_supported"])
+
+
+@pytest.mark.parametrize("claim,value", [
+    ("picture", "javascript:alert(1)"), ("picture", "data:image/png;base64,AAAA"), ("website", "//evil.example"),
+    ("website", "https://user:pw@evil.example/"), ("website", "https://ex ample.org/"), ("locale", "english"),
+    ("locale", "en-\nGB"), ("zoneinfo", "Mars/Olympus"), ("zoneinfo", "../../etc/passwd"),
+    ("given_name", "Al\x1b[31mice"), ("nickname", "x" * 201), ("birthdate", "2000-01-01"),
+])
+def test_profile_claims_that_relying_parties_would_trust_are_checked(services, alice, claim, value):
+    from authserver.accounts.service import InvalidUserInput
+
+    with pytest.raises(InvalidUserInput) as refused:
+        services.accounts.update_profile(alice, name="Alice", email=alice.email, actor="test", claims={claim: value})
+    assert refused.value.field == claim
+    assert not (services.accounts.get(alice.id).profile or {})
