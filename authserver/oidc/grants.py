@@ -91,6 +91,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code_challenge_method=data.get("code_challenge_method"),
             session=getattr(request, "sso_session", None),
             login_ticket=getattr(request, "login_ticket", None),
+            claims=getattr(request, "claims_request", None),
         )
 
     def query_authorization_code(self, code, client):

@@ -87,6 +87,8 @@ class AuthorizationCode(db.Model, AuthorizationCodeMixin):
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     # The login ticket (its SHA-256) the authorization request presented: a ticket counts once.
     login_ticket: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    # The claims request parameter, as parsed: {"userinfo": [names], "id_token": [names]}.
+    claims: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     def get_redirect_uri(self):
         return self.redirect_uri
@@ -141,6 +143,8 @@ class OAuthToken(db.Model):
     # Set when the refresh token was exchanged for a new one; using it again is reuse.
     rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The claims request of the authorization (carried through refreshes): what userinfo adds.
+    claims: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Consent(db.Model):

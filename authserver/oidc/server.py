@@ -371,7 +371,8 @@ class UserInfo(UserInfoEndpoint):
         client, user = token.get_client(), token.get_user()
         if client is None or user is None:
             raise InvalidTokenError(realm="authserver")
-        return 200, user_claims(user, token.scope, client.row.extra_claims), default_json_headers
+        requested = (token.row.claims or {}).get("userinfo", ())
+        return 200, user_claims(user, token.scope, client.row.extra_claims, requested), default_json_headers
 
 
 class EndSession(EndSessionEndpoint):
@@ -634,7 +635,8 @@ class OidcProvider:
         client, user, issued = request.client, request.user, request.issued_token
         alg = client.id_token_signed_response_alg
         now = self.now_ts()
-        claims = dict(user_claims(user, token.get("scope"), client.row.extra_claims))
+        requested = (issued.claims or {}).get("id_token", ())
+        claims = dict(user_claims(user, token.get("scope"), client.row.extra_claims, requested))
         claims.update(
             iss=self.issuer,
             sub=user.sub,
@@ -681,7 +683,7 @@ class OidcProvider:
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": list(STANDARD_SCOPES),
             "claims_supported": list(CLAIMS_SUPPORTED),
-            "claims_parameter_supported": False,
+            "claims_parameter_supported": True,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
             "prompt_values_supported": ["none", "login", "consent"],

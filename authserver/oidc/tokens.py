@@ -146,6 +146,7 @@ class SavedToken:
     refresh_expires_at: datetime | None
     audience: str = ""
     family_expires_at: datetime | None = None
+    claims: dict | None = None  # the claims request it was issued under
 
 
 class IssuanceTally:
@@ -213,6 +214,7 @@ class TokenStore:
             "issued_at": now,
             "expires_at": now + timedelta(seconds=int(token.get("expires_in") or ACCESS_TOKEN_SECONDS)),
             "refresh_expires_at": None,
+            "claims": getattr(origin, "claims", None),
         }
         row = SavedToken(**values)
         row.audience = values["audience"] = " ".join(client.token_audience(self.api_audience))

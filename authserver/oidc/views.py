@@ -35,6 +35,7 @@ from ..identity import Via, current_identity, identity_or_none, require_identity
 from ..web import clear_session_cookie, respond, services, signed_in
 from . import handlers
 from .blueprint import bp
+from .claims import CLAIM_SCOPES, ClaimsRequestError, claims_scopes, parse_claims_request
 from .clients import append_query
 from .codes import TicketSpent
 from .consent import described_scopes
@@ -142,7 +143,9 @@ def _authorize(decision: str | None):
                 raise UnmetAuthenticationRequirements()
             return _to_login(fresh=True)
         client = grant.client
-        scope = grant.request.scope or ""
+        claims_request = _claims_request(client)
+        # Claims asked for one by one need the consent of their scope, as if it were asked for.
+        scope = " ".join(dict.fromkeys([*(grant.request.scope or "").split(), *sorted(claims_scopes(claims_request))]))
         needs_consent = not client.skips_consent and (
             "consent" in prompts or not oidc.consents.covers(user.id, client.client_id, scope)
         )
@@ -161,6 +164,7 @@ def _authorize(decision: str | None):
             oidc.consents.grant(user, client.client_id, scope)
         grant_user = user
     grant.request.sso_session = session
+    grant.request.claims_request = claims_request
     grant.request.login_ticket = ticket.id if ticket is not None else None
     try:
         response = server.create_authorization_response(grant=grant, grant_user=grant_user)
@@ -187,6 +191,19 @@ class UnmetAuthenticationRequirements(OAuth2Error):
 
     error = "unmet_authentication_requirements"
     description = "The app asked for a second factor and the user signed in with a password only."
+
+
+def _claims_request(client) -> dict[str, list[str]] | None:
+    """The claims request parameter (OIDC Core 5.5), limited to the claims of scopes the client is
+    registered for; InvalidRequestError (sent back to the client) when it is malformed."""
+    try:
+        requested = parse_claims_request(request.values.get("claims"))
+    except ClaimsRequestError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    if requested is None:
+        return None
+    allowed = set((client.get_allowed_scope(client.row.scope) or "").split())
+    return {target: [name for name in names if CLAIM_SCOPES[name] in allowed] for target, names in requested.items()}
 
 
 RESPONSE_MODES = ("query", "form_post")

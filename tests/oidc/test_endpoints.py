@@ -254,3 +254,62 @@ def test_profile_claims_that_relying_parties_would_trust_are_checked(services, a
         services.accounts.update_profile(alice, name="Alice", email=alice.email, actor="test", claims={claim: value})
     assert refused.value.field == claim
     assert not (services.accounts.get(alice.id).profile or {})
+
+
+# -- the claims request parameter (OpenID Connect Core 5.5) ----------------------------------
+
+
+def claims_flow(client, services, gallery, secret, claims, scope="openid"):
+    import json
+
+    code, query, _ = get_code(client, gallery, scope=scope, claims=json.dumps(claims))
+    assert code, query
+    return exchange(client, gallery, secret, code).json
+
+
+def test_claims_asked_for_one_by_one_are_released_where_they_were_asked(client, services, alice):
+    gallery, secret = make_client(services, scope="openid profile email")
+    logged_in(client, "alice")
+    body = claims_flow(client, services, gallery, secret,
+                       {"userinfo": {"name": {"essential": True}}, "id_token": {"email": None, "shoe_size": None}})
+    info = client.get("/oauth/userinfo", headers=bearer(body["access_token"])).json
+    assert info["name"] == "Alice" and "email" not in info and "preferred_username" not in info
+    id_claims = decode_id_token(services, body["id_token"])
+    assert id_claims["email"] == "alice@photos.example" and "name" not in id_claims and "shoe_size" not in id_claims
+    # A refresh keeps what the authorization asked for.
+    refreshed = client.post("/oauth/token", auth=(gallery.client_id, secret),
+                            data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}).json
+    assert client.get("/oauth/userinfo", headers=bearer(refreshed["access_token"])).json["name"] == "Alice"
+    assert client.get("/.well-known/openid-configuration").json["claims_parameter_supported"] is True
+
+
+def test_claims_asked_for_need_consent_for_their_scope(client, services, alice):
+    import json
+
+    gallery, _ = make_client(services, scope="openid profile email")
+    logged_in(client, "alice")
+    get_code(client, gallery, scope="openid")  # consented to openid only
+    page = client.get("/oauth/authorize", query_string=authorize_params(
+        gallery, scope="openid", claims=json.dumps({"userinfo": {"email": None}})))
+    assert page.status_code == 200 and "Your email address" in page.text  # asked again, naming what it is for
+
+
+def test_claims_of_scopes_the_client_is_not_registered_for_are_never_released(client, services, alice):
+    gallery, secret = make_client(services, scope="openid profile", trusted=True)
+    logged_in(client, "alice")
+    body = claims_flow(client, services, gallery, secret, {"userinfo": {"groups": {"essential": True}, "email": None}})
+    info = client.get("/oauth/userinfo", headers=bearer(body["access_token"])).json
+    assert "groups" not in info and "email" not in info
+
+
+@pytest.mark.parametrize("claims", ["not json", "[1, 2]", '{"userinfo": ["name"]}', '{"userinfo": {"name": 1}}',
+                                    '{"id_token": {"email": {"essential": "yes"}}}', "{" * 5000])
+def test_a_malformed_claims_request_is_refused_back_to_the_client(client, services, alice, claims):
+    gallery, _ = make_client(services, trusted=True)
+    logged_in(client, "alice")
+    response = client.get("/oauth/authorize", query_string=authorize_params(gallery, claims=claims))
+    assert response.status_code == 302
+    from tests.helpers.oidc import query_of
+
+    query = query_of(response.headers["Location"])
+    assert query["error"] == "invalid_request" and "claims" in query["error_description"] and "code" not in query
