@@ -97,7 +97,9 @@ SECURITY_SCHEMES = {
         "name": "X-API-Key",
         "description": (
             "An API key as `pkid-…:secret` (docs/keys.md). The same key is also accepted as the whole "
-            "`Authorization` header (`Authorization: pkid-…:secret`) or as HTTP Basic (see `basic`). A key header "
+            "`Authorization` header (`Authorization: pkid-…:secret` or `Bearer pkid-…:secret`), as HTTP Basic "
+            "(see `basic`), or in the other headers the server lists in AUTHSERVER_KEY_HEADERS (e.g. `X-PIWIGO-API`). "
+            "A key header "
             "wins over a session cookie; two different keys in one request are refused (401 `invalid_key`). "
             "Failed keys are counted per address: past 30 a minute, 429 with Retry-After."
         ),

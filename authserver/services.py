@@ -57,7 +57,7 @@ class Services:
         self.identity.add(BearerTokenStrategy(self.oidc.tokens), first=True)
         self.keys = KeyService(settings.pepper, clock, self.audit, self.throttle, settings.key_scopes)
         # First in the chain: an explicit key header is never overridden by an ambient cookie.
-        self.identity.add(ApiKeyStrategy(self.keys), first=True)
+        self.identity.add(ApiKeyStrategy(self.keys, settings.key_headers), first=True)
         # Services introspect `pkid-…:secret` at the same RFC 7662 endpoint as OAuth tokens.
         self.oidc.token_kinds.append(KeyTokenKind(self.keys))
         self.totp = TotpService(

@@ -85,6 +85,8 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     # Scopes an API key may carry; `admin` only ever for administrators.
     key_scopes: tuple[str, ...] = DEFAULT_KEY_SCOPES
+    # Request headers an API key is read from (besides Authorization), e.g. X-PIWIGO-API.
+    key_headers: tuple[str, ...] = ("X-API-Key",)
     # Forward-auth: who may tell us the original URL, where `next` may point, who may pass.
     trusted_proxies: tuple[IPNetwork, ...] = parse_networks(DEFAULT_TRUSTED_PROXIES)
     forward_auth_domains: tuple[HostPattern, ...] = ()
@@ -278,6 +280,7 @@ class Settings:
             password_hashes_at_once=integer(hashes_at_once, "PASSWORD_HASHES_AT_ONCE", 1, 64),
             log_level=choice(get("LOG_LEVEL", "INFO").upper(), "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
             key_scopes=scope_list(get("KEY_SCOPES", " ".join(DEFAULT_KEY_SCOPES)), "KEY_SCOPES"),
+            key_headers=header_names(get("KEY_HEADERS", "X-API-Key"), "KEY_HEADERS"),
             trusted_proxies=trusted_proxies,
             forward_auth_domains=forward_auth_domains,
             forward_auth_rules=forward_auth_rules,
@@ -290,6 +293,27 @@ class Settings:
             metrics_addresses=metrics_addresses,
             extra=extra,
         )
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+# Headers that carry something else: a key is never read from them as a bare value.
+_NOT_KEY_HEADERS = frozenset({"authorization", "cookie", "host", "content-type", "content-length", "connection",
+                              "transfer-encoding", "forwarded", "x-forwarded-for", "x-real-ip", "x-original-url",
+                              "x-forwarded-host", "x-forwarded-proto", "x-forwarded-uri", "x-forwarded-method"})
+
+
+def header_names(text: str, name: str) -> tuple[str, ...]:
+    """Comma-separated HTTP header names (letters, digits, dashes), at most 10, without the headers
+    that mean something else (Authorization is always read as a key already)."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not 1 <= len(names) <= 10:
+        raise SettingsError(f"{PREFIX}{name} must list 1 to 10 header names, separated by commas")
+    for header in names:
+        if not _HEADER_NAME.fullmatch(header):
+            raise SettingsError(f'{PREFIX}{name}: "{header[:64]}" is not a header name (letters, digits and -)')
+        if header.lower() in _NOT_KEY_HEADERS:
+            raise SettingsError(f"{PREFIX}{name}: {header} carries something else and cannot hold an API key")
+    return tuple(dict.fromkeys(names))
 
 
 def _loopback_host(host: str) -> bool:

@@ -1,5 +1,5 @@
 """API-key logins in the identity chain: `Authorization: pkid-…:secret` (also as `Bearer pkid-…:secret`),
-Basic, and `X-API-Key`."""
+Basic, and the headers of AUTHSERVER_KEY_HEADERS (default `X-API-Key`)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ def key_identity(verified) -> Identity:
     )
 
 
-def presented_key(req) -> str | None:
-    """The `pkid-…:secret` this request carries, None when it carries no key.
+def presented_key(req, headers: tuple[str, ...] = ("X-API-Key",)) -> str | None:
+    """The `pkid-…:secret` this request carries, None when it carries no key: in Authorization
+    or in one of `headers` (AUTHSERVER_KEY_HEADERS, e.g. X-API-Key or Piwigo's X-PIWIGO-API).
 
-    A key in both headers must be the same key: two different credentials
+    A key in several headers must be the same key: two different credentials
     are refused rather than one silently preferred.
     """
     found = []
@@ -43,9 +44,10 @@ def presented_key(req) -> str | None:
             decoded = ""
         if looks_like_key_id(decoded):
             found.append(decoded)
-    header = req.headers.get("X-API-Key")
-    if header is not None:
-        found.append(header.strip())
+    for name in headers:
+        header = req.headers.get(name)
+        if header is not None:
+            found.append(header.strip())
     if not found:
         return None
     if len(set(found)) > 1:
@@ -56,11 +58,12 @@ def presented_key(req) -> str | None:
 class ApiKeyStrategy:
     name = "api_key"
 
-    def __init__(self, keys: KeyService):
+    def __init__(self, keys: KeyService, headers: tuple[str, ...] = ("X-API-Key",)):
         self.keys = keys
+        self.headers = headers
 
     def authenticate(self, req) -> Identity | None:
-        token = presented_key(req)
+        token = presented_key(req, self.headers)
         if token is None:
             return None
         try:

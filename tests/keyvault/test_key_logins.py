@@ -272,3 +272,24 @@ def test_successful_key_use_is_audited_once_a_minute_per_key(client, services, d
     clock.advance(seconds=61)
     assert client.get("/api/me", headers=headers).status_code == 200
     assert len(uses()) == 2
+
+
+def test_a_key_is_read_from_the_headers_the_settings_name_and_only_those(services, settings, clock):
+    """AUTHSERVER_KEY_HEADERS=X-API-Key,X-PIWIGO-API: Piwigo 16.1's header works, for /api/* and
+    forward-auth alike; a header not listed is not a credential."""
+    from authserver import create_app
+
+    alice = make_user(services, "alice")
+    key_id, secret = make_key(services, alice, scopes=["photos:read"])
+    piwigo = create_app(settings.replace(key_headers=("X-API-Key", "X-PIWIGO-API")), clock=clock).test_client()
+    default = create_app(settings, clock=clock).test_client()
+    headers = {"X-PIWIGO-API": f"{key_id}:{secret}"}
+    me = piwigo.get("/api/me", headers=headers)
+    assert me.status_code == 200 and me.json["key_id"] == key_id
+    assert piwigo.get("/api/authz/forward-auth", headers={**headers, "X-Original-URL": "http://photos.example/"}
+                      ).headers["Remote-User"] == "alice"
+    assert default.get("/api/me", headers=headers).status_code == 401  # not a key header there
+    wrong = piwigo.get("/api/me", headers={"X-PIWIGO-API": f"{key_id}:{keyformat.new_secret()}"})
+    assert wrong.status_code == 401 and wrong.json == GENERIC
+    two = piwigo.get("/api/me", headers={**headers, "X-API-Key": ":".join(make_key(services, alice, name="b"))})
+    assert two.status_code == 401  # two different keys: refused, not one of them picked
