@@ -36,6 +36,8 @@ def settings(backend, database_urls, tmp_path):
         issuer="http://auth.photos.test",
         forward_auth_rules=load_rules(json.dumps(RULES), "one_factor", base=tmp_path),
         forward_auth_domains=parse_host_patterns(HOST),
+        # docs/integrations/piwigo-style.md: Piwigo's own key header, as well as the default one.
+        key_headers=("X-API-Key", "X-PIWIGO-API"),
     )
 
 
@@ -137,3 +139,17 @@ def test_a_revoked_key_no_longer_passes(proxy, services):
     assert get(proxy, "/api/albums", **headers).status_code == 200
     services.keys.revoke(services.keys.find(key_id), actor="test")
     assert get(proxy, "/api/albums", **headers).status_code == 401
+
+
+def test_a_script_uploading_with_a_piwigo_style_key_header_passes_as_its_owner(proxy, live_server, services):
+    """docs/integrations/piwigo-style.md: AUTHSERVER_KEY_HEADERS=X-API-Key,X-PIWIGO-API; an uploader
+    sends `X-PIWIGO-API: pkid-…:secret` to the gallery, the proxy asks authserver, the gallery
+    sees Remote-User (what Piwigo's apache_authentication mode reads)."""
+    alice = make_user(services, "alice", email="alice@photos.test", groups=["family"])
+    key_id, secret = make_key(services, alice, scopes=["photos:write"])
+    upload = get(proxy, "/ws.php?method=pwg.images.addSimple", **{"X-PIWIGO-API": f"{key_id}:{secret}"})
+    assert upload.status_code == 200
+    seen = upload.json()["headers"]
+    assert seen["Remote-User"] == "alice" and seen["Remote-Auth-Method"] == "api_key"
+    # A wrong key never reaches the gallery: refused, or (a page path, in these configs) sent to log in.
+    assert get(proxy, "/ws.php", **{"X-PIWIGO-API": f"{key_id}:wrong"}).status_code in (302, 401)
