@@ -133,6 +133,9 @@ class VerifiedKey:
 
     record: Any  # the hot read of `_VERIFY`: a frozen dataclass of its columns
     scopes: frozenset[str]
+    # When the secret that was presented stops working: the end of a rotation's grace for the
+    # previous secret, None for the current one.
+    valid_until: datetime | None = None
 
     @property
     def key_id(self) -> str:
@@ -252,7 +255,8 @@ class KeyService:
         if key is None:
             raise KeyUnknown()
         now = self.clock.now()
-        if not self._secret_matches(key, digest, now):
+        matched = self._secret_matches(key, digest, now)
+        if not matched:
             raise KeySecretMismatch()
         if key.revoked_at is not None:
             raise KeyRevoked()
@@ -262,10 +266,12 @@ class KeyService:
             raise KeyOwnerDisabled()
         if key.allowed_cidrs and not address_allowed(ip, key.allowed_cidrs):
             raise KeyAddressDenied()
-        return VerifiedKey(key, self.effective_scopes(key.scopes, key.owner_is_admin))
+        valid_until = None if matched == "current" else key.previous_valid_until
+        return VerifiedKey(key, self.effective_scopes(key.scopes, key.owner_is_admin), valid_until)
 
     @staticmethod
-    def _secret_matches(key, digest: str, now: datetime) -> bool:
+    def _secret_matches(key, digest: str, now: datetime) -> str | None:
+        """"current", "previous" (a rotation's grace), or None."""
         # compare_digest: the time taken does not depend on how much of the HMAC matched.
         current = same(digest, key.secret_hmac)
         previous = (
@@ -274,7 +280,7 @@ class KeyService:
             and now < key.previous_valid_until
             and same(digest, key.previous_secret_hmac)
         )
-        return current or previous
+        return "current" if current else ("previous" if previous else None)
 
     def authenticate(self, key_id: str, secret: str, *, ip: str) -> VerifiedKey:
         """A key login: failures counted per address and audited (never the secret), last use noted.
@@ -468,6 +474,13 @@ class KeyService:
         if result.rowcount != 1:
             db.session.rollback()
             raise KeyConflict("This key was changed at the same moment; reload and try again.")
+        # Sessions opened by logging in with the old secret end when it does: now, or at the grace's end.
+        opened = SsoSession.key_id == key.key_id, SsoSession.revoked_at.is_(None)
+        if grace_until is None:
+            db.session.execute(update(SsoSession).where(*opened).values(revoked_at=now))
+        else:
+            db.session.execute(update(SsoSession).where(*opened, SsoSession.expires_at > grace_until)
+                               .values(expires_at=grace_until))
         self.audit.record(
             "admin.key.rotate" if admin_action else "key.rotate",
             actor=actor,
@@ -505,10 +518,12 @@ class KeyService:
         return True
 
     def bind_session(self, session: SsoSession, verified: VerifiedKey) -> None:
-        """A session opened by logging in with a key ends no later than the key (revoke() ends it too)."""
-        expires_at = verified.record.expires_at
-        if expires_at is not None and expires_at < session.expires_at:
-            session.expires_at = expires_at
+        """A session opened by logging in with a key ends no later than the secret it was opened with:
+        the key's expiry, or, for the old secret during a rotation's grace, the grace's end
+        (revoke() and rotate() end such sessions too)."""
+        ends = [t for t in (verified.record.expires_at, verified.valid_until) if t is not None]
+        if ends and min(ends) < session.expires_at:
+            session.expires_at = min(ends)
             db.session.commit()
 
     # --- the same, as an authenticated caller (API and web pages) -------------------

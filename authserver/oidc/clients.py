@@ -165,6 +165,15 @@ class RegisteredClient(ClientMixin):
         return grant_type in (self.row.grant_types or [])
 
 
+def new_client_id() -> str:
+    """24 URL-safe characters (144 bits) that never start with "-": a client_id is pasted into
+    command lines, where a leading dash reads as an option."""
+    while True:
+        client_id = secrets.token_urlsafe(18)
+        if client_id[0] != "-":
+            return client_id
+
+
 def _secret_context(client_id: str) -> bytes:
     return b"client-secret:" + client_id.encode()
 
@@ -389,7 +398,7 @@ class ClientRegistry:
 
         secret = None if method in ("none", "private_key_jwt") else random_token(32)
         row = OAuthClient(
-            client_id=secrets.token_urlsafe(18),
+            client_id=new_client_id(),
             secret_hmac=keyed_hash(self.pepper, secret) if secret else None,
             secret_sealed=None,
             name=name,

@@ -64,6 +64,15 @@ class CodeStore:
                 raise TicketSpent() from None
             raise
 
+    def expire_for(self, user_id: int, client_id: str | None = None) -> int:
+        """Codes not yet redeemed end now (the app's access removed, a password change); how many."""
+        query = update(AuthorizationCode).where(AuthorizationCode.user_id == user_id,
+                                                AuthorizationCode.used_at.is_(None),
+                                                AuthorizationCode.expires_at > self.clock.now())
+        if client_id is not None:
+            query = query.where(AuthorizationCode.client_id == client_id)
+        return db.session.execute(query.values(expires_at=self.clock.now())).rowcount
+
     def ticket_spent(self, ticket_id: str) -> bool:
         return db.session.scalar(
             select(AuthorizationCode.id).where(AuthorizationCode.login_ticket == ticket_id).limit(1)

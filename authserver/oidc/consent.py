@@ -35,6 +35,11 @@ class ConsentStore:
         self.clock = clock
         self.audit = audit
         self.tokens = tokens
+        self._revoke_listeners = []
+
+    def on_revoke(self, listener) -> None:
+        """Call `listener(user_id, client_id)` when a consent is withdrawn, in its transaction."""
+        self._revoke_listeners.append(listener)
 
     def covers(self, user_id: int, client_id: str, scope: str) -> bool:
         row = self._get(user_id, client_id)
@@ -76,6 +81,8 @@ class ConsentStore:
             return False
         db.session.delete(row)
         revoked = self.tokens.revoke_for_user_client(user.id, client_id)
+        for listener in self._revoke_listeners:
+            listener(user.id, client_id)
         self.audit.record("consent.revoke", actor=f"user:{user.username}", target=f"client:{client_id}",
                           details={"revoked_tokens": revoked})
         db.session.commit()

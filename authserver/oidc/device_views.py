@@ -24,6 +24,14 @@ NOT_FOUND = ("That code is not valid, was used already or has expired. Check it 
              "device shows no code any more, start the sign-in on the device again.")
 
 
+@bp.after_request
+def _never_cached(response):
+    """The /device pages show the user, the code and a CSRF token: no cache keeps them."""
+    if request.path == DEVICE_VERIFICATION_PATH or request.path.startswith(DEVICE_VERIFICATION_PATH + "/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.route(DEVICE_VERIFICATION_PATH, methods=["GET", "POST"])
 def device():
     identity = signed_in()
@@ -56,7 +64,7 @@ def device_decision():
     found = _pending(identity, form.user_code.data or "")
     if not isinstance(found, PendingDevice):
         return found
-    allow = bool(form.allow.data)
+    allow = bool(form.allow.data) and not form.deny.data  # both buttons at once: no
     oidc = services().oidc
     client = oidc.clients.get(found.client_id)
     try:

@@ -158,6 +158,15 @@ class DeviceStore:
                           details={"scope": device.scope})
         db.session.commit()
 
+    def withdraw(self, user_id: int, client_id: str | None = None) -> int:
+        """Approvals not yet redeemed, and pending requests this user was shown, of one client or all:
+        withdrawn (a password change, the app's access removed, the account disabled); how many."""
+        query = update(DeviceAuthorization).where(DeviceAuthorization.user_id == user_id,
+                                                  DeviceAuthorization.status == "approved")
+        if client_id is not None:
+            query = query.where(DeviceAuthorization.client_id == client_id)
+        return db.session.execute(query.values(status="withdrawn")).rowcount
+
     # -- the device's side, at the token endpoint -----------------------------------------
 
     def poll(self, device_code: str, client_id: str) -> DeviceAuthorization:
@@ -176,6 +185,9 @@ class DeviceStore:
                                     "device authorization request.")
         if row.status == "redeemed":
             raise InvalidGrantError("The device_code was exchanged for tokens already; each is used once.")
+        if row.status == "withdrawn":
+            raise InvalidGrantError("The approval was withdrawn (the user changed their password or removed the "
+                                    "app's access): start again with a new device authorization request.")
         if row.expires_at <= now:
             raise ExpiredTokenError("The device_code has expired before the user approved it: start again.")
         if row.status == "denied":

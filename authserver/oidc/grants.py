@@ -142,10 +142,15 @@ class DeviceCodeGrant(AuthlibDeviceCodeGrant):
             )
         # Create the signing key (if this is its first use) before the claim opens its transaction.
         self.server.provider.signing.active_key(client.id_token_signed_response_alg)
-        authorization = self.server.provider.devices.poll(device_code, client.client_id)
+        provider = self.server.provider
+        authorization = provider.devices.poll(device_code, client.client_id)
         user = _active_user(authorization.user_id)
         if user is None:
             raise InvalidGrantError("The account that approved this device is disabled or gone.")
+        if provider.tokens.session_bound(authorization) and not provider.sessions.keep_alive(authorization.sid):
+            # Without offline_access the device's tokens live with the session that approved it.
+            raise InvalidGrantError("The session that approved this device has ended; approve it again, or ask "
+                                    "for offline_access to stay signed in.")
         self.request.user = user
         self.request.client = client
         self.request.credential = authorization

@@ -200,7 +200,8 @@ class DeviceAuthorization(db.Model):
     user_code_hmac: Mapped[str] = mapped_column(String(64), unique=True)
     client_id: Mapped[str] = mapped_column(String(64), index=True)
     scope: Mapped[str] = mapped_column(String(1000), default="")
-    # pending → approved | denied; approved → redeemed (one token response, by a conditional UPDATE).
+    # pending → approved | denied; approved → redeemed (one token response, by a conditional UPDATE)
+    # or withdrawn (a password change, the app's access removed).
     status: Mapped[str] = mapped_column(String(10), default="pending")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

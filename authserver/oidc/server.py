@@ -544,6 +544,7 @@ class OidcProvider:
         self.codes = CodeStore(clock, audit, self.tokens)
         self.consents = ConsentStore(clock, audit, self.tokens)
         self.devices = DeviceStore(settings.pepper, clock, audit)
+        self.consents.on_revoke(self._access_withdrawn)
         self.backchannel = BackchannelLogout(settings.issuer, clock, self.signing, self.tokens, self.clients)
         sessions.on_end(self.backchannel.sessions_ended)
         sessions.on_end(self._sessions_ended)
@@ -605,7 +606,16 @@ class OidcProvider:
                               details={"tokens": revoked, "reason": "session_ended"})
         db.session.commit()
 
+    def _access_withdrawn(self, user_id: int, client_id: str | None = None) -> None:
+        """What was granted but not yet exchanged for tokens ends too: unredeemed codes and device
+        approvals (in the caller's transaction)."""
+        self.codes.expire_for(user_id, client_id)
+        self.devices.withdraw(user_id, client_id)
+
     def _password_changed(self, user) -> None:
+        # Approvals given before the change (perhaps by whoever knew the old password) end.
+        self._access_withdrawn(user.id)
+        db.session.commit()
         if self.settings.keep_refresh_on_password_change:
             return
         revoked = self.tokens.revoke_for_user(user.id, refresh_only=True)

@@ -297,7 +297,7 @@ class TokenStore:
         )
         if result.rowcount == 1:
             row = db.session.execute(_BY_REFRESH, {"hash": hashed}).first()
-            if self._session_bound(row) and not self.sessions.keep_alive(row.sid):
+            if self.session_bound(row) and not self.sessions.keep_alive(row.sid):
                 # No offline_access: the refresh token lived with its SSO session, which has ended.
                 db.session.rollback()
                 revoked = self.revoke_family(row.family_id)
@@ -319,7 +319,9 @@ class TokenStore:
         db.session.execute(update(OAuthToken).where(OAuthToken.sid == old.id).values(sid=new.id))
         db.session.execute(update(AuthorizationCode).where(AuthorizationCode.sid == old.id).values(sid=new.id))
 
-    def _session_bound(self, row) -> bool:
+    def session_bound(self, row) -> bool:
+        """Do tokens of this issuance (a token, a code or a device approval) live with their SSO
+        session? Yes unless offline_access was granted."""
         return (
             self.sessions is not None and row.sid is not None and OFFLINE_SCOPE not in (scope_to_list(row.scope) or ())
         )

@@ -93,7 +93,8 @@ def consent():
             "csrf_failed",
             "The consent form expired or was not sent from this site; start the sign-in again from the app.",
         )
-    return _authorize(decision="allow" if form.allow.data else "deny")
+    # Allowed only when Allow alone was pressed: an answer with both buttons fails closed.
+    return _authorize(decision="allow" if form.allow.data and not form.deny.data else "deny")
 
 
 def _authorize(decision: str | None):

@@ -44,10 +44,12 @@ def test_a_photo_frame_is_connected_from_a_phone(browser, own_issuer, request, t
     frame, _ = make_client(services, "Living-room Frame", redirect_uris=(), public=True,
                            scope="openid profile offline_access", grants=("device_code", "refresh_token"))
     program = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--issuer", url, "--client-id", frame.client_id,
+        [sys.executable, str(EXAMPLE), "--issuer", url, f"--client-id={frame.client_id}",
          "--tokens", str(tmp_path / "tokens.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        shown = json.loads(program.stdout.readline())
+        first = program.stdout.readline()
+        assert first, f"the device program showed no code: {program.stderr.read()}"
+        shown = json.loads(first)
         phone = Browsing(browser, url, request.node.name, viewport=PHONE)
         page = phone.page
         link = urlsplit(shown["verification_uri_complete"])

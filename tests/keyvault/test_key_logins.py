@@ -293,3 +293,26 @@ def test_a_key_is_read_from_the_headers_the_settings_name_and_only_those(service
     assert wrong.status_code == 401 and wrong.json == GENERIC
     two = piwigo.get("/api/me", headers={**headers, "X-API-Key": ":".join(make_key(services, alice, name="b"))})
     assert two.status_code == 401  # two different keys: refused, not one of them picked
+
+
+def test_rotating_a_key_ends_the_sessions_opened_with_its_old_secret(client, services, clock):
+    alice = make_user(services, "alice")
+    key_id, secret = make_key(services, alice)
+    assert client.post("/api/session/login", json={"username": key_id, "password": secret}).status_code == 200
+    assert client.get("/api/me").status_code == 200
+    services.keys.rotate(services.keys.find(key_id), grace_seconds=0, actor="test")
+    assert client.get("/api/me").status_code == 401
+
+
+def test_with_a_grace_period_key_sessions_end_with_the_old_secret(client, services, clock):
+    alice = make_user(services, "alice")
+    key_id, old = make_key(services, alice)
+    before = client.application.test_client()
+    assert before.post("/api/session/login", json={"username": key_id, "password": old}).status_code == 200
+    services.keys.rotate(services.keys.find(key_id), grace_seconds=60, actor="test")
+    # Opened with the old secret during the grace: it ends when the grace does, like the one before.
+    during = client.application.test_client()
+    assert during.post("/api/session/login", json={"username": key_id, "password": old}).status_code == 200
+    assert before.get("/api/me").status_code == 200 and during.get("/api/me").status_code == 200
+    clock.advance(seconds=61)
+    assert before.get("/api/me").status_code == 401 and during.get("/api/me").status_code == 401

@@ -353,3 +353,22 @@ def test_an_unsupported_response_mode_is_refused_not_answered_in_another(client,
 
 def test_discovery_lists_the_response_modes_it_answers(client):
     assert client.get("/.well-known/openid-configuration").json["response_modes_supported"] == ["query", "form_post"]
+
+
+def test_a_consent_answer_with_both_buttons_is_a_denial(client, services, alice):
+    gallery, _ = make_client(services)
+    logged_in(client, "alice")
+    page = client.get("/oauth/authorize", query_string=authorize_params(gallery))
+    both = client.post(form_action(page.text), data={"csrf_token": csrf_token(page.text), "allow": "x", "deny": "x"})
+    assert query_of(both.headers["Location"])["error"] == "access_denied"
+
+
+def test_a_code_not_yet_redeemed_dies_with_the_consent(client, services, alice):
+    from tests.helpers.oidc import exchange
+
+    gallery, secret = make_client(services)
+    logged_in(client, "alice")
+    code, _, _ = get_code(client, gallery)
+    assert client.delete(f"/api/me/consents/{gallery.client_id}").status_code == 200
+    refused = exchange(client, gallery, secret, code)
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_grant"

@@ -339,10 +339,12 @@ def live_approve(http, live, user_code: str, choice: str = "allow"):
 def run_device_program(live, client_id: str, tmp_path, *extra: str) -> tuple[subprocess.Popen, dict]:
     """examples/device_login.py in its own process; (the process, the codes it shows the user)."""
     program = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--issuer", live.url, "--client-id", client_id,
+        [sys.executable, str(EXAMPLE), "--issuer", live.url, f"--client-id={client_id}",
          "--tokens", str(tmp_path / "tokens.json"), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    shown_codes = json.loads(program.stdout.readline())
+    first = program.stdout.readline()
+    assert first, f"the device program showed no code: {program.stderr.read()}"
+    shown_codes = json.loads(first)
     return program, shown_codes
 
 
@@ -421,3 +423,61 @@ def test_the_qr_code_links_to_this_servers_device_page_and_nothing_else(client, 
     for bad in ("", "WJFF-LXW", "https://evil.example/", "WJFF-LXWB<script>", "A" * 5000):
         refused = client.get("/device/qr", query_string={"user_code": bad})
         assert refused.status_code == 400 and "<" not in refused.text
+
+
+def test_client_ids_never_start_with_a_dash(services, monkeypatch):
+    """A client_id is pasted into command lines (`--client-id -abc…` reads as an option)."""
+    import secrets as secrets_module
+
+    from authserver.oidc import clients
+
+    drawn = iter(["-startsWithADashxxxxxxxx", "fineClientIdxxxxxxxxxxxx"])
+    monkeypatch.setattr(secrets_module, "token_urlsafe", lambda n: next(drawn))
+    assert clients.new_client_id() == "fineClientIdxxxxxxxxxxxx"
+
+
+# -- what ends an approval before the device comes for its tokens (black-box review) ----------
+
+
+def approved(client, services, frame, username="alice", scope="openid profile offline_access"):
+    started = start(client, frame, scope=scope).json
+    logged_in(client, username)
+    assert approve(client, started["user_code"]).status_code == 200
+    return started
+
+
+def test_a_password_change_withdraws_an_approval_not_yet_redeemed(client, services, alice, frame):
+    started = approved(client, services, frame)
+    services.accounts.set_password(alice, "a brand new long password", actor="test")
+    refused = poll(client, frame, started["device_code"])
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_grant"
+    assert "withdrawn" in refused.json["error_description"]
+
+
+def test_removing_the_apps_access_withdraws_an_approval_not_yet_redeemed(client, services, alice, frame):
+    started = approved(client, services, frame)
+    assert client.delete(f"/api/me/consents/{frame.client_id}").status_code == 200
+    refused = poll(client, frame, started["device_code"])
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_grant"
+
+
+def test_without_offline_access_an_approval_ends_with_the_session_that_gave_it(client, services, alice, frame):
+    started = approved(client, services, frame, scope="openid profile")
+    assert client.post("/api/session/logout", json={}).status_code == 200
+    refused = poll(client, frame, started["device_code"])
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_grant"
+    assert "session that approved" in refused.json["error_description"]
+
+
+def test_device_pages_are_never_cached_and_an_answer_with_both_buttons_is_a_no(client, services, alice, frame):
+    started = start(client, frame).json
+    logged_in(client, "alice")
+    assert client.get("/device").headers["Cache-Control"] == "no-store"
+    consent = enter_code(client, started["user_code"])
+    assert consent.headers["Cache-Control"] == "no-store"
+    hidden = re.search(r'name="user_code" type="hidden" value="([^"]*)"', consent.text).group(1)
+    both = client.post("/device/decision", data={"csrf_token": csrf_token(consent.text), "user_code": hidden,
+                                                 "allow": "allow", "deny": "deny"})
+    assert both.status_code == 200 and "Device refused" in both.text
+    assert both.headers["Cache-Control"] == "no-store"
+    assert poll(client, frame, started["device_code"]).json["error"] == "access_denied"
