@@ -652,6 +652,12 @@ CONSENT_FORBIDDEN = error_answer(
 )
 
 
+def proxy_header(name: str, what: str) -> dict:
+    """A header a reverse proxy sends forward-auth, believed only from AUTHSERVER_TRUSTED_PROXIES."""
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"},
+            "description": f"{what} Read only from AUTHSERVER_TRUSTED_PROXIES."}
+
+
 def forward_auth_operation(method: str, path: str) -> dict:
     nginx = path.endswith("auth-request")
     name = "authRequest" if nginx else "forwardAuth"
@@ -664,34 +670,10 @@ def forward_auth_operation(method: str, path: str) -> dict:
             "description": "Present (any value): answer a needed login with a redirect to the login page.",
             "schema": {"type": "string"},
         },
-        {
-            "name": "X-Original-URL",
-            "in": "header",
-            "required": False,
-            "description": "The original URL (nginx). Read only from AUTHSERVER_TRUSTED_PROXIES.",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "X-Forwarded-Proto",
-            "in": "header",
-            "required": False,
-            "description": "The original scheme (Traefik, Caddy). Read only from AUTHSERVER_TRUSTED_PROXIES.",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "X-Forwarded-Host",
-            "in": "header",
-            "required": False,
-            "description": "The original host. Read only from AUTHSERVER_TRUSTED_PROXIES, and with X-Forwarded-Proto.",
-            "schema": {"type": "string"},
-        },
-        {
-            "name": "X-Forwarded-Uri",
-            "in": "header",
-            "required": False,
-            "description": "The original path and query, from /. Read only from AUTHSERVER_TRUSTED_PROXIES.",
-            "schema": {"type": "string"},
-        },
+        proxy_header("X-Original-URL", "The original URL (nginx)."),
+        proxy_header("X-Forwarded-Proto", "The original scheme (Traefik, Caddy)."),
+        proxy_header("X-Forwarded-Host", "The original host; read with X-Forwarded-Proto."),
+        proxy_header("X-Forwarded-Uri", "The original path and query, from /."),
     ]
     login_headers = {"Location": header_ref("LoginLocation")}
     unauthenticated = {

@@ -12,11 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from authserver import create_app
 from tests.helpers.browser import PHONE, Browsing
 from tests.helpers.factories import DEFAULT_PASSWORD, make_client, make_user
-from tests.helpers.servers import serve_with_own_issuer
-from tests.helpers.settings import make_settings
+from tests.helpers.servers import app_at_own_issuer
 
 pytestmark = pytest.mark.browser
 
@@ -26,11 +24,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "device_login.py"
 @pytest.fixture
 def own_issuer(backend, database_urls, tmp_path):
     """The server at the URL its discovery names, so the device program can follow it."""
-    def make_app(url):
-        return create_app(make_settings(tmp_path, database_urls[backend], issuer=url))
-
-    with serve_with_own_issuer(make_app) as (app, url):
-        yield app.extensions["authserver"], url
+    with app_at_own_issuer(database_urls[backend], tmp_path) as served:
+        yield served
 
 
 def follow(target):

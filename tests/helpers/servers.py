@@ -103,6 +103,20 @@ def serve_with_own_issuer(make_app):
             _db.engine.dispose()
 
 
+@contextmanager
+def app_at_own_issuer(database_url: str, instance_path: Path):
+    """The test settings' app served with its URL as its issuer (what discovery names is where it
+    answers, for clients that follow discovery); yields (services, url) in the app's context."""
+    from authserver import create_app
+    from tests.helpers.settings import make_settings
+
+    def make_app(url):
+        return create_app(make_settings(instance_path, database_url, issuer=url))
+
+    with serve_with_own_issuer(make_app) as (app, url):
+        yield app.extensions["authserver"], url
+
+
 class Instance:
     """An instance folder driven through the `authserver` command line, as an operator would."""
 

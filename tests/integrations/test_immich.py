@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from authserver import create_app
 from authserver.extensions import db
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from tests.helpers.html import form_action
-from tests.helpers.servers import serve_with_own_issuer
-from tests.helpers.settings import make_settings
+from tests.helpers.servers import app_at_own_issuer
 
 pytestmark = pytest.mark.live
 
@@ -45,11 +43,8 @@ def driver(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def live(backend, database_urls, tmp_path):
-    def make_app(url):
-        return create_app(make_settings(tmp_path, database_urls[backend], issuer=url))
-
-    with serve_with_own_issuer(make_app) as (app, url):
-        yield app.extensions["authserver"], url
+    with app_at_own_issuer(database_urls[backend], tmp_path) as served:
+        yield served
 
 
 def immich(driver: Path, *args: str) -> dict:
