@@ -504,6 +504,11 @@ def client():
 @click.option(
     "--no-pkce", is_flag=True, help="Exempt this confidential client from PKCE (only for apps that cannot send it)."
 )
+@click.option(
+    "--require-par",
+    is_flag=True,
+    help="Accept this client's authorization requests only when pushed first (RFC 9126, /oauth/par).",
+)
 @click.option("--broker", is_flag=True, help="The broker may run the OAuth dance for this client.")
 @click.option("--allow-missing-state", is_flag=True, help="Broker callbacks may omit state (old app versions).")
 @click.option("--scope", default=None, help='Allowed scopes, e.g. "openid profile email groups".')
@@ -543,6 +548,7 @@ def client_create(
     introspect,
     audiences,
     no_pkce,
+    require_par,
     broker,
     allow_missing_state,
     scope,
@@ -575,6 +581,7 @@ def client_create(
             introspect=introspect,
             audiences=audiences,
             pkce_required=not no_pkce,
+            require_par=require_par,
             broker=broker,
             allow_missing_state=allow_missing_state,
             scope=scope,

@@ -71,6 +71,8 @@ class Settings:
     refresh_absolute_seconds: int = 90 * 24 * 3600
     # A password change revokes the user's refresh tokens unless this is on.
     keep_refresh_on_password_change: bool = False
+    # Every client must push its authorization requests (RFC 9126); per client: --require-par.
+    require_par: bool = False
     workers: int = 2
     threads: int = 4  # per worker process
     session_idle_seconds: int = 8 * 3600
@@ -263,6 +265,7 @@ class Settings:
                 get("KEEP_REFRESH_ON_PASSWORD_CHANGE", "off"), "KEEP_REFRESH_ON_PASSWORD_CHANGE", ("on", "off")
             )
             == "on",
+            require_par=choice(get("REQUIRE_PAR", "off"), "REQUIRE_PAR", ("on", "off")) == "on",
             workers=workers,
             threads=integer(get("THREADS", "4"), "THREADS", 1, 64),
             session_idle_seconds=integer(get("SESSION_IDLE_SECONDS", str(8 * 3600)), "SESSION_IDLE_SECONDS", 60, 10**8),

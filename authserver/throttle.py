@@ -50,6 +50,7 @@ DEFAULT_RULES: dict[str, tuple[int, int]] = {
     "broker:address": (30, 60),  # unknown broker transaction handles
     "broker-start:address": (120, 60),  # broker transactions started (rows written unauthenticated)
     "device-start:address": (20, 60),  # device authorizations started (rows written by public clients)
+    "par:address": (60, 60),  # pushed authorization requests (rows written by public clients)
     # User codes entered at /device (RFC 8628 §5.1: the short code must not be guessed),
     # counted before the check, per browser session and per address.
     "device:session": (10, 300),

@@ -291,6 +291,7 @@ class ClientRegistry:
         first_party: bool = False,
         introspect: bool = False,
         pkce_required: bool = True,
+        require_par: bool = False,
         audiences: Sequence[str] = (),
         broker: bool = False,
         allow_missing_state: bool = False,
@@ -411,6 +412,7 @@ class ClientRegistry:
             is_first_party=first_party,
             can_introspect=introspect,
             pkce_required=pkce_required,
+            require_par=require_par,
             audiences=audience_list,
             is_broker=broker,
             allow_missing_state=allow_missing_state,
@@ -437,6 +439,7 @@ class ClientRegistry:
                 "first_party": first_party,
                 "introspect": introspect,
                 "pkce_required": pkce_required,
+                "require_par": require_par,
             },
         )
         db.session.commit()

@@ -31,6 +31,11 @@ def device_authorization(req: Request) -> Answer:
     return _answer(req, lambda: endpoint(endpoint.create_endpoint_request(req)))
 
 
+def pushed_authorization(req: Request) -> Answer:
+    endpoint = services().oidc.pushed_authorization
+    return _answer(req, lambda: endpoint(endpoint.create_endpoint_request(req)))
+
+
 def _answer(req: Request, run) -> Answer:
     svc = services()
     status, body, headers = client_endpoint(req, run, throttle=svc.throttle, audit=svc.audit)

@@ -51,6 +51,8 @@ class OAuthClient(db.Model):
     can_introspect: Mapped[bool] = mapped_column(Boolean, default=False)
     # False only for a client exempted at registration (AUTHSERVER_PKCE_REQUIRED=all otherwise binds it).
     pkce_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Authorization requests only by reference to a pushed request (RFC 9126 §6).
+    require_par: Mapped[bool] = mapped_column(Boolean, default=False)
     # Resource servers (their client_ids) this client's access tokens are also meant for.
     audiences: Mapped[list | None] = mapped_column(JSON, default=list, nullable=True)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
@@ -216,3 +218,22 @@ class DeviceAuthorization(db.Model):
     acr: Mapped[str] = mapped_column(String(64), default="")
     amr: Mapped[list] = mapped_column(JSON, default=list)
     redeemed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class PushedRequest(db.Model):
+    """A pushed authorization request (RFC 9126): the parameters a client sent to
+    /oauth/par, found again by its request_uri (stored as SHA-256). Opened at the
+    authorization endpoint within `expires_at`, then followed through login and consent;
+    used once, by the authorization response it ends in."""
+
+    __tablename__ = "oauth_pushed_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uri_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    # [[name, value], ...] in the order sent, client authentication left out.
+    params: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    opened_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

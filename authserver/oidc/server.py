@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from urllib.parse import urlencode
 
 from authlib.consts import default_json_headers
 from authlib.integrations.flask_oauth2 import (
@@ -25,6 +26,7 @@ from authlib.oauth2.rfc6749 import (
     MissingAuthorizationError,
     UnauthorizedClientError,
 )
+from authlib.oauth2.rfc6749.token_endpoint import TokenEndpoint
 from authlib.oauth2.rfc6750 import (
     BearerTokenGenerator,
     BearerTokenValidator,
@@ -36,10 +38,13 @@ from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import UserInfoEndpoint
+from authlib.oidc.core.errors import RequestNotSupportedError
 from authlib.oidc.core.util import create_half_hash
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Response, json
 from flask import request as flask_request
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
 
 from ..accounts.acr import SUPPORTED as ACR_SUPPORTED
 from ..accounts.service import AccountService, SessionService
@@ -50,7 +55,7 @@ from ..extensions import db
 from ..identity import AuthenticationFailed, Via, current_identity
 from ..settings import Settings
 from ..throttle import Bucket, Throttle, TooManyAttempts
-from . import grants
+from . import grants, params
 from .claims import CLAIMS_SUPPORTED, STANDARD_SCOPES, user_claims
 from .clients import (
     ACCESS_TOKEN_SECONDS,
@@ -67,6 +72,7 @@ from .codes import CodeStore
 from .consent import ConsentStore
 from .devices import DeviceStore
 from .logout import BackchannelLogout
+from .pushed import CLIENT_AUTH_PARAMS, PUSHED_SECONDS, PushedRequests
 from .signing import SUPPORTED_ALGS, SigningKeyService, Withdrawn
 from .tokens import TokenStore
 
@@ -79,6 +85,7 @@ ENDPOINTS = {
     "revocation_endpoint": "/oauth/revoke",
     "end_session_endpoint": "/oauth/logout",
     "device_authorization_endpoint": "/oauth/device_authorization",
+    "pushed_authorization_request_endpoint": "/oauth/par",
 }
 DEVICE_VERIFICATION_PATH = "/device"
 SECRET_AND_KEY_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -322,6 +329,62 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):
         return 200, body, default_json_headers
 
 
+class PushedAuthorization(TokenEndpoint):
+    """RFC 9126: an authorization request pushed over the back channel by an authenticated client
+    (public clients with client_id alone), checked now as the authorization endpoint would check
+    it, errors answered here as JSON; the answer is a single-use request_uri for the browser."""
+
+    ENDPOINT_NAME = "pushed_authorization"
+    CLIENT_AUTH_METHODS = SECRET_AND_KEY_METHODS + ["none"]
+
+    def __init__(self, provider: OidcProvider, throttle: Throttle):
+        super().__init__(provider.server)
+        self.provider = provider
+        self.throttle = throttle
+
+    def create_endpoint_request(self, request):
+        return self.server.create_oauth2_request(request)
+
+    def create_endpoint_response(self, request):
+        try:
+            self.throttle.consume(Bucket("par:address", request_address(request)))
+        except TooManyAttempts as exc:
+            raise SlowDown(exc.retry_after) from None
+        client = self.authenticate_endpoint_client(request)
+        form = request.form
+        if "request_uri" in form:
+            raise InvalidRequestError("A pushed request cannot itself name a request_uri (RFC 9126 section 2.1).")
+        if "request" in form:
+            raise RequestNotSupportedError()
+        if form.get("client_id", client.client_id) != client.client_id:
+            raise InvalidRequestError("The form's client_id names another client than the one that authenticated.")
+        pushed = [(k, v) for k, v in form.items(multi=True) if k not in CLIENT_AUTH_PARAMS and k != "client_id"]
+        pushed.insert(0, ("client_id", client.client_id))
+        check_pushed(self.server, pushed)
+        uri = self.provider.pushed.push(client.client_id, pushed)
+        return 201, {"request_uri": uri, "expires_in": PUSHED_SECONDS}, [*default_json_headers]
+
+
+def check_pushed(server: AuthorizationServer, pushed: list[tuple[str, str]]) -> None:
+    """Everything the authorization endpoint checks before it asks anyone to log in: client,
+    redirect URI (exact match), response type, scope, PKCE, response mode, max_age, claims.
+    An error is the client's to see here, never a redirect."""
+    as_authorize = Request(EnvironBuilder(method="GET", path=ENDPOINTS["authorization_endpoint"],
+                                          query_string=urlencode(pushed)).get_environ())
+    oauth_request = server.create_oauth2_request(as_authorize)
+    try:
+        grant = server.get_authorization_grant(oauth_request)
+        grant.validate_no_multiple_request_parameter(oauth_request)
+        grant.validate_authorization_request()
+        values = as_authorize.args
+        params.response_mode(values)
+        params.max_age(values)
+        params.claims_request(values, grant.client)
+    except OAuth2Error as error:
+        error.redirect_uri = None
+        raise
+
+
 class TokenRevocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = SECRET_AND_KEY_METHODS + ["none"]
 
@@ -544,6 +607,7 @@ class OidcProvider:
         self.codes = CodeStore(clock, audit, self.tokens)
         self.consents = ConsentStore(clock, audit, self.tokens)
         self.devices = DeviceStore(settings.pepper, clock, audit)
+        self.pushed = PushedRequests(clock)
         self.consents.on_revoke(self._access_withdrawn)
         self.backchannel = BackchannelLogout(settings.issuer, clock, self.signing, self.tokens, self.clients)
         sessions.on_end(self.backchannel.sessions_ended)
@@ -573,6 +637,8 @@ class OidcProvider:
         self.server.register_endpoint(self.revocation)
         self.device_authorization = DeviceAuthorization(self, throttle)
         self.server.register_endpoint(self.device_authorization)
+        self.pushed_authorization = PushedAuthorization(self, throttle)
+        self.server.register_endpoint(self.pushed_authorization)
         self.server.register_endpoint(UserInfo(self))
         self.server.register_endpoint(EndSession(self))
         self._metadata = self._build_metadata()
@@ -696,6 +762,7 @@ class OidcProvider:
             "claims_parameter_supported": True,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
+            "require_pushed_authorization_requests": self.settings.require_par,
             "prompt_values_supported": ["none", "login", "consent"],
             "acr_values_supported": list(ACR_SUPPORTED),
             "authorization_response_iss_parameter_supported": True,

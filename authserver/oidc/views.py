@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode
@@ -26,6 +25,7 @@ from flask import (
     request,
 )
 from itsdangerous import BadSignature, URLSafeSerializer
+from werkzeug.datastructures import CombinedMultiDict, MultiDict
 
 from ..accounts.acr import required_acr, satisfies
 from ..accounts.forms import PostOnlyForm
@@ -33,13 +33,14 @@ from ..errors import ApiError, csrf_failed
 from ..extensions import db
 from ..identity import Via, current_identity, identity_or_none, require_identity
 from ..web import clear_session_cookie, respond, services, signed_in
-from . import handlers
+from . import handlers, params
 from .blueprint import bp
-from .claims import CLAIM_SCOPES, ClaimsRequestError, claims_scopes, parse_claims_request
+from .claims import claims_scopes
 from .clients import append_query
 from .codes import TicketSpent
 from .consent import described_scopes
 from .forms import ConsentForm, LogoutForm
+from .pushed import REQUEST_URI_PREFIX, Opened, PushedRequestError
 from .signing import JWKS_MAX_AGE
 
 log = logging.getLogger("authserver.oidc")
@@ -112,6 +113,10 @@ def _authorize(decision: str | None):
         # RFC 6749 §3.1: no parameter twice (`prompt=none&prompt=login` must not pick one).
         return _authorization_error(InvalidRequestError(f"The parameter {repeated} appears more than once."))
     try:
+        pushed = _open_pushed()
+    except PushedRequestError as exc:
+        return _error_page("invalid_request_uri", f"{exc} The app sent you here with it.")
+    try:
         grant = server.get_consent_grant(end_user=user)
     except OAuth2Error as error:
         return _authorization_error(error)
@@ -127,8 +132,13 @@ def _authorize(decision: str | None):
     state = request.values.get("state")
     prompts = set((request.values.get("prompt") or "").split())
     try:
-        _response_mode()
-        max_age = _max_age()
+        if pushed is None and (oidc.settings.require_par or grant.client.row.require_par):
+            raise InvalidRequestError(
+                "This client must push its authorization requests to the pushed authorization request endpoint "
+                "and send the request_uri it gets back (RFC 9126)."
+            )
+        params.response_mode(request.values)
+        max_age = params.max_age(request.values)
         if user is None:
             if "none" in prompts:
                 raise LoginRequiredError()
@@ -144,7 +154,7 @@ def _authorize(decision: str | None):
                 raise UnmetAuthenticationRequirements()
             return _to_login(fresh=True)
         client = grant.client
-        claims_request = _claims_request(client)
+        claims_request = params.claims_request(request.values, client)
         # Claims asked for one by one need the consent of their scope, as if it were asked for.
         scope = " ".join(dict.fromkeys([*(grant.request.scope or "").split(), *sorted(claims_scopes(claims_request))]))
         needs_consent = not client.skips_consent and (
@@ -167,6 +177,11 @@ def _authorize(decision: str | None):
     grant.request.sso_session = session
     grant.request.claims_request = claims_request
     grant.request.login_ticket = ticket.id if ticket is not None else None
+    if pushed is not None and not oidc.pushed.use(pushed.uri):
+        # Another tab answered with this pushed request first.
+        db.session.rollback()
+        return _error_page("invalid_request_uri", "The request_uri was used already: start the sign-in again "
+                           "from the app.")
     try:
         response = server.create_authorization_response(grant=grant, grant_user=grant_user)
     except TicketSpent:
@@ -175,7 +190,33 @@ def _authorize(decision: str | None):
     if response.status_code != 302:
         db.session.rollback()
         return response
+    db.session.commit()  # the pushed request's use, when the answer wrote nothing else (a refusal)
     return _in_response_mode(response, redirect_uri)
+
+
+def _open_pushed() -> Opened | None:
+    """RFC 9126 §4: with a request_uri, the request is the one its client pushed; the parameters
+    sent beside it (but client_id and the server's own: login ticket, consent form) are ignored.
+    The pushed parameters become the request's, so that every check below reads them."""
+    uri = request.values.get("request_uri")
+    g.pushed = None
+    if not uri or not uri.startswith(REQUEST_URI_PREFIX):
+        return None  # Not a reference to a pushed request: request objects by URL are refused (grants.py).
+    opened = provider().pushed.open(uri, request.values.get("client_id"))
+    own = [(k, v) for k, v in request.args.items(multi=True) if k == LOGIN_TICKET]
+    request.args = MultiDict([*opened.params, *own])
+    request.values = CombinedMultiDict([request.args, request.form])
+    g.pushed = opened
+    return opened
+
+
+def _round_trip() -> list[tuple[str, str]]:
+    """The request's parameters as the login and consent pages send them back here: a pushed
+    request by reference, any other as sent; never the server's own (ticket, consent form)."""
+    pushed = g.get("pushed")
+    if pushed is not None:
+        return [("client_id", pushed.client_id), ("request_uri", pushed.uri)]
+    return [(k, v) for k, v in request.values.items(multi=True) if k not in _UNBOUND]
 
 
 def _repeated_parameter() -> str | None:
@@ -194,32 +235,6 @@ class UnmetAuthenticationRequirements(OAuth2Error):
     description = "The app asked for a second factor and the user signed in with a password only."
 
 
-def _claims_request(client) -> dict[str, list[str]] | None:
-    """The claims request parameter (OIDC Core 5.5), limited to the claims of scopes the client is
-    registered for; InvalidRequestError (sent back to the client) when it is malformed."""
-    try:
-        requested = parse_claims_request(request.values.get("claims"))
-    except ClaimsRequestError as exc:
-        raise InvalidRequestError(str(exc)) from None
-    if requested is None:
-        return None
-    allowed = set((client.get_allowed_scope(client.row.scope) or "").split())
-    return {target: [name for name in names if CLAIM_SCOPES[name] in allowed] for target, names in requested.items()}
-
-
-RESPONSE_MODES = ("query", "form_post")
-
-
-def _response_mode() -> str:
-    """`query` (the default for response_type=code) or `form_post` (OAuth 2.0 Form Post Response
-    Mode); any other mode is refused, not silently answered in another one."""
-    mode = request.values.get("response_mode") or "query"
-    if mode not in RESPONSE_MODES:
-        shown = mode[:40] if re.fullmatch(r"[A-Za-z0-9._-]+", mode) else "(a value with other characters)"
-        raise InvalidRequestError(f"The response_mode {shown} is not supported; use query or form_post.")
-    return mode
-
-
 def _in_response_mode(response, redirect_uri: str):
     """The redirect to the client as the request asked for it. form_post: a page whose form posts the
     same parameters to the redirect URI, sent by /static/form_post.js (no inline script: the CSP
@@ -231,15 +246,6 @@ def _in_response_mode(response, redirect_uri: str):
     page = make_response(render_template("oidc/form_post.html", action=redirect_uri, params=params))
     page.headers["Cache-Control"] = "no-store"
     return page
-
-
-def _max_age() -> int | None:
-    raw = request.values.get("max_age")
-    if raw in (None, ""):
-        return None
-    if not raw.isdigit() or len(raw) > 10:
-        raise InvalidRequestError("max_age must be a whole number of seconds.")
-    return int(raw)
 
 
 def _needs_fresh_login(session, prompts: set[str], max_age: int | None, ticket: Ticket | None) -> bool:
@@ -308,9 +314,7 @@ def _genuine_ticket() -> Ticket | None:
 
 
 def _to_login(*, fresh: bool):
-    params = [
-        (k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny", LOGIN_TICKET)
-    ]
+    params = _round_trip()
     if fresh:
         # prompt=login stays: without its ticket the request asks for a login again.
         issued_us = (services().clock.now() - EPOCH) // timedelta(microseconds=1)
@@ -321,7 +325,7 @@ def _to_login(*, fresh: bool):
 
 def _consent_page(client, user, scope: str):
     scopes = described_scopes(scope)
-    query = urlencode([(k, v) for k, v in request.values.items(multi=True) if k not in ("csrf_token", "allow", "deny")])
+    query = urlencode([*_round_trip(), *((LOGIN_TICKET, v) for v in request.values.getlist(LOGIN_TICKET))])
     return render_template(
         "oidc/consent.html",
         form=ConsentForm(),
@@ -338,17 +342,21 @@ def _authorization_error(error: OAuth2Error):
     if error.redirect_uri:
         if error.state is None:
             error.state = request.values.get("state")
+        pushed = g.get("pushed")
+        if pushed is not None:
+            # An answer to the client ends the pushed request too.
+            oidc.pushed.use(pushed.uri)
+            db.session.commit()
         response = oidc.server.handle_error_response(None, error)
         response.headers["Location"] = append_query(response.headers["Location"], {"iss": oidc.issuer})
         return _in_response_mode(response, error.redirect_uri)
     description = error.description or "The authorization request is not valid."
-    return render_template(
-        "error.html",
-        status=400,
-        error=error.error,
-        description=f"{description} The request did not name a registered client and redirect URI, "
-        "so you were not sent back to the app; ask its developer to fix its configuration.",
-    ), 400
+    return _error_page(error.error, f"{description} The request did not name a registered client and redirect "
+                       "URI, so you were not sent back to the app; ask its developer to fix its configuration.")
+
+
+def _error_page(error: str, description: str):
+    return render_template("error.html", status=400, error=error, description=description), 400
 
 
 # -- token, userinfo, introspection, revocation --------------------------------
@@ -372,6 +380,11 @@ def revoke():
 @bp.post("/oauth/device_authorization")
 def device_authorization():
     return respond(handlers.device_authorization(request))
+
+
+@bp.post("/oauth/par")
+def pushed_authorization():
+    return respond(handlers.pushed_authorization(request))
 
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])
