@@ -509,6 +509,11 @@ def client():
     is_flag=True,
     help="Accept this client's authorization requests only when pushed first (RFC 9126, /oauth/par).",
 )
+@click.option(
+    "--require-dpop",
+    is_flag=True,
+    help="Issue this client's tokens only to requests with a DPoP proof (RFC 9449): sender-constrained tokens.",
+)
 @click.option("--broker", is_flag=True, help="The broker may run the OAuth dance for this client.")
 @click.option("--allow-missing-state", is_flag=True, help="Broker callbacks may omit state (old app versions).")
 @click.option("--scope", default=None, help='Allowed scopes, e.g. "openid profile email groups".')
@@ -549,6 +554,7 @@ def client_create(
     audiences,
     no_pkce,
     require_par,
+    require_dpop,
     broker,
     allow_missing_state,
     scope,
@@ -582,6 +588,7 @@ def client_create(
             audiences=audiences,
             pkce_required=not no_pkce,
             require_par=require_par,
+            require_dpop=require_dpop,
             broker=broker,
             allow_missing_state=allow_missing_state,
             scope=scope,

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from flask import current_app, g, request
@@ -162,17 +162,29 @@ class AuthenticationFailed(Exception):
     """Credentials were presented and are not valid. The message is safe to show."""
 
     def __init__(self, description: str = "The credentials are not valid.", error: str = "invalid_credentials",
-                 retry_after: int | None = None):
+                 retry_after: int | None = None, challenge: str | None = None):
         super().__init__(description)
         self.description = description
         self.error = error
         self.retry_after = retry_after  # when the caller's address is throttled: seconds to wait
+        self.challenge = challenge or BEARER_CHALLENGE  # the WWW-Authenticate to answer with
+
+
+BEARER_CHALLENGE = 'Bearer realm="authserver"'
+
+
+class Resource(NamedTuple):
+    """What a request asks for, as a credential bound to it names it (a DPoP proof's `htm` and
+    `htu`): the method and URL without query. None: the request itself, at this server."""
+
+    method: str | None
+    url: str
 
 
 class Strategy(Protocol):
     name: str
 
-    def authenticate(self, req) -> Identity | None: ...
+    def authenticate(self, req, resource: Resource | None = None) -> Identity | None: ...
 
 
 class IdentityResolver:
@@ -185,9 +197,10 @@ class IdentityResolver:
         else:
             self.strategies.append(strategy)
 
-    def resolve(self, req) -> Identity | None:
+    def resolve(self, req, resource: Resource | None = None) -> Identity | None:
+        """The caller's identity; `resource` when the request asks for something elsewhere (forward-auth)."""
         for strategy in self.strategies:
-            identity = strategy.authenticate(req)
+            identity = strategy.authenticate(req, resource)
             if identity is not None:
                 return identity
         return None
@@ -249,15 +262,13 @@ def require_identity(scope: str | None = None, *, admin: bool = False):
             try:
                 identity = current_identity()
             except AuthenticationFailed as exc:
-                raise ApiError(
-                    401, exc.error, exc.description, {"WWW-Authenticate": 'Bearer realm="authserver"'}
-                ) from None
+                raise ApiError(401, exc.error, exc.description, {"WWW-Authenticate": exc.challenge}) from None
             if identity is None:
                 raise ApiError(
                     401,
                     "unauthorized",
                     "Log in, or send an API key or a bearer access token.",
-                    {"WWW-Authenticate": 'Bearer realm="authserver"'},
+                    {"WWW-Authenticate": BEARER_CHALLENGE},
                 )
             check_cookie_write(identity)
             if admin and not identity.is_admin:

@@ -54,7 +54,7 @@ class Services:
         self.signing = self.oidc.signing
         # Credentials sent on purpose come before the ambient cookie: a bad one is refused, never
         # passed over for the cookie (keys first, then bearer tokens, then the session).
-        self.identity.add(BearerTokenStrategy(self.oidc.tokens), first=True)
+        self.identity.add(BearerTokenStrategy(self.oidc.tokens, self.oidc.dpop, self.oidc.base), first=True)
         self.keys = KeyService(settings.pepper, clock, self.audit, self.throttle, settings.key_scopes)
         # First in the chain: an explicit key header is never overridden by an ambient cookie.
         self.identity.add(ApiKeyStrategy(self.keys, settings.key_headers), first=True)

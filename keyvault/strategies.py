@@ -62,7 +62,7 @@ class ApiKeyStrategy:
         self.keys = keys
         self.headers = headers
 
-    def authenticate(self, req) -> Identity | None:
+    def authenticate(self, req, resource=None) -> Identity | None:
         token = presented_key(req, self.headers)
         if token is None:
             return None

@@ -5,10 +5,10 @@ from __future__ import annotations
 from werkzeug.wrappers import Request
 
 from ..errors import Answer, ApiError, error_answer, json_answer
-from ..identity import AuthenticationFailed
+from ..identity import BEARER_CHALLENGE, AuthenticationFailed
 from ..web import services
 
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="authserver"'}
+CHALLENGE = {"WWW-Authenticate": BEARER_CHALLENGE}
 
 
 def me(req: Request) -> Answer:
@@ -16,7 +16,7 @@ def me(req: Request) -> Answer:
     try:
         identity = services().identity.resolve(req)
     except AuthenticationFailed as exc:
-        return error_answer(ApiError(401, exc.error, exc.description, CHALLENGE))
+        return error_answer(ApiError(401, exc.error, exc.description, {"WWW-Authenticate": exc.challenge}))
     if identity is None:
         return error_answer(ApiError(401, "unauthorized", "Log in, or send an API key or a bearer access token.",
                                      CHALLENGE))

@@ -468,7 +468,7 @@ class SessionCookieStrategy:
         self.sessions = sessions
         self.cookie_name = cookie_name
 
-    def authenticate(self, req) -> Identity | None:
+    def authenticate(self, req, resource=None) -> Identity | None:
         cookie = req.cookies.get(self.cookie_name)
         if not cookie:
             return None

@@ -15,6 +15,7 @@ from werkzeug.wrappers import Request
 
 from ..addresses import peer_address
 from ..errors import Answer, ApiError, error_answer
+from ..identity import BEARER_CHALLENGE, Resource
 from ..web import services
 from .service import ALLOW, LOGIN, STEP_UP, remote_headers
 
@@ -24,13 +25,14 @@ log = logging.getLogger("authserver.forwardauth")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 REDIRECT_STATUS = {"/api/authz/forward-auth": 302, "/api/authz/auth-request": 401}
 EMPTY = ("Content-Type", "text/html; charset=utf-8")
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="authserver"'}
+CHALLENGE = {"WWW-Authenticate": BEARER_CHALLENGE}
 
 
 def check(req: Request) -> Answer:
     svc = services()
     forward_auth = svc.forward_auth
-    verdict = forward_auth.assess(peer_address(req.environ), req.headers, lambda: svc.identity.resolve(req))
+    verdict = forward_auth.assess(peer_address(req.environ), req.headers,
+                                  lambda target: svc.identity.resolve(req, original_request(req, target)))
     decision, identity, target = verdict.decision, verdict.identity, verdict.target
     if decision.verdict == ALLOW:
         return Answer(200, [EMPTY, *remote_headers(identity).items()], b"")
@@ -40,7 +42,9 @@ def check(req: Request) -> Answer:
         failure = verdict.failure
         if failure is not None:
             retry = failure.retry_after
-            headers = {**CHALLENGE, "Retry-After": str(retry)} if retry else CHALLENGE
+            headers = {"WWW-Authenticate": failure.challenge}
+            if retry:
+                headers["Retry-After"] = str(retry)
             return error_answer(ApiError(401, failure.error, failure.description, headers))
         return error_answer(ApiError(401, "unauthorized", decision.description, CHALLENGE))
     log.info(
@@ -49,6 +53,16 @@ def check(req: Request) -> Answer:
                "policy": verdict.rule.policy},
     )
     return error_answer(ApiError(403, "forbidden", decision.description))
+
+
+def original_request(req: Request, target) -> Resource | None:
+    """The request the proxy asks about, as a DPoP proof for it names it: the method the proxy
+    forwarded (X-Forwarded-Method) and the original URL without its query."""
+    if target is None:
+        return None
+    url = target.url.split("?", 1)[0].split("#", 1)[0]
+    method = req.headers.get("X-Forwarded-Method")
+    return Resource(method if method in METHODS else None, url)
 
 
 def wants_redirect(req: Request, setting: str) -> bool:

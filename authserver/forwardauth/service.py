@@ -127,18 +127,19 @@ class ForwardAuthService:
             return Decision(STEP_UP, "This address needs two-factor login; log in again with your one-time code.")
         return Decision(ALLOW)
 
-    def assess(self, peer: str, headers: Mapping[str, str], resolve: Callable[[], Identity | None]) -> Verdict:
+    def assess(self, peer: str, headers: Mapping[str, str],
+               resolve: Callable[[Target | None], Identity | None]) -> Verdict:
         """The decision for one forward-auth request: its target, the rule, who is asking.
 
-        `resolve` answers the caller's identity (raising AuthenticationFailed); it is only
-        asked when the rule depends on it. Raises BadForwardedRequest for unusable headers.
+        `resolve(target)` answers the caller's identity (raising AuthenticationFailed); it is
+        only asked when the rule depends on it. Raises BadForwardedRequest for unusable headers.
         """
         target = self.target(peer, headers)
         rule = self.rule_for(target)
         identity, failure = None, None
         if rule.policy not in ("bypass", "deny"):
             try:
-                identity = resolve()
+                identity = resolve(target)
             except AuthenticationFailed as exc:
                 failure = exc
             except TooManyAttempts as exc:

@@ -292,6 +292,7 @@ class ClientRegistry:
         introspect: bool = False,
         pkce_required: bool = True,
         require_par: bool = False,
+        require_dpop: bool = False,
         audiences: Sequence[str] = (),
         broker: bool = False,
         allow_missing_state: bool = False,
@@ -413,6 +414,7 @@ class ClientRegistry:
             can_introspect=introspect,
             pkce_required=pkce_required,
             require_par=require_par,
+            require_dpop=require_dpop,
             audiences=audience_list,
             is_broker=broker,
             allow_missing_state=allow_missing_state,
@@ -440,6 +442,7 @@ class ClientRegistry:
                 "introspect": introspect,
                 "pkce_required": pkce_required,
                 "require_par": require_par,
+                "require_dpop": require_dpop,
             },
         )
         db.session.commit()

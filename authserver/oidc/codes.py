@@ -34,7 +34,7 @@ class CodeStore:
 
     def save(self, code: str, *, client_id: str, user_id: int, redirect_uri: str, scope: str,
              nonce: str | None, code_challenge: str | None, code_challenge_method: str | None, session,
-             login_ticket: str | None = None, claims: dict | None = None) -> None:
+             login_ticket: str | None = None, claims: dict | None = None, dpop_jkt: str | None = None) -> None:
         """Raises TicketSpent when `login_ticket` was used by another code (a race: the unique index decides)."""
         now = self.clock.now()
         db.session.execute(delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - timedelta(hours=1)))
@@ -53,6 +53,7 @@ class CodeStore:
             amr=list(session.amr or []) if session else [],
             login_ticket=login_ticket,
             claims=claims,
+            dpop_jkt=dpop_jkt or None,
             created_at=now,
             expires_at=now + timedelta(seconds=CODE_SECONDS),
         ))

@@ -92,6 +92,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             session=getattr(request, "sso_session", None),
             login_ticket=getattr(request, "login_ticket", None),
             claims=getattr(request, "claims_request", None),
+            dpop_jkt=data.get("dpop_jkt"),
         )
 
     def query_authorization_code(self, code, client):

@@ -53,6 +53,8 @@ class OAuthClient(db.Model):
     pkce_required: Mapped[bool] = mapped_column(Boolean, default=True)
     # Authorization requests only by reference to a pushed request (RFC 9126 §6).
     require_par: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Tokens only for requests with a DPoP proof (RFC 9449): every access token sender-constrained.
+    require_dpop: Mapped[bool] = mapped_column(Boolean, default=False)
     # Resource servers (their client_ids) this client's access tokens are also meant for.
     audiences: Mapped[list | None] = mapped_column(JSON, default=list, nullable=True)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
@@ -91,6 +93,8 @@ class AuthorizationCode(db.Model, AuthorizationCodeMixin):
     login_ticket: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     # The claims request parameter, as parsed: {"userinfo": [names], "id_token": [names]}.
     claims: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # RFC 9449 §10: the thumbprint of the DPoP key the token request must prove (dpop_jkt).
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     def get_redirect_uri(self):
         return self.redirect_uri
@@ -147,6 +151,9 @@ class OAuthToken(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     # The claims request of the authorization (carried through refreshes): what userinfo adds.
     claims: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # RFC 9449: the access token is bound to this DPoP key (its JWK SHA-256 thumbprint), and a
+    # public client's refresh token too; None: a bearer token.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Consent(db.Model):
@@ -237,3 +244,13 @@ class PushedRequest(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     opened_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class DPoPProofJti(db.Model):
+    """DPoP proofs already presented (RFC 9449 §11.1), until their `iat` leaves the accepted
+    window: SHA-256 of the key's thumbprint and the proof's `jti`."""
+
+    __tablename__ = "oauth_dpop_proofs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

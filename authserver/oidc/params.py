@@ -9,6 +9,7 @@ import re
 from authlib.oauth2.rfc6749 import InvalidRequestError
 
 from .claims import CLAIM_SCOPES, ClaimsRequestError, parse_claims_request
+from .dpop import thumbprint_of
 
 RESPONSE_MODES = ("query", "form_post")
 
@@ -43,3 +44,14 @@ def claims_request(values, client) -> dict[str, list[str]] | None:
         return None
     allowed = set((client.get_allowed_scope(client.row.scope) or "").split())
     return {target: [name for name in names if CLAIM_SCOPES[name] in allowed] for target, names in requested.items()}
+
+
+def dpop_jkt(values) -> str | None:
+    """RFC 9449 §10: the thumbprint of the DPoP key the code must be redeemed with."""
+    value = values.get("dpop_jkt")
+    if value is None:
+        return None
+    if not thumbprint_of(value):
+        raise InvalidRequestError("dpop_jkt must be the JWK SHA-256 thumbprint of the DPoP key: 43 base64url "
+                                  "characters (RFC 7638).")
+    return value

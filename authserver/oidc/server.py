@@ -55,7 +55,7 @@ from ..extensions import db
 from ..identity import AuthenticationFailed, Via, current_identity
 from ..settings import Settings
 from ..throttle import Bucket, Throttle, TooManyAttempts
-from . import grants, params
+from . import dpop, grants, params
 from .claims import CLAIMS_SUPPORTED, STANDARD_SCOPES, user_claims
 from .clients import (
     ACCESS_TOKEN_SECONDS,
@@ -142,6 +142,9 @@ class JwtAccessTokens(JWTBearerTokenGenerator):
             "jti": self.get_jti(client, grant_type, user, scope),
             "scope": scope,
         }
+        jkt = dpop.binding.get()
+        if jkt:
+            claims["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1
         return self.provider.signing.sign(claims, client.id_token_signed_response_alg, typ="at+jwt")
 
 
@@ -218,6 +221,9 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
     def save_token(self, token, request):
         parent = request.refresh_token
+        jkt = getattr(request, "dpop_jkt", None)
+        if jkt:
+            token["token_type"] = "DPoP"
         request.issued_token = self.provider.tokens.save(
             token,
             client=request.client,
@@ -226,6 +232,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
             code=request.authorization_code,
             parent=parent.row if parent is not None else None,
             device=getattr(request, "device_authorization", None),
+            dpop_jkt=jkt,
         )
 
 
@@ -360,6 +367,15 @@ class PushedAuthorization(TokenEndpoint):
             raise InvalidRequestError("The form's client_id names another client than the one that authenticated.")
         pushed = [(k, v) for k, v in form.items(multi=True) if k not in CLIENT_AUTH_PARAMS and k != "client_id"]
         pushed.insert(0, ("client_id", client.client_id))
+        proof = self.provider.dpop.verify(request.headers, self.provider.endpoint_resource(
+            "pushed_authorization_request_endpoint"))
+        if proof is not None:
+            # RFC 9449 §10.1: a proof at the push binds the code as dpop_jkt would.
+            named = form.get("dpop_jkt")
+            if named is not None and named != proof.jkt:
+                raise dpop.InvalidProof("dpop_jkt names another key than the one that signed the DPoP proof.")
+            if named is None:
+                pushed.append(("dpop_jkt", proof.jkt))
         check_pushed(self.server, pushed)
         uri = self.provider.pushed.push(client.client_id, pushed)
         return 201, {"request_uri": uri, "expires_in": PUSHED_SECONDS}, [*default_json_headers]
@@ -380,6 +396,7 @@ def check_pushed(server: AuthorizationServer, pushed: list[tuple[str, str]]) -> 
         params.response_mode(values)
         params.max_age(values)
         params.claims_request(values, grant.client)
+        params.dpop_jkt(values)
     except OAuth2Error as error:
         error.redirect_uri = None
         raise
@@ -403,12 +420,47 @@ class TokenRevocation(RevocationEndpoint):
 
 
 class AccessTokenValidator(BearerTokenValidator):
+    """`Authorization: Bearer` (or the form's access_token) at userinfo: a DPoP-bound token is refused."""
+
     def __init__(self, provider: OidcProvider):
         super().__init__(realm="authserver")
         self.provider = provider
 
     def authenticate_token(self, token_string):
         return self.provider.tokens.find_bearer(token_string)
+
+    def validate_token(self, token, scopes, request):
+        super().validate_token(token, scopes, request)
+        self.check_binding(token, request)
+
+    def check_binding(self, token, request) -> None:
+        _, _, value = (request.headers.get("Authorization") or "").partition(" ")
+        resource = dpop.Resource(request.method, self.provider.base + ENDPOINTS["userinfo_endpoint"])
+        try:
+            self.provider.dpop.check_presented(request.headers, resource, self.TOKEN_TYPE, value.strip(),
+                                               token.row.dpop_jkt)
+        except dpop.Refused as refused:
+            raise TokenRefused(refused) from None
+
+
+class DPoPAccessTokenValidator(AccessTokenValidator):
+    """`Authorization: DPoP` with a proof by the key the token is bound to (RFC 9449 §7)."""
+
+    TOKEN_TYPE = "dpop"
+
+
+class TokenRefused(OAuth2Error):
+    """An access token refused for how it was presented: 401 with the DPoP challenge."""
+
+    status_code = 401
+
+    def __init__(self, refused: dpop.Refused):
+        super().__init__(refused.description)
+        self.error = refused.error
+        self.challenge = refused.challenge
+
+    def get_headers(self):
+        return [*super().get_headers(), ("WWW-Authenticate", self.challenge or 'Bearer realm="authserver"')]
 
 
 class ResourceProtector(FlaskResourceProtector):
@@ -502,9 +554,21 @@ class EndSession(EndSessionEndpoint):
 def token_response(server: AuthorizationServer, oauth_request) -> tuple[int, object, list]:
     """Authlib's token endpoint as a (status, body, headers) tuple: the one sequence the token
     route (and the dispatch) and the broker run."""
+    provider = server.provider
+    # The proof first: it is recorded (used) before this request's transaction writes anything.
+    proof = provider.dpop.verify(oauth_request.headers, provider.endpoint_resource("token_endpoint"),
+                                 require_nonce=True)
     grant = server.get_token_grant(oauth_request)
     grant.validate_token_request()
-    return grant.create_token_response()
+    oauth_request.dpop_jkt = provider.token_binding(grant.request, proof)
+    bound = dpop.binding.set(oauth_request.dpop_jkt)
+    try:
+        status, body, headers = grant.create_token_response()
+    finally:
+        dpop.binding.reset(bound)
+    if proof is not None:
+        headers = [*headers, ("DPoP-Nonce", provider.dpop.nonce())]
+    return status, body, headers
 
 
 CLIENT_AUTH_FAILED = (
@@ -608,6 +672,7 @@ class OidcProvider:
         self.consents = ConsentStore(clock, audit, self.tokens)
         self.devices = DeviceStore(settings.pepper, clock, audit)
         self.pushed = PushedRequests(clock)
+        self.dpop = dpop.DPoP(settings.secret_key, clock)
         self.consents.on_revoke(self._access_withdrawn)
         self.backchannel = BackchannelLogout(settings.issuer, clock, self.signing, self.tokens, self.clients)
         sessions.on_end(self.backchannel.sessions_ended)
@@ -631,6 +696,7 @@ class OidcProvider:
         self.server.register_grant(grants.DeviceCodeGrant, [grants.OpenIDRefresh(self)])
         self.resource_protector = ResourceProtector()
         self.resource_protector.register_token_validator(AccessTokenValidator(self))
+        self.resource_protector.register_token_validator(DPoPAccessTokenValidator(self))
         self.introspection = TokenIntrospection(self)
         self.server.register_endpoint(self.introspection)
         self.revocation = TokenRevocation(self)
@@ -688,6 +754,29 @@ class OidcProvider:
         self.audit.record("oauth.tokens_revoked", actor="system", target=f"user:{user.username}",
                           details={"tokens": revoked, "reason": "password_change"})
         db.session.commit()
+
+    def endpoint_resource(self, endpoint: str, method: str = "POST") -> dpop.Resource:
+        """One of this server's endpoints as a DPoP proof names it (its URL in discovery)."""
+        return dpop.Resource(method, self.base + ENDPOINTS[endpoint])
+
+    def token_binding(self, request, proof: dpop.Proof | None) -> str | None:
+        """The key the tokens of this token request are bound to (RFC 9449 §5), or None for bearer
+        tokens; InvalidProof when the client, the code or the refresh token wants a proof by a key
+        this request does not prove."""
+        jkt = proof.jkt if proof is not None else None
+        client = request.client
+        if client.row.require_dpop and jkt is None:
+            raise dpop.InvalidProof("This client is registered to use DPoP: send a DPoP proof with every token "
+                                    "request.")
+        code = request.authorization_code
+        if code is not None and code.dpop_jkt and code.dpop_jkt != jkt:
+            raise dpop.InvalidProof("The authorization request named a DPoP key (dpop_jkt): sign this request's DPoP "
+                                    "proof with that key.")
+        parent = request.refresh_token
+        if parent is not None and client.is_public and parent.row.dpop_jkt and parent.row.dpop_jkt != jkt:
+            # A public client's refresh token is bound to its key (RFC 9449 §5): a stolen one is useless.
+            raise dpop.InvalidProof("This refresh token is bound to a DPoP key: sign the DPoP proof with that key.")
+        return jkt
 
     def now_ts(self) -> int:
         return int(self.clock.now().timestamp())
@@ -763,6 +852,7 @@ class OidcProvider:
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
             "require_pushed_authorization_requests": self.settings.require_par,
+            "dpop_signing_alg_values_supported": list(dpop.DPOP_ALGS),
             "prompt_values_supported": ["none", "login", "consent"],
             "acr_values_supported": list(ACR_SUPPORTED),
             "authorization_response_iss_parameter_supported": True,

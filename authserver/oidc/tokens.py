@@ -19,8 +19,9 @@ from ..clock import Clock
 from ..crypto import token_hash
 from ..extensions import db
 from ..hotpath import read_one, write_one
-from ..identity import AuthenticationFailed, Identity, Via, profile_columns, profile_from
+from ..identity import AuthenticationFailed, Identity, Resource, Via, profile_columns, profile_from
 from .clients import ACCESS_TOKEN_SECONDS, OFFLINE_SCOPE, REFRESH_TOKEN_SECONDS, ClientRegistry, RegisteredClient
+from .dpop import DPoP, Refused
 from .models import AuthorizationCode, OAuthClient, OAuthToken
 
 log = logging.getLogger("authserver.oidc")
@@ -93,6 +94,10 @@ class IssuedToken(TokenMixin):
     def get_client(self):
         return self._clients.get(self.row.client_id)
 
+    def _public_client(self) -> bool:
+        client = self.get_client()
+        return client is not None and client.is_public
+
     @property
     def audience(self) -> list[str]:
         return (self.row.audience or "").split() or [self.row.client_id]
@@ -111,12 +116,14 @@ class IssuedToken(TokenMixin):
             "active": True,
             "scope": row.scope,
             "client_id": row.client_id,
-            "token_type": "Bearer" if self.kind == "access_token" else "refresh_token",
+            "token_type": ("DPoP" if row.dpop_jkt else "Bearer") if self.kind == "access_token" else "refresh_token",
             "exp": int(self.expires_at.timestamp()),
             "iat": int(row.issued_at.timestamp()),
             "iss": issuer,
             "aud": audience[0] if len(audience) == 1 else audience,
         }
+        if row.dpop_jkt and (self.kind == "access_token" or self._public_client()):
+            body["cnf"] = {"jkt": row.dpop_jkt}  # RFC 9449 §6.2
         if row.user_sub is not None:
             body["sub"] = row.user_sub
             body["username"] = row.username
@@ -147,6 +154,7 @@ class SavedToken:
     audience: str = ""
     family_expires_at: datetime | None = None
     claims: dict | None = None  # the claims request it was issued under
+    dpop_jkt: str | None = None  # the DPoP key the access token is bound to
 
 
 class IssuanceTally:
@@ -191,7 +199,8 @@ class TokenStore:
         self.refresh_absolute = timedelta(seconds=refresh_absolute_seconds)
 
     def save(self, token: dict, *, client: RegisteredClient, user, grant_type: str,
-             code: AuthorizationCode | None = None, parent=None, device=None) -> SavedToken:
+             code: AuthorizationCode | None = None, parent=None, device=None,
+             dpop_jkt: str | None = None) -> SavedToken:
         """Insert the issuance (a Core insert: this is the token endpoint's hot path). The
         session's sid, auth_time, acr and amr come from what it was issued for: the code, the
         refresh token, or the approved device authorization."""
@@ -215,6 +224,7 @@ class TokenStore:
             "expires_at": now + timedelta(seconds=int(token.get("expires_in") or ACCESS_TOKEN_SECONDS)),
             "refresh_expires_at": None,
             "claims": getattr(origin, "claims", None),
+            "dpop_jkt": dpop_jkt,
         }
         row = SavedToken(**values)
         row.audience = values["audience"] = " ".join(client.token_audience(self.api_audience))
@@ -441,22 +451,30 @@ class TokenStore:
 
 
 class BearerTokenStrategy:
-    """`Authorization: Bearer <access token>` issued by this provider."""
+    """`Authorization: Bearer <access token>` issued by this provider, or `Authorization: DPoP
+    <access token>` with a DPoP proof by the key it is bound to (RFC 9449 §7)."""
 
     name = "bearer"
 
-    def __init__(self, tokens: TokenStore):
+    def __init__(self, tokens: TokenStore, proofs: DPoP, base: str):
         self.tokens = tokens
+        self.proofs = proofs
+        self.base = base
 
-    def authenticate(self, req) -> Identity | None:
+    def authenticate(self, req, resource: Resource | None = None) -> Identity | None:
         header = req.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
-        value = value.strip()
-        if scheme.lower() != "bearer" or not value or value.startswith("pkid-"):
+        value, scheme = value.strip(), scheme.lower()
+        if scheme not in ("bearer", "dpop") or not value or value.startswith("pkid-"):
             return None
         token = self.tokens.find_bearer(value)
         if token is None or token.is_expired() or token.is_revoked():
             raise AuthenticationFailed("The access token is not valid, expired or revoked.", "invalid_token")
+        try:
+            self.proofs.check_presented(req.headers, resource or Resource(req.method, self.base + req.path),
+                                        scheme, value, token.row.dpop_jkt)
+        except Refused as refused:
+            raise AuthenticationFailed(refused.description, refused.error, challenge=refused.challenge) from None
         if token.row.user_id is None:
             raise AuthenticationFailed("This access token belongs to a client, not a user.", "invalid_token")
         if self.tokens.api_audience not in token.audience:

@@ -139,6 +139,7 @@ def _authorize(decision: str | None):
             )
         params.response_mode(request.values)
         max_age = params.max_age(request.values)
+        params.dpop_jkt(request.values)
         if user is None:
             if "none" in prompts:
                 raise LoginRequiredError()
