@@ -41,6 +41,10 @@ PROOF_FUTURE_SECONDS = 60
 NONCE_SLOT_SECONDS = 300
 MAX_PROOF_BYTES = 8192
 PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+# A proof's header carries its public key: room for an RSA key of 4096 bits, not more.
+_REGISTRY = jws.JWSRegistry(algorithms=DPOP_ALGS)
+_REGISTRY.max_header_length = 2048
+_REGISTRY.max_payload_length = 4096
 # Purge remembered proofs once every this many proofs a worker records.
 PURGE_EVERY = 200
 
@@ -60,7 +64,8 @@ class InvalidProof(OAuth2Error):
     status_code = 400
 
     def __init__(self, description: str, *, nonce: str | None = None):
-        super().__init__(description)
+        # Authlib refuses quotes and backslashes in descriptions (some name a URL the caller chose).
+        super().__init__(description.replace('"', "'").replace("\\", "/"))
         self.nonce = nonce
 
     def get_headers(self):
@@ -161,17 +166,17 @@ class DPoP:
 
     def _signed(self, text: str):
         try:
-            header = jws.extract_compact(text.encode("ascii")).protected
+            header = jws.extract_compact(text.encode("ascii"), registry=_REGISTRY).protected
         except (JoseError, ValueError, TypeError, UnicodeError):
             raise InvalidProof("The DPoP proof is not a signed JWT in compact form.") from None
         if header.get("typ") != "dpop+jwt":
-            raise InvalidProof('The DPoP proof\'s header must say "typ": "dpop+jwt".')
+            raise InvalidProof("The DPoP proof's header must have typ dpop+jwt.")
         alg = header.get("alg")
         if alg not in DPOP_ALGS:
             raise InvalidProof(f"The DPoP proof's algorithm must be one of {', '.join(DPOP_ALGS)}.")
         jwk = header.get("jwk")
         if not isinstance(jwk, dict) or PRIVATE_JWK_MEMBERS.intersection(jwk):
-            raise InvalidProof('The DPoP proof\'s header must carry the public key as "jwk" (and no private part).')
+            raise InvalidProof("The DPoP proof's header must carry the public key as jwk (and no private part).")
         try:
             key = JWKRegistry.import_key(jwk)
         except (JoseError, ValueError, TypeError, KeyError):
@@ -180,7 +185,7 @@ class DPoP:
                 isinstance(key, RSAKey) and key.raw_value.key_size < 2048):
             raise InvalidProof("The DPoP proof's key must be an EC, OKP or RSA (2048 bits or more) public key.")
         try:
-            token = jwt.decode(text, key, algorithms=[alg])
+            token = jwt.decode(text, key, algorithms=[alg], registry=_REGISTRY)
         except (JoseError, ValueError, TypeError):
             raise InvalidProof("The DPoP proof's signature does not verify with its jwk.") from None
         return key, token.claims

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from authserver.extensions import db
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from tests.helpers.html import form_action
+from tests.helpers.node import npm_driver
 from tests.helpers.servers import app_at_own_issuer
 
 pytestmark = pytest.mark.live
@@ -30,15 +30,7 @@ MOBILE_REDIRECT = "app.immich:///oauth-callback"
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory) -> Path:
     """The driver with its pinned packages (`npm ci` from the lock file) in a folder of its own."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are not installed (.ci/run installs nodejs)")
-    folder = tmp_path_factory.mktemp("immich")
-    for name in ("package.json", "package-lock.json", "immich_login.mjs"):
-        shutil.copy(DRIVER / name, folder / name)
-    done = subprocess.run(["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=folder, capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert done.returncode == 0, f"npm ci failed: {done.stderr[-2000:]}"
-    return folder
+    return npm_driver(DRIVER, tmp_path_factory.mktemp("immich"))
 
 
 @pytest.fixture
