@@ -65,6 +65,7 @@ GALLERY_PAGE = """\
 <dt>email</dt><dd id="email"><!--#echo var="OIDC_CLAIM_email" --></dd>
 <dt>groups</dt><dd id="groups"><!--#echo var="OIDC_CLAIM_groups" --></dd>
 <dt>amr</dt><dd id="amr"><!--#echo var="OIDC_CLAIM_amr" --></dd>
+<dt>sid</dt><dd id="sid"><!--#echo var="OIDC_CLAIM_sid" --></dd>
 <dt>auth</dt><dd id="auth-type"><!--#echo var="AUTH_TYPE" --></dd>
 </dl>
 <p>{photos}</p>
@@ -88,8 +89,6 @@ class ApiHandler(EchoHandler):
 @dataclass
 class RunningApache:
     url: str
-    api: EchoUpstream
-    photos: Path
     log: Path
 
     def error_log(self) -> str:
@@ -175,7 +174,7 @@ def run_apache(port: int, values: dict[str, str], *, photos: dict[str, bytes],
                                            stdout=output, stderr=subprocess.STDOUT, cwd=run, env=_apache_env())
             try:
                 wait_for_port(port, process, log)
-                yield RunningApache(url=url, api=api, photos=folder, log=log)
+                yield RunningApache(url=url, log=log)
             finally:
                 stop(process)
     finally:

@@ -10,6 +10,7 @@ installs both) or without Chromium for the browser tests.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -24,6 +25,8 @@ import pyotp
 import pytest
 import requests
 from flask import current_app
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 from sqlalchemy import func, select
 
 from authserver.audit.models import AuditEvent
@@ -84,8 +87,10 @@ def running_site(services, url: str, *, without: tuple[str, ...] = ()) -> Iterat
     base = f"http://127.0.0.1:{port}"
     api_command, gallery_command = guide_commands("authserver client create")
     api = run_command(api_command)
-    gallery = run_command([w.replace(GUIDE_SITE, base).replace("$API_CLIENT_ID", api["client_id"])
-                           for w in gallery_command])
+    gallery_command = [w.replace(GUIDE_SITE, base).replace("$API_CLIENT_ID", api["client_id"])
+                       for w in gallery_command]
+    assert not any("$" in w for w in gallery_command), gallery_command
+    gallery = run_command(gallery_command)
     assert gallery["redirect_uris"] == [base + "/oidc/callback"]
     values = {
         "PHOTOS_SITE": base,
@@ -129,7 +134,7 @@ def people(browser, request):
         profile.close()
 
 
-def test_the_guides_apache_lines_are_the_site_files_own():
+def test_the_guides_apache_excerpts_are_lines_of_the_site_file():
     """The guide shows excerpts of the site file the other tests run: each is a run of its lines."""
     site = SITE.read_text()
     excerpts = re.findall(r"```apache\n(.*?)```", GUIDE.read_text(), flags=re.S)
@@ -171,6 +176,10 @@ def sign_in_at_the_gallery(person: Browsing, site: Site, username: str, authenti
     if shots:
         person.shot("consent")
     follow(page.locator("#consent-allow"))
+
+
+def base64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
 
 
 def apache_cookie(person: Browsing) -> dict[str, str]:
@@ -244,10 +253,18 @@ def test_signing_out_at_authserver_ends_the_apache_session_by_back_channel(site,
         return requests.get(site.base + "/photos/", cookies=cookie, allow_redirects=False, timeout=TIMEOUT).status_code
 
     assert gallery_with_old_cookie() == 200
-    # A forged logout token at Apache's back-channel endpoint ends nothing.
-    forged = requests.post(site.base + "/oidc/callback?logout=backchannel", timeout=TIMEOUT,
-                           data={"logout_token": "eyJhbGciOiJub25lIn0.eyJzaWQiOiJ4In0."})
-    assert forged.status_code == 400
+    # Logout tokens naming this very session, unsigned or signed by someone else, end nothing.
+    sid = person.page.locator("#sid").inner_text()
+    claims = {"iss": site.url, "aud": site.gallery_client[0], "iat": int(time.time()), "jti": secrets.token_hex(8),
+              "sid": sid, "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}
+    unsigned = ".".join(base64url(json.dumps(part)) for part in ({"alg": "none"}, claims)) + "."
+    # Named as authserver's own RSA key, signed with another.
+    kid = next(key["kid"] for key in site.services.signing.jwks()["keys"] if key["kty"] == "RSA")
+    forged = jwt.encode({"alg": "RS256", "kid": kid, "typ": "logout+jwt"}, claims, RSAKey.generate_key(2048))
+    for token in (unsigned, forged):
+        refused = requests.post(site.base + "/oidc/callback?logout=backchannel", data={"logout_token": token},
+                                timeout=TIMEOUT)
+        assert refused.status_code == 400
     assert gallery_with_old_cookie() == 200
 
     page = person.page
@@ -279,6 +296,8 @@ def seen_by_the_api(response: requests.Response) -> dict[str, str]:
 
 @dataclass
 class LiveClient:
+    """What tests.helpers.oidc.live_code needs of a client."""
+
     client_id: str
 
 
