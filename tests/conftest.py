@@ -1,4 +1,4 @@
-"""Fixtures: settings, app, db (SQLite and PostgreSQL), client, clock, services, live server.
+"""Fixtures: settings, app, db (SQLite and PostgreSQL), client, clock, services, live server, browser.
 
 The schema is built once per backend by running the migrations; after each
 test every table is emptied. PostgreSQL runs when AUTHSERVER_TEST_DATABASE_URL
@@ -15,6 +15,7 @@ from authserver import create_app
 from authserver.clock import FixedClock
 from authserver.extensions import db as _db
 from authserver.settings import Settings, check_database_url
+from tests.helpers.browser import launched_chromium
 from tests.helpers.database import PG_URL, empty_tables, migrate
 from tests.helpers.servers import LiveServer
 from tests.helpers.settings import make_settings
@@ -89,3 +90,11 @@ def live_server(app):
     server = LiveServer(app).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the run (tests/browser/, tests/integrations/): Playwright's sync API
+    cannot start a second while one runs."""
+    with launched_chromium() as chromium:
+        yield chromium

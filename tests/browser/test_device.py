@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers.browser import PHONE, Browsing
+from tests.helpers.browser import PHONE, Browsing, follow
 from tests.helpers.factories import DEFAULT_PASSWORD, make_client, make_user
 from tests.helpers.servers import app_at_own_issuer
 
@@ -26,11 +26,6 @@ def own_issuer(backend, database_urls, tmp_path):
     """The server at the URL its discovery names, so the device program can follow it."""
     with app_at_own_issuer(database_urls[backend], tmp_path) as served:
         yield served
-
-
-def follow(target):
-    with target.page.expect_navigation():
-        target.click()
 
 
 def test_a_photo_frame_is_connected_from_a_phone(browser, own_issuer, request, tmp_path):

@@ -6,7 +6,7 @@ import pyotp
 import pytest
 import requests
 
-from tests.helpers.browser import PHONE
+from tests.helpers.browser import PHONE, follow
 from tests.helpers.factories import DEFAULT_PASSWORD, make_key, make_user
 from tests.helpers.oidc import pkce_pair
 
@@ -16,12 +16,6 @@ WIDEST = """[...document.querySelectorAll('body *')]
   .filter(e => e.getBoundingClientRect().right > window.innerWidth)
   .map(e => e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(e.getBoundingClientRect().right))
   .slice(0, 8)"""
-
-
-def follow(target):
-    """Click a button or link and wait for the page it loads, so no check reads the old page."""
-    with target.page.expect_navigation():
-        target.click()
 
 
 def sign_in(b, username: str, password: str = DEFAULT_PASSWORD):

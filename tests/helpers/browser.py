@@ -1,14 +1,19 @@
 """Real headless Chromium (Debian's, by path; never a downloaded one): where it is, how it is started,
 and a browser profile that takes screenshots (to test-artifacts/, git-ignored) and checks the markup.
-The fixtures are in tests/browser/conftest.py.
+The `browser` fixture is in tests/conftest.py (one Chromium for the whole run: Playwright's sync API
+runs one at a time), the others in tests/browser/conftest.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.helpers.servers import ROOT
 
@@ -25,6 +30,27 @@ UNLABELLED = """[...document.querySelectorAll('input:not([type=hidden]), select,
 
 def chromium_path() -> str | None:
     return os.environ.get("AUTHSERVER_TEST_CHROMIUM") or shutil.which("chromium")
+
+
+@contextlib.contextmanager
+def launched_chromium() -> Iterator:
+    """Headless Chromium through Playwright; skips, saying why, when either is missing."""
+    path = chromium_path()
+    if not path or not Path(path).exists():
+        pytest.skip("No Chromium binary: install Debian's chromium or set AUTHSERVER_TEST_CHROMIUM")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def follow(target) -> None:
+    """Click a button or link and wait for the page it loads, so no check reads the old page."""
+    with target.page.expect_navigation():
+        target.click()
 
 
 class Browsing:

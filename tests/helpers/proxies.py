@@ -21,11 +21,13 @@ from tests.helpers.servers import ROOT, free_port
 EXAMPLES = ROOT / "config" / "examples"
 
 
-class _Echo(BaseHTTPRequestHandler):
-    """Answers every request with the identity headers it received, as JSON."""
+class EchoHandler(BaseHTTPRequestHandler):
+    """Answers every request with the identity headers it received (names starting with `shown`), as JSON."""
+
+    shown: tuple[str, ...] = ("remote-",)
 
     def _answer(self):
-        seen = {k: v for k, v in self.headers.items() if k.lower().startswith("remote-")}
+        seen = {k: v for k, v in self.headers.items() if k.lower().startswith(self.shown)}
         body = json.dumps({"path": self.path, "method": self.command, "headers": seen}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -42,8 +44,8 @@ class _Echo(BaseHTTPRequestHandler):
 class EchoUpstream:
     """The photo gallery stand-in: a Python http.server in a thread."""
 
-    def __init__(self):
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    def __init__(self, handler: type[EchoHandler] = EchoHandler):
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
