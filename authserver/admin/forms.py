@@ -127,6 +127,8 @@ class ClientForm(FlaskForm):
     )
     can_introspect = BooleanField("Resource server: may introspect tokens meant for it, and API keys")
     no_pkce = BooleanField("Exempt from PKCE (confidential apps that cannot send it)")
+    require_par = BooleanField("Require pushed authorization requests (PAR, RFC 9126)")
+    require_dpop = BooleanField("Require DPoP: tokens bound to the app's key (RFC 9449; for mobile and desktop apps)")
     is_broker = BooleanField("Broker: this server runs the OAuth exchange for it (thin clients)")
     allow_missing_state = BooleanField("Allow a missing state on broker callbacks (old app versions)")
     extra_claims = TextAreaField("Extra claims", validators=[Length(max=4000)])

@@ -260,6 +260,7 @@ def create_client():
             name=form.name.data, redirect_uris=lines(form.redirect_uris.data), public=method == "none",
             trusted=form.is_trusted.data, first_party=form.is_first_party.data,
             introspect=form.can_introspect.data, pkce_required=not form.no_pkce.data, broker=form.is_broker.data,
+            require_par=form.require_par.data, require_dpop=form.require_dpop.data,
             allow_missing_state=form.allow_missing_state.data, scope=form.scope.data or "",
             grant_types=form.grant_types.data or [], token_endpoint_auth_method=method,
             id_token_signed_response_alg=form.id_token_signed_response_alg.data,

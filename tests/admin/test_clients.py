@@ -63,6 +63,20 @@ def test_a_public_client_has_no_secret(client, services):
     assert "Phone app" in page.text and "public" in page.text and 'id="client-secret"' not in page.text
 
 
+def test_admin_registers_a_phone_app_that_must_push_and_use_dpop(client, services):
+    as_admin(client, services)
+    response = register(client, name="Phone app", token_endpoint_auth_method="none", require_par="y",
+                        require_dpop="y", redirect_uris="app.example:///oauth-callback")
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"])
+    assert "required: authorization requests are pushed first" in page.text
+    assert "required: every token is bound to the app" in page.text
+    row = services.oidc.clients.find_by_name("Phone app")
+    assert row.require_par and row.require_dpop
+    [event] = audited("client.create")
+    assert event.details["require_par"] is True and event.details["require_dpop"] is True
+
+
 def test_registration_errors_stand_beside_the_setting_to_change(client, services):
     as_admin(client, services)
     no_redirect = register(client, redirect_uris="")
