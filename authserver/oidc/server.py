@@ -400,6 +400,12 @@ def check_pushed(server: AuthorizationServer, pushed: list[tuple[str, str]]) -> 
     except OAuth2Error as error:
         error.redirect_uri = None
         raise
+    except ValueError:
+        # Authlib will not quote `\`, `"`, NUL or non-ASCII in an error description (as at the
+        # authorization endpoint): the request named a bad redirect_uri or response_type.
+        raise InvalidRequestError(
+            "A parameter (redirect_uri or response_type) contains characters that are not allowed."
+        ) from None
 
 
 class TokenRevocation(RevocationEndpoint):

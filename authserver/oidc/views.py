@@ -205,7 +205,8 @@ def _open_pushed() -> Opened | None:
         return None  # Not a reference to a pushed request: request objects by URL are refused (grants.py).
     opened = provider().pushed.open(uri, request.values.get("client_id"))
     own = [(k, v) for k, v in request.args.items(multi=True) if k == LOGIN_TICKET]
-    request.args = MultiDict([*opened.params, *own])
+    pushed = [(k, v) for k, v in opened.params if k not in _UNBOUND]  # the server's own are never pushed
+    request.args = MultiDict([*pushed, *own])
     request.values = CombinedMultiDict([request.args, request.form])
     g.pushed = opened
     return opened

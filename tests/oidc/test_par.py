@@ -203,6 +203,45 @@ def test_a_push_that_would_not_pass_the_authorization_endpoint_is_answered_as_js
     assert pushed_rows(db) == 0
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("redirect_uri", 'https://gallery.example/"callback\\'),
+    ("redirect_uri", REDIRECT + "\u00e9"),
+    ("response_type", 'code"\\'),
+])
+def test_characters_authlib_cannot_quote_are_a_400_at_the_push_too(client, services, db, field, value):
+    public, _ = make_client(services, "Phone app", public=True)
+    response = push(client, public, **{field: value})
+    assert response.status_code == 400, response.text
+    assert response.get_json()["error"] == "invalid_request"
+    assert pushed_rows(db) == 0
+
+
+@pytest.mark.parametrize(("field", "value"), [("scope", "openid\u2028"), ("state", "\x00\u2028\"\\")])
+def test_odd_characters_the_authorization_endpoint_takes_are_taken_by_reference_too(client, services, alice,
+                                                                                    field, value):
+    public, _ = make_client(services, "Phone app", public=True, trusted=True)
+    logged_in(client, "alice")
+    response = authorize_by_reference(client, public, pushed_uri(client, public, **{field: value}))
+    assert response.status_code == 302 and "code" in query_of(response.headers["Location"])
+
+
+def test_the_servers_own_parameters_are_not_taken_from_a_pushed_request(client, services, alice, clock):
+    trusted, secret = make_client(services, "Trusted app", trusted=True)
+    logged_in(client, "alice")
+    params = authorize_params(trusted, prompt="login")
+    to_login = client.get("/oauth/authorize", query_string=params)
+    ticket = query_of(query_of(to_login.headers["Location"])["next"])["login_ticket"]
+    clock.advance(seconds=5)
+    logged_in(client, "alice")
+    # The same request pushed with the server's ticket in it: only the browser's URL may carry a
+    # ticket, so this request has none and asks for a login of its own.
+    data = {**params, "login_ticket": ticket}
+    data.pop("client_id")
+    pushed = client.post("/oauth/par", data=data, auth=(trusted.client_id, secret)).get_json()["request_uri"]
+    again = client.get("/oauth/authorize", query_string={"client_id": trusted.client_id, "request_uri": pushed})
+    assert again.headers["Location"].startswith("/login?next=")
+
+
 def test_a_push_needs_client_authentication(client, services, db, gallery):
     app_client, secret = gallery
     data = authorize_params(app_client)
