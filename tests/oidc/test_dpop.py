@@ -368,3 +368,21 @@ def test_forward_auth_checks_the_proof_against_the_original_request(services, da
     finally:
         with app.app_context():
             _db.engine.dispose()
+
+
+def test_client_credentials_tokens_bind_and_the_device_grant_takes_proofs(client, services, key):
+    service, secret = make_client(services, "Uploader", redirect_uris=(), grants=("client_credentials",),
+                                  scope="openid", introspect=True)
+    response = token_request(client, service, key, {"grant_type": "client_credentials"}, secret=secret)
+    assert response.status_code == 200, response.text
+    body = response.get_json()
+    assert body["token_type"] == "DPoP"
+    described = client.post("/oauth/introspect", data={"token": body["access_token"]},
+                            auth=(service.client_id, secret)).get_json()
+    assert described["cnf"] == {"jkt": key.jkt}
+    frame, _ = make_client(services, "Frame", redirect_uris=(), public=True, grants=("device_code",),
+                           scope="openid")
+    started = client.post("/oauth/device_authorization", data={"client_id": frame.client_id, "scope": "openid"})
+    polled = token_request(client, frame, key, {"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                                                "device_code": started.get_json()["device_code"]})
+    assert polled.status_code == 400 and polled.get_json()["error"] == "authorization_pending"
