@@ -344,6 +344,7 @@ class KeyService:
             "client_id": None,
             "username": key.owner_username,
             "sub": key.owner_sub,
+            "groups": list(key.owner_groups or []),
             "token_type": "api_key",
             "iat": int((key.rotated_at or key.created_at).timestamp()),
             "key_id": key.key_id,

@@ -114,6 +114,22 @@ class BackchannelLogout:
             log.exception("could not queue back-channel logout")
             return []
 
+    def access_withdrawn(self, user, client_id: str) -> list:
+        """The user took this client's access away (consent revoked): the client is told that
+        every session it signed the user in under has ended for it, as at a logout."""
+        try:
+            client = self.clients.get(client_id)
+            if client is None or not client.row.backchannel_logout_uri:
+                return []
+            return [
+                self._executor.submit(self.deliver, client.row.backchannel_logout_uri,
+                                      self.logout_token(client, user, sid))
+                for sid in sorted(self.tokens.sessions_of(user.id, client_id))
+            ]
+        except Exception:
+            log.exception("could not queue back-channel logout")
+            return []
+
     def _queue(self, sessions: Sequence) -> list:
         by_sid = self.tokens.clients_of_sessions([s.id for s in sessions])
         futures = []

@@ -662,6 +662,7 @@ class OidcProvider:
                  sessions: SessionService, accounts: AccountService, throttle: Throttle):
         self.settings = settings
         self.sessions = sessions
+        self.accounts = accounts
         self.clock = clock
         self.audit = audit
         self.issuer = settings.issuer
@@ -680,6 +681,7 @@ class OidcProvider:
         self.pushed = PushedRequests(clock)
         self.dpop = dpop.DPoP(settings.secret_key, clock)
         self.consents.on_revoke(self._access_withdrawn)
+        self.consents.on_revoke(self._consent_revoked)
         self.backchannel = BackchannelLogout(settings.issuer, clock, self.signing, self.tokens, self.clients)
         sessions.on_end(self.backchannel.sessions_ended)
         sessions.on_end(self._sessions_ended)
@@ -749,6 +751,12 @@ class OidcProvider:
         approvals (in the caller's transaction)."""
         self.codes.expire_for(user_id, client_id)
         self.devices.withdraw(user_id, client_id)
+
+    def _consent_revoked(self, user_id: int, client_id: str) -> None:
+        """The app is signed out of the user's sessions too (back-channel logout), not only its tokens."""
+        user = self.accounts.get(user_id)
+        if user is not None:
+            self.backchannel.access_withdrawn(user, client_id)
 
     def _password_changed(self, user) -> None:
         # Approvals given before the change (perhaps by whoever knew the old password) end.

@@ -33,7 +33,7 @@ _USERS = User.__table__
 # The token row with the few user columns introspection needs: one indexed query.
 _TOKEN_WITH_USER = select(
     _TOKENS, _USERS.c.sub.label("user_sub"), _USERS.c.username.label("username"),
-    _USERS.c.is_disabled.label("user_disabled"),
+    _USERS.c.is_disabled.label("user_disabled"), _USERS.c.groups.label("user_groups"),
 ).select_from(_TOKENS.outerjoin(_USERS, _USERS.c.id == _TOKENS.c.user_id))
 _BY_ACCESS = _TOKEN_WITH_USER.where(_TOKENS.c.access_token_hash == bindparam("hash"))
 # A bearer credential answers as its user: the user's profile (prefixed `user__`), same one query.
@@ -127,6 +127,8 @@ class IssuedToken(TokenMixin):
         if row.user_sub is not None:
             body["sub"] = row.user_sub
             body["username"] = row.username
+            # For the resource server's own access rules (e.g. mod_auth_openidc's `Require claim groups:…`).
+            body["groups"] = list(row.user_groups or [])
         else:
             body["sub"] = row.client_id
         return body
@@ -436,6 +438,14 @@ class TokenStore:
             .values(revoked_at=self.clock.now())
         )
         return result.rowcount
+
+    def sessions_of(self, user_id: int, client_id: str) -> set[str]:
+        """The SSO sessions (sids) under which this client got tokens for this user."""
+        rows = db.session.scalars(
+            select(OAuthToken.sid).where(OAuthToken.user_id == user_id, OAuthToken.client_id == client_id,
+                                         OAuthToken.sid.is_not(None)).distinct()
+        )
+        return set(rows)
 
     def clients_of_sessions(self, sids: Sequence[str]) -> dict[str, set[str]]:
         """Which clients got tokens under each SSO session."""

@@ -13,7 +13,7 @@ def service(services):
 
 @pytest.fixture
 def alice(services):
-    return make_user(services, "alice")
+    return make_user(services, "alice", groups=["photos", "family"])
 
 
 def introspect(client, service, token):
@@ -29,6 +29,7 @@ def test_valid_key_is_active_with_owner_and_scopes(client, services, service, al
     assert info["active"] is True
     assert info["token_type"] == "api_key" and info["key_id"] == key_id
     assert info["sub"] == alice.sub and info["username"] == "alice"
+    assert info["groups"] == ["photos", "family"]  # for the resource server's own group rules
     assert set(info["scope"].split()) == {"photos:read", "profile"}
     assert info["iss"] == services.settings.issuer
     assert secret not in response.text

@@ -97,3 +97,23 @@ def test_revoking_all_sessions_notifies_too(client, services):
     assert services.sessions.revoke_all(alice) == 1
     assert arrived.wait(10)
     assert delivered == ["https://gallery.example/bcl"]
+
+
+def test_revoking_an_apps_access_signs_it_out_of_the_users_sessions(client, services):
+    alice = make_user(services, "alice")
+    delivered = []
+    services.oidc.backchannel.deliver = lambda uri, token: delivered.append((uri, token)) or True
+    gallery, secret = make_client(services, backchannel_logout_uri="https://gallery.example/bcl")
+    other, other_secret = make_client(services, "Other", backchannel_logout_uri="https://other.example/bcl")
+    logged_in(client, "alice")
+    for app_client, app_secret in ((gallery, secret), (other, other_secret)):
+        code, _, _ = get_code(client, app_client)
+        assert exchange(client, app_client, app_secret, code).status_code == 200
+    session = services.sessions.active_for(alice)[0]
+    assert client.delete(f"/api/me/consents/{gallery.client_id}", headers={"Origin": "http://localhost"}).status_code == 200
+    services.oidc.backchannel._executor.shutdown(wait=True)
+    (uri, token), = delivered  # the revoked app only; the other one keeps its sign-in
+    assert uri == "https://gallery.example/bcl"
+    claims = jwt.decode(token, KeySet.import_key_set(services.signing.jwks())).claims
+    assert claims["sub"] == alice.sub and claims["sid"] == session.id and claims["aud"] == gallery.client_id
+    assert services.sessions.active_for(alice)  # the user stays signed in here

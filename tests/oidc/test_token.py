@@ -502,3 +502,16 @@ def test_after_a_restore_nothing_issued_before_it_stays_usable(client, services,
     assert introspect(client, gallery, secret, tokens["access_token"]).json == {"active": False}
     published = {k["kid"] for k in client.get("/oauth/jwks").json["keys"]}
     assert published == set(done["signing_keys"]) and not published & old_kids
+
+
+def test_introspection_names_the_users_groups_for_the_resource_servers_rules(client, services):
+    make_user(services, "alice", groups=["photos"])
+    make_user(services, "bob")
+    gallery, secret = make_client(services, introspect=True, scope="openid")
+    for username, groups in (("alice", ["photos"]), ("bob", [])):
+        http = client.application.test_client()
+        logged_in(http, username)
+        code, _, _ = get_code(http, gallery, scope="openid")
+        token = exchange(http, gallery, secret, code).json["access_token"]
+        info = introspect(client, gallery, secret, token).json
+        assert info["active"] is True and info["username"] == username and info["groups"] == groups
