@@ -406,6 +406,35 @@ def test_callers_cannot_bring_their_own_identity_headers(site):
     assert api(site, "/api/upload", f"{key_id}:{secret}", **forged).status_code == 403
 
 
+def test_the_api_is_for_the_gallerys_group_only_like_the_gallery(site):
+    """Anyone may mint a key with photos scopes for themselves: the group decides, as at /photos/."""
+    bob = make_user(site.services, "bob")
+    key_id, secret = make_key(site.services, bob, scopes=["photos:read", "photos:write"])
+    for path in ("/api/albums", "/api/upload"):
+        assert api(site, path, f"{key_id}:{secret}").status_code == 403, path
+    alice = make_user(site.services, "alice", groups=["photos"])
+    key_id, secret = make_key(site.services, alice, scopes=["photos:read", "photos:write"])
+    assert seen_by_the_api(api(site, "/api/upload", f"{key_id}:{secret}"))["X-Remote-User"] == "alice"
+
+
+def test_options_requests_do_not_reach_the_api_without_a_token(site):
+    forged = {"X-Remote-User": "admin", "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    for path in ("/api/albums", "/api/upload"):
+        answer = requests.options(site.base + path, headers=forged, timeout=TIMEOUT)
+        assert answer.status_code == 403, (path, answer.status_code, answer.text[:200])
+        assert "BaseHTTP" not in answer.headers.get("Server", "")  # Apache answered, not the app
+
+
+def test_signing_out_through_apache_lands_only_on_this_site_and_trace_is_off(site):
+    other_port = free_port()
+    for elsewhere in (f"http://127.0.0.1:{other_port}/phish", "https://127.0.0.1/x", "ftp://127.0.0.1/x",
+                      "https://evil.example/"):
+        answer = requests.get(site.base + "/oidc/callback", params={"logout": elsewhere}, allow_redirects=False,
+                              timeout=TIMEOUT)
+        assert not answer.headers.get("Location", "").startswith(elsewhere), elsewhere
+    assert requests.request("TRACE", site.base + "/photos/", timeout=TIMEOUT).status_code == 405
+
+
 def test_guessing_keys_through_apache_is_throttled_and_the_real_key_still_gets_in(site):
     owner = make_user(site.services, "alice", groups=["photos"])
     key_id, secret = make_key(site.services, owner, scopes=["photos:read"])

@@ -110,7 +110,8 @@ def test_revoking_an_apps_access_signs_it_out_of_the_users_sessions(client, serv
         code, _, _ = get_code(client, app_client)
         assert exchange(client, app_client, app_secret, code).status_code == 200
     session = services.sessions.active_for(alice)[0]
-    assert client.delete(f"/api/me/consents/{gallery.client_id}", headers={"Origin": "http://localhost"}).status_code == 200
+    revoked = client.delete(f"/api/me/consents/{gallery.client_id}", headers={"Origin": "http://localhost"})
+    assert revoked.status_code == 200
     services.oidc.backchannel._executor.shutdown(wait=True)
     (uri, token), = delivered  # the revoked app only; the other one keeps its sign-in
     assert uri == "https://gallery.example/bcl"
