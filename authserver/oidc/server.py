@@ -530,9 +530,12 @@ class EndSession(EndSessionEndpoint):
         validated.session = self._browser_session()
         claims = validated.id_token_claims
         exp = claims.get("exp") if claims else None
+        # The hint names the signed-in user, is unexpired, and was issued in this very session (its
+        # sid): an ID token kept from an earlier sign-in only names the user, and the user is asked.
         validated.hint_current = bool(
             claims and validated.session is not None and claims.get("sub") == validated.session.user.sub
             and isinstance(exp, (int, float)) and exp > self.provider.now_ts()
+            and claims.get("sid") == validated.session.id
         )
         return validated
 

@@ -602,6 +602,24 @@ def test_a_cookieless_logout_with_an_old_id_token_ends_no_session(live, alice):
     assert victim.get(live.url + "/api/me", timeout=10).status_code == 200
 
 
+def test_an_id_token_from_an_earlier_sign_in_does_not_end_the_current_session_unasked(live, alice):
+    """A sign-out link carrying an ID token the user was issued in an earlier session (kept by an
+    app, a log, another site): the user is asked; their current session is not ended by it."""
+    gallery, secret = make_client(live.services, trusted=True)
+    http = live_browser(live, "alice")
+    old_token = tokens_for(http, live, gallery, secret)["id_token"]
+    assert http.post(live.url + "/api/session/logout", json={}, timeout=10).status_code in (200, 204)
+    assert http.post(live.url + "/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD},
+                     timeout=10).status_code == 200
+    page = http.get(live.url + "/oauth/logout", params={"id_token_hint": old_token}, timeout=10)
+    assert page.status_code == 200 and "Sign out?" in page.text
+    assert http.get(live.url + "/api/me", timeout=10).status_code == 200
+    # An ID token of this session still signs out at once, as before.
+    current = tokens_for(http, live, gallery, secret)["id_token"]
+    assert "signed out" in http.get(live.url + "/oauth/logout", params={"id_token_hint": current}, timeout=10).text
+    assert http.get(live.url + "/api/me", timeout=10).status_code == 401
+
+
 def test_an_expired_id_token_hint_only_names_the_client(live_server, services, clock):
     make_user(services, "alice")
     gallery, secret = make_client(services, trusted=True, post_logout_redirect_uris=["https://gallery.example/bye"])
