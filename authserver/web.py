@@ -14,7 +14,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import IntegerConverter
 
 from .access_rules import allowed_redirect
-from .cookies import PENDING_LOGIN_COOKIE, PENDING_LOGIN_LIFETIME, SESSION_COOKIE
+from .cookies import PENDING_LOGIN_COOKIE, PENDING_LOGIN_LIFETIME, PUSHED_REQUEST_COOKIE, SESSION_COOKIE
 from .errors import Answer, ApiError, LoginRequired
 from .identity import Identity, Via, identity_or_none
 
@@ -102,6 +102,10 @@ def session_cookie_name() -> str:
 
 def pending_login_cookie_name() -> str:
     return services().settings.cookie_name(PENDING_LOGIN_COOKIE)
+
+
+def pushed_cookie_name() -> str:
+    return services().settings.cookie_name(PUSHED_REQUEST_COOKIE)
 
 
 # Paths without forms: the JSON API (guarded by its content type and origin check), machines' endpoints.

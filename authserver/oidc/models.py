@@ -243,6 +243,8 @@ class PushedRequest(db.Model):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     opened_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The browser that opened it (SHA-256 of its cookie): only that browser follows it further.
+    opener_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 

@@ -55,3 +55,15 @@ def dpop_jkt(values) -> str | None:
         raise InvalidRequestError("dpop_jkt must be the JWK SHA-256 thumbprint of the DPoP key: 43 base64url "
                                   "characters (RFC 7638).")
     return value
+
+
+# What the server keeps or sends back of a request's own values: a code keeps the nonce, the
+# redirect carries the state (a longer one could only come through a push: no URL carries it).
+LIMITS = {"state": 2048, "nonce": 512}
+
+
+def lengths(values) -> None:
+    for name, limit in LIMITS.items():
+        value = values.get(name)
+        if value is not None and len(value) > limit:
+            raise InvalidRequestError(f"The {name} is longer than {limit} characters.")

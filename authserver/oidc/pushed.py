@@ -2,12 +2,15 @@
 /oauth/par over the back channel, authenticated, and sends the browser to /oauth/authorize
 with the `request_uri` it got back instead of the parameters.
 
-A request_uri must be opened within PUSHED_SECONDS; once opened it carries the request
-through the login and consent pages (FOLLOW_SECONDS at most) and is used once, by the
-authorization response it ends in (a code, or an error sent back to the client)."""
+A request_uri must be opened within PUSHED_SECONDS, and the browser that opens it is the
+only one that can follow it further (a cookie of its own): through the login and consent
+pages, FOLLOW_SECONDS at most. It is used once, by the authorization response it ends in (a
+code, or an error sent back to the client). A link passed on after it was opened, by whoever
+opened it, leads nowhere."""
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,6 +37,7 @@ class Opened:
     uri: str
     client_id: str
     params: list[tuple[str, str]]
+    opener: str | None = None  # a new browser value to set as the cookie, when this opening made one
 
 
 class PushedRequests:
@@ -52,8 +56,10 @@ class PushedRequests:
         db.session.commit()
         return uri
 
-    def open(self, uri: str, client_id: str | None) -> Opened:
-        """The pushed parameters behind `uri` for `client_id`; the first opening starts its follow time."""
+    def open(self, uri: str, client_id: str | None, opener: str | None) -> Opened:
+        """The pushed parameters behind `uri` for `client_id`, in the browser whose cookie value is
+        `opener`. The first opening (within PUSHED_SECONDS) binds the request to that browser,
+        giving it a value when it has none; later ones must come from the same browser."""
         if not uri.startswith(REQUEST_URI_PREFIX) or len(uri) > 200:
             raise PushedRequestError("The request_uri is not one this server issued at its pushed authorization "
                                      "request endpoint.")
@@ -66,17 +72,30 @@ class PushedRequests:
         if row.used_at is not None:
             raise PushedRequestError("The request_uri was used already: push the authorization request again "
                                      "for every sign-in.")
+        given = opener if isinstance(opener, str) and 20 <= len(opener) <= 100 else None
+        params = [(name, value) for name, value in row.params]
         if row.opened_at is None:
             if now >= row.expires_at:
                 raise PushedRequestError(f"The request_uri expired ({PUSHED_SECONDS} s after the push): push the "
                                          "authorization request again just before sending the browser.")
-            db.session.execute(update(PushedRequest).where(PushedRequest.id == row.id,
-                                                           PushedRequest.opened_at.is_(None)).values(opened_at=now))
+            fresh = None
+            if given is None:
+                given = fresh = random_token(32)
+            claimed = db.session.execute(
+                update(PushedRequest).where(PushedRequest.id == row.id, PushedRequest.opened_at.is_(None))
+                .values(opened_at=now, opener_hash=token_hash(given))
+            ).rowcount
             db.session.commit()
-        elif now >= row.opened_at + timedelta(seconds=FOLLOW_SECONDS):
+            if claimed == 1:
+                return Opened(uri, row.client_id, params, fresh)
+            db.session.refresh(row)  # another browser opened it a moment before
+        if now >= row.opened_at + timedelta(seconds=FOLLOW_SECONDS):
             raise PushedRequestError("The sign-in that began with this request_uri took too long: start again "
                                      "from the app.")
-        return Opened(uri, row.client_id, [(name, value) for name, value in row.params])
+        if given is None or not hmac.compare_digest(row.opener_hash or "", token_hash(given)):
+            raise PushedRequestError("This sign-in was started in another browser: start it again from the app "
+                                     "on this device.")
+        return Opened(uri, row.client_id, params)
 
     def use(self, uri: str) -> bool:
         """Mark the request used in the caller's transaction; False when another answer used it first."""

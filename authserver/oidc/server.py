@@ -397,6 +397,7 @@ def check_pushed(server: AuthorizationServer, pushed: list[tuple[str, str]]) -> 
         params.max_age(values)
         params.claims_request(values, grant.client)
         params.dpop_jkt(values)
+        params.lengths(values)
     except OAuth2Error as error:
         error.redirect_uri = None
         raise

@@ -32,7 +32,7 @@ from ..accounts.forms import PostOnlyForm
 from ..errors import ApiError, csrf_failed
 from ..extensions import db
 from ..identity import Via, current_identity, identity_or_none, require_identity
-from ..web import clear_session_cookie, respond, services, signed_in
+from ..web import clear_session_cookie, pushed_cookie_name, respond, services, signed_in
 from . import handlers, params
 from .blueprint import bp
 from .claims import claims_scopes
@@ -40,7 +40,7 @@ from .clients import append_query
 from .codes import TicketSpent
 from .consent import described_scopes
 from .forms import ConsentForm, LogoutForm
-from .pushed import REQUEST_URI_PREFIX, Opened, PushedRequestError
+from .pushed import FOLLOW_SECONDS, REQUEST_URI_PREFIX, Opened, PushedRequestError
 from .signing import JWKS_MAX_AGE
 
 log = logging.getLogger("authserver.oidc")
@@ -82,7 +82,7 @@ def jwks():
 
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
 def authorize():
-    return _authorize(decision=None)
+    return _with_pushed_cookie(_authorize(decision=None))
 
 
 @bp.post("/oauth/consent")
@@ -95,7 +95,7 @@ def consent():
             "The consent form expired or was not sent from this site; start the sign-in again from the app.",
         )
     # Allowed only when Allow alone was pressed: an answer with both buttons fails closed.
-    return _authorize(decision="allow" if form.allow.data and not form.deny.data else "deny")
+    return _with_pushed_cookie(_authorize(decision="allow" if form.allow.data and not form.deny.data else "deny"))
 
 
 def _authorize(decision: str | None):
@@ -140,6 +140,7 @@ def _authorize(decision: str | None):
         params.response_mode(request.values)
         max_age = params.max_age(request.values)
         params.dpop_jkt(request.values)
+        params.lengths(request.values)
         if user is None:
             if "none" in prompts:
                 raise LoginRequiredError()
@@ -203,13 +204,26 @@ def _open_pushed() -> Opened | None:
     g.pushed = None
     if not uri or not uri.startswith(REQUEST_URI_PREFIX):
         return None  # Not a reference to a pushed request: request objects by URL are refused (grants.py).
-    opened = provider().pushed.open(uri, request.values.get("client_id"))
+    opened = provider().pushed.open(uri, request.values.get("client_id"), request.cookies.get(pushed_cookie_name()))
     own = [(k, v) for k, v in request.args.items(multi=True) if k == LOGIN_TICKET]
     pushed = [(k, v) for k, v in opened.params if k not in _UNBOUND]  # the server's own are never pushed
     request.args = MultiDict([*pushed, *own])
-    request.values = CombinedMultiDict([request.args, request.form])
+    # Of a consent form's fields only the form's own count: nothing else joins the pushed request.
+    form = MultiDict([(k, v) for k, v in request.form.items(multi=True) if k in _UNBOUND])
+    request.values = CombinedMultiDict([request.args, form])
     g.pushed = opened
     return opened
+
+
+def _with_pushed_cookie(response):
+    """The browser that opened a pushed request keeps a value of its own to follow it with."""
+    pushed = g.get("pushed")
+    if pushed is not None and pushed.opener:
+        settings = services().settings
+        response = make_response(response)
+        response.set_cookie(pushed_cookie_name(), pushed.opener, max_age=FOLLOW_SECONDS, httponly=True,
+                            secure=settings.is_https, samesite="Lax", path="/")
+    return response
 
 
 def _round_trip() -> list[tuple[str, str]]:
@@ -391,7 +405,11 @@ def pushed_authorization():
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])
 def userinfo():
-    return provider().server.create_endpoint_response("userinfo")
+    server = provider().server
+    try:
+        return server.create_endpoint_response("userinfo")
+    except OAuth2Error as error:  # raised before Authlib's own handling: insecure_transport
+        return server.handle_error_response(None, error)
 
 
 # -- RP-initiated logout -------------------------------------------------------

@@ -27,6 +27,7 @@ def upgrade():
         sa.Column('expires_at', authserver.dbtypes.UtcDateTime(timezone=True), nullable=False),
         sa.Column('opened_at', authserver.dbtypes.UtcDateTime(timezone=True), nullable=True),
         sa.Column('used_at', authserver.dbtypes.UtcDateTime(timezone=True), nullable=True),
+        sa.Column('opener_hash', sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('uri_hash'),
     )

@@ -313,3 +313,9 @@ def test_a_malformed_claims_request_is_refused_back_to_the_client(client, servic
 
     query = query_of(response.headers["Location"])
     assert query["error"] == "invalid_request" and "claims" in query["error_description"] and "code" not in query
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_userinfo_on_a_foreign_host_name_is_a_400_like_the_other_endpoints(client, method):
+    response = client.open("/oauth/userinfo", method=method, headers={"Host": "evil.example"})
+    assert response.status_code == 400 and response.get_json()["error"] == "insecure_transport"

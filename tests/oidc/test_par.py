@@ -4,7 +4,10 @@ another client, too late, a pushed request that would not pass the authorization
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from joserfc import jws
 from sqlalchemy import func, select
 
 from authserver import create_app
@@ -206,7 +209,12 @@ def test_a_push_that_would_not_pass_the_authorization_endpoint_is_answered_as_js
 @pytest.mark.parametrize(("field", "value"), [
     ("redirect_uri", 'https://gallery.example/"callback\\'),
     ("redirect_uri", REDIRECT + "\u00e9"),
+    ("redirect_uri", REDIRECT + "\t"),
+    ("redirect_uri", REDIRECT + "\n"),
+    ("redirect_uri", REDIRECT + "\x7f"),
+    ("redirect_uri", "http://127.0.0.1:\u0661\u0662\u0663/cb"),
     ("response_type", 'code"\\'),
+    ("response_type", "code\u00e9"),
 ])
 def test_characters_authlib_cannot_quote_are_a_400_at_the_push_too(client, services, db, field, value):
     public, _ = make_client(services, "Phone app", public=True)
@@ -297,3 +305,49 @@ def test_pushes_are_throttled_per_address(client, services, db):
     assert answers[:60] == [201] * 60
     assert answers[60] == 429
     assert pushed_rows(db) == 60
+
+
+def test_a_request_uri_opened_in_one_browser_leads_nowhere_in_another(client, services, alice, gallery, clock):
+    """Whoever opens a pushed request first (anonymously, within its minute) cannot pass the link
+    on for someone else to finish later: only the browser that opened it follows it."""
+    app_client, secret = gallery
+    uri = pushed_uri(client, app_client, secret)
+    reference = {"client_id": app_client.client_id, "request_uri": uri}
+    opener = client.application.test_client()
+    assert opener.get("/oauth/authorize", query_string=reference).headers["Location"].startswith("/login?")
+    victim = client.application.test_client()
+    logged_in(victim, "alice")
+    at_once = victim.get("/oauth/authorize", query_string=reference)
+    assert at_once.status_code == 400 and "another browser" in at_once.text
+    clock.advance(seconds=70)
+    later = authorize_by_reference(victim, app_client, uri)
+    assert later.status_code == 400 and "another browser" in later.text
+    # The browser that opened it still can, after the minute (it signs in first).
+    logged_in(opener, "alice")
+    assert "code" in query_of(authorize_by_reference(opener, app_client, uri).headers["Location"])
+
+
+def test_a_consent_post_adds_nothing_to_a_pushed_request(client, services, alice, gallery):
+    app_client, secret = gallery
+    uri = pushed_uri(client, app_client, secret, scope="openid profile", nonce="n-1")
+    logged_in(client, "alice")
+    page = client.get("/oauth/authorize", query_string={"client_id": app_client.client_id, "request_uri": uri})
+    extra = {"claims": json.dumps({"id_token": {"email": None}}), "response_mode": "form_post", "max_age": "1"}
+    answer = client.post(form_action(page.text), data={"csrf_token": csrf_token(page.text), "allow": "x", **extra})
+    assert answer.status_code == 303 and answer.headers["Location"].startswith(REDIRECT)
+    token = exchange(client, app_client, secret, query_of(answer.headers["Location"])["code"]).get_json()
+    claims = jws.extract_compact(token["id_token"].encode()).payload
+    assert b"email" not in claims
+
+
+@pytest.mark.parametrize(("field", "size"), [("state", 2049), ("nonce", 513)])
+def test_a_state_or_nonce_too_long_to_carry_is_refused(client, services, alice, db, field, size):
+    public, _ = make_client(services, "Phone app", public=True)
+    pushed = push(client, public, **{field: "x" * size})
+    assert pushed.status_code == 400 and field in pushed.get_json()["error_description"]
+    assert pushed_rows(db) == 0
+    logged_in(client, "alice")
+    front = client.get("/oauth/authorize", query_string=authorize_params(public, **{field: "x" * size}))
+    assert front.status_code in (302, 400) and "code=" not in front.headers.get("Location", "")
+    fits = push(client, public, **{field: "x" * (size - 1)})
+    assert fits.status_code == 201
