@@ -187,7 +187,8 @@ class DPoP:
         try:
             token = jwt.decode(text, key, algorithms=[alg], registry=_REGISTRY)
         except (JoseError, ValueError, TypeError):
-            raise InvalidProof("The DPoP proof's signature does not verify with its jwk.") from None
+            raise InvalidProof("The DPoP proof does not verify with its jwk, or its header or claims are not "
+                               "valid JSON Web Token parts.") from None
         return key, token.claims
 
     def _check_claims(self, claims: dict, resource: Resource, access_token: str | None) -> None:
