@@ -175,6 +175,7 @@ class AdminService:
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:
             return []
+        old_email = user.email or ""
         for field in changed:
             setattr(user, field, wanted[field])
         user.updated_at = self.clock.now()
@@ -187,6 +188,8 @@ class AdminService:
             details["email_verified"] = wanted["email_verified"]
         self.audit.record("user.update", actor=actor_of(admin), target=target_of(user), details=details)
         db.session.commit()
+        if "email" in changed:
+            self.accounts.email_changed(user, old_email)
         return changed
 
     def set_disabled(self, admin: User, user: User, disabled: bool) -> None:
