@@ -92,7 +92,7 @@ class Services:
             self.totp.on_factor_change(self.mail.factor_changed)
             self.keys.on_mint(self.mail.key_minted)
         self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing,
-                                  self.oidc.tokens)
+                                  self.oidc.tokens, self.mail)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
