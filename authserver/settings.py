@@ -264,9 +264,9 @@ class Settings:
         if mail_from is not None:
             mail_from = check_mail_from(mail_from)
         if bool(smtp_url) != bool(mail_from):
-            missing = "MAIL_FROM" if smtp_url else "SMTP_URL"
-            raise SettingsError(f"{PREFIX}{missing} must be set too: mail needs both AUTHSERVER_SMTP_URL and "
-                                "AUTHSERVER_MAIL_FROM (or neither: mail is off)")
+            given, missing = ("SMTP_URL", "MAIL_FROM") if smtp_url else ("MAIL_FROM", "SMTP_URL")
+            raise SettingsError(f"{PREFIX}{given} needs {PREFIX}{missing} too: mail needs both (or neither: "
+                                "mail is off)")
         smtp_ca_file = get("SMTP_CA_FILE")
         if smtp_ca_file is not None and not Path(smtp_ca_file).is_file():
             raise SettingsError(f'AUTHSERVER_SMTP_CA_FILE must name a readable PEM file (got "{smtp_ca_file}")')
@@ -476,8 +476,9 @@ def check_mail_from(value: str) -> str:
     except TypeError:  # Python before 3.11.10 has no `strict`
         name, address = parseaddr(value)
     if not address or not _MAILBOX.fullmatch(address) or not value.isprintable() or len(value) > 320:
+        shown = value[:80].encode("unicode_escape").decode("ascii")
         raise SettingsError(f'AUTHSERVER_MAIL_FROM must be an address like "Photos <auth@photos.example>" '
-                            f'(got "{value[:80]}")')
+                            f'(got "{shown}")')
     return formataddr((name, address)) if name else address
 
 
