@@ -153,7 +153,11 @@ class MailService:
         context = dict(user=target, url=self.link(f"/password/reset/{token}"), lifetime=f"{minutes} minutes")
         if not real:
             self._render("reset", "reset", **context)
-            db.session.rollback()
+            db.session.rollback()  # the link made for nobody
+            # Audited too (without the address: a probe's guesses are not kept), which also makes
+            # both answers cost a write and a commit.
+            self.audit.record("user.password_reset_requested", actor="anonymous", outcome="no_account")
+            db.session.commit()
             return
         self._queue("reset", user.email, "reset", **context)
         self.audit.record("user.password_reset_requested", actor=f"user:{user.username}",

@@ -265,3 +265,21 @@ def test_default_password_is_unchanged_by_a_request_alone(client, services, smtp
     ask_reset(client, "alice@photos.example")
     deliver()
     assert login(app.test_client(), "alice", DEFAULT_PASSWORD).status_code == 200
+
+
+def test_unknown_and_known_addresses_take_about_the_same_time(services, smtp, alice):
+    """No enumeration by timing: both answers make the link and the message and write once."""
+    import statistics
+    import time
+
+    def timed(email: str, n: int) -> float:
+        started = time.perf_counter()
+        services.mail.request_reset(email, f"192.0.2.{n}")
+        return time.perf_counter() - started
+
+    services.throttle.rules["reset:account"] = (1000, 3600)
+    services.throttle.rules["reset:address"] = (1000, 3600)
+    known = [timed("alice@photos.example", n) for n in range(12)]
+    unknown = [timed(f"nobody{n}@photos.example", n) for n in range(12)]
+    assert statistics.median(unknown) > statistics.median(known) / 3
+    assert statistics.median(known) < statistics.median(unknown) * 3
