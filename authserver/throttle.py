@@ -59,6 +59,9 @@ DEFAULT_RULES: dict[str, tuple[int, int]] = {
     # address (one address, one account; an unknown address counts the same).
     "reset:address": (20, 3600),
     "reset:account": (3, 3600),
+    # Verification links mailed for one account (a changed address, the account page's button):
+    # nobody's mailbox is flooded through an account whose address they typed in.
+    "verify:account": (5, 3600),
 }
 
 

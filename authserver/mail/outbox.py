@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from flask import Flask
-from sqlalchemy import event, or_, select, update
+from sqlalchemy import delete, event, or_, select, update
 
 from ..clock import Clock
 from ..crypto import SecretSealer
@@ -36,6 +36,8 @@ FIRST_RETRY = timedelta(seconds=30)
 LONGEST_RETRY = timedelta(hours=1)
 # A worker that died mid-send leaves its claim; another may take the message after this long.
 LEASE = timedelta(minutes=2)
+# How long the record of a sent (or abandoned) message is kept.
+KEPT = timedelta(days=30)
 SEND_FAILURES = (smtplib.SMTPException, OSError, ssl.SSLError)
 
 
@@ -58,6 +60,7 @@ class Outbox:
         self.sealer = sealer
         self.clock = clock
         self.worker: MailWorker | None = None
+        self._drains = 0
 
     @staticmethod
     def _context(uid: str) -> bytes:
@@ -95,7 +98,18 @@ class Outbox:
             outcome = self._send_one(message_id)
             if outcome:
                 counts[outcome] += 1
+        self._drains += 1
+        if self._drains % 200 == 0:
+            self.sweep()
         return Drained(**counts)
+
+    def sweep(self) -> int:
+        """Forget messages sent or given up on more than KEPT ago (their bodies are gone already)."""
+        before = self.clock.now() - KEPT
+        removed = db.session.execute(delete(OutboxMessage).where(
+            or_(OutboxMessage.sent_at < before, OutboxMessage.failed_at < before))).rowcount
+        db.session.commit()
+        return removed
 
     def _claim(self, message_id: int) -> bool:
         now = self.clock.now()

@@ -20,7 +20,7 @@ from ..clock import Clock
 from ..errors import DomainError
 from ..extensions import db
 from ..settings import Settings
-from ..throttle import Bucket, Throttle
+from ..throttle import Bucket, Throttle, TooManyAttempts
 from .links import LinkStore
 from .outbox import Outbox
 
@@ -110,6 +110,7 @@ class MailService:
             raise NoAddress()
         if user.email_verified:
             raise InvalidUserInput("This address is verified already.", field="email")
+        self.throttle.consume(Bucket("verify:account", f"user:{user.sub}"))
         self.links.withdraw(user, "verify")
         hours = self.settings.verify_link_hours
         token = self.links.issue(user, "verify", timedelta(hours=hours))
@@ -131,7 +132,12 @@ class MailService:
         if old_email:
             self.notice(user, "email_changed", to=old_email, new_email=user.email)
         if user.email and not user.email_verified:
-            self.send_verification(user, actor="system")
+            try:
+                self.send_verification(user, actor="system")
+            except TooManyAttempts:
+                # The address is saved; its link waits until the account page's button may send again.
+                log.info("verification link not sent: too many for this account", extra={"mail": {
+                    "kind": "verify", "user": user.username}})
 
     # -- password reset -----------------------------------------------------------
 

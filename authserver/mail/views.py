@@ -148,7 +148,7 @@ def send_verification():
     if not PostOnlyForm().validate_on_submit():
         raise csrf_failed()
     user = identity.user
-    services().mail.send_verification(user, actor=identity.actor)
+    services().mail.send_verification(user, actor=identity.actor)  # 429 page when asked too often
     flash(f"A verification link is on its way to {user.email}.")
-    return redirect(url_for("accounts.account") + "#profile")
+    return redirect(url_for("accounts.account") + "#profile", 303)
 
