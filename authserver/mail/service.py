@@ -37,6 +37,7 @@ SUBJECTS = {
     "password_changed": "Your password was changed",
     "key_minted": "A new API key was created",
     "email_changed": "Your email address was changed",
+    "test": "Test message",
 }
 
 
@@ -223,6 +224,24 @@ class MailService:
         user.email_verified = bool(user.email)  # the link came to this address
         self.accounts.set_password(user, password, actor=f"user:{user.username}")
         return user
+
+    # -- the operator's test ----------------------------------------------------
+
+    def send_test(self, recipient: str, *, actor: str):
+        """A test message to `recipient`, sent now in this thread: the outbox row after the try
+        (`sent_at` set, or `last_error` saying why not)."""
+        outbox = self._require()
+        recipient = recipient.strip()
+        if not recipient or len(recipient) > 320 or any(c.isspace() or not c.isprintable() for c in recipient) \
+                or recipient.count("@") != 1:
+            raise NoAddress("Give one email address to send the test message to.")
+        subject, text, html = self._render("test", "test")
+        row = outbox.add(kind="test", recipient=recipient, subject=subject, text=text, html=html)
+        self.audit.record("mail.test", actor=actor, target="mail")
+        db.session.commit()
+        outbox.drain()
+        db.session.refresh(row)
+        return row
 
     # -- notices ----------------------------------------------------------------
 

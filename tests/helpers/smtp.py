@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 SMTP_USER, SMTP_PASSWORD = "relay-user", "relay-pa$$word-7Qx"
-LINK = re.compile(r"http://localhost(/(?:password/reset|email/verify|invite)/[A-Za-z0-9_-]{43})")
+# A mailed link (built from the issuer): its path.
+LINK = re.compile(r"https?://[^/\s\"<>]+(/(?:password/reset|email/verify|invite)/[A-Za-z0-9_-]{43})")
 
 
 def throwaway_certificate(folder: Path) -> tuple[Path, Path]:
