@@ -9,10 +9,13 @@ import logging
 import pytest
 from sqlalchemy import select
 
+from authserver import create_app
+from authserver.extensions import db
 from authserver.logs import JsonFormatter
 from authserver.mail.models import OutboxMessage
 from authserver.mail.outbox import MAX_ATTEMPTS, MailWorker
 from tests.helpers.csrf import csrf_token
+from tests.helpers.database import empty_tables
 from tests.helpers.factories import make_user
 from tests.helpers.settings import make_settings
 from tests.helpers.smtp import SMTP_PASSWORD, SmtpSink, free_port
@@ -51,8 +54,6 @@ def test_messages_go_through_starttls_with_auth(client, services, deliver, smtp)
 
 
 def test_implicit_tls_relay(tmp_path, database_urls, clock):
-    from authserver import create_app
-
     sink = SmtpSink(tmp_path, mode="tls").start()
     try:
         settings = make_settings(tmp_path, database_urls["sqlite"], smtp_url=sink.url, mail_from=MAIL_FROM,
@@ -66,13 +67,12 @@ def test_implicit_tls_relay(tmp_path, database_urls, clock):
             assert services.mail.outbox.drain().sent == 1
             [received] = sink.messages
             assert received.tls and received.authenticated and "/email/verify/" in received.link()
-            from tests.helpers.database import empty_tables
             empty_tables()
     finally:
         sink.stop()
 
 
-def test_relay_that_does_not_trust_or_is_not_trusted_is_not_used(services, smtp, app, deliver):
+def test_a_relay_whose_certificate_is_not_trusted_gets_nothing(services, smtp, app):
     """Without the relay's CA the certificate check fails: nothing goes out unencrypted instead."""
     services.mail.outbox.transport.ca_file = None
     make_user(services, "alice", email="alice@photos.example")
@@ -81,7 +81,7 @@ def test_relay_that_does_not_trust_or_is_not_trusted_is_not_used(services, smtp,
     assert drained.retrying == 1 and smtp.messages == []
 
 
-def test_relay_down_page_answers_message_retried_nothing_secret_logged(client, services, smtp, clock, logs, db):
+def test_relay_down_page_answers_message_retried_nothing_secret_logged(client, services, smtp, clock, logs):
     make_user(services, "alice", email="alice@photos.example")
     outbox = services.mail.outbox
     smtp.stop()
@@ -111,8 +111,6 @@ def test_relay_down_page_answers_message_retried_nothing_secret_logged(client, s
 
 
 def test_gives_up_after_the_last_attempt(services, app, smtp, clock, logs):
-    from authserver.extensions import db
-
     make_user(services, "alice", email="alice@photos.example")
     services.mail.send_verification(services.accounts.find("alice"), actor="test")
     smtp.stop()
@@ -126,8 +124,6 @@ def test_gives_up_after_the_last_attempt(services, app, smtp, clock, logs):
 
 
 def test_bodies_are_sealed_and_dropped_once_sent(services, app, deliver):
-    from authserver.extensions import db
-
     make_user(services, "alice", email="alice@photos.example")
     services.mail.send_verification(services.accounts.find("alice"), actor="test")
     [row] = db.session.scalars(select(OutboxMessage))
@@ -177,3 +173,33 @@ def test_a_closed_port_is_a_bounded_failure(services, app, clock):
     make_user(services, "alice", email="alice@photos.example")
     services.mail.send_verification(services.accounts.find("alice"), actor="test")
     assert services.mail.outbox.drain().retrying == 1
+
+
+def test_a_relay_without_starttls_gets_nothing(tmp_path, services, app):
+    """smtp:// means STARTTLS, required: a relay (or a man in the middle stripping it) that does not
+    offer it gets neither the password nor a link."""
+    from authserver.settings import check_smtp_url
+
+    plain = SmtpSink(tmp_path, mode="plain").start()
+    try:
+        services.mail.outbox.transport.address = check_smtp_url(f"smtp://relay:secret@127.0.0.1:{plain.port}")
+        make_user(services, "alice", email="alice@photos.example")
+        services.mail.send_verification(services.accounts.find("alice"), actor="test")
+        drained = services.mail.outbox.drain()
+        assert drained.retrying == 1 and plain.messages == []
+    finally:
+        plain.stop()
+
+
+def test_old_records_are_swept_and_queued_messages_kept(services, app, smtp, clock):
+    make_user(services, "alice", email="alice@photos.example")
+    services.mail.send_verification(services.accounts.find("alice"), actor="test")
+    services.mail.outbox.drain()
+    clock.advance(days=31)
+    make_user(services, "bob", email="bob@photos.example")
+    smtp.stop()
+    services.mail.send_verification(services.accounts.find("bob"), actor="test")
+    services.mail.outbox.drain()
+    assert services.mail.outbox.sweep() == 1
+    [left] = db.session.scalars(select(OutboxMessage))
+    assert left.recipient == "bob@photos.example" and left.sent_at is None
