@@ -4,7 +4,9 @@ every session and refresh token, and the second factor stays."""
 
 from __future__ import annotations
 
+import statistics
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -13,8 +15,9 @@ from authserver.audit.models import AuditEvent
 from authserver.mail.links import LinkInvalid
 from authserver.mail.models import EmailLink, OutboxMessage
 from tests.helpers.csrf import csrf_token
-from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, login, make_user
+from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, login, make_client, make_user
 from tests.helpers.html import field_error
+from tests.helpers.oidc import exchange, get_code
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -269,9 +272,6 @@ def test_default_password_is_unchanged_by_a_request_alone(client, services, smtp
 
 def test_unknown_and_known_addresses_take_about_the_same_time(services, smtp, alice):
     """No enumeration by timing: both answers make the link and the message and write once."""
-    import statistics
-    import time
-
     def timed(email: str, n: int) -> float:
         started = time.perf_counter()
         services.mail.request_reset(email, f"192.0.2.{n}")
@@ -283,3 +283,18 @@ def test_unknown_and_known_addresses_take_about_the_same_time(services, smtp, al
     unknown = [timed(f"nobody{n}@photos.example", n) for n in range(12)]
     assert statistics.median(unknown) > statistics.median(known) / 3
     assert statistics.median(known) < statistics.median(unknown) * 3
+
+
+def test_a_reset_revokes_offline_refresh_tokens(client, services, smtp, deliver, alice, app):
+    gallery, secret = make_client(services, trusted=True, scope="openid offline_access")
+    http = app.test_client()
+    assert login(http, "alice").status_code == 200
+    code, _, _ = get_code(http, gallery, scope="openid offline_access")
+    tokens = exchange(http, gallery, secret, code).json
+    assert "refresh_token" in tokens
+    ask_reset(client, "alice@photos.example")
+    assert choose(client, mailed_link(smtp, deliver, "Alice@Photos.example")).status_code == 303
+    refreshed = app.test_client().post("/oauth/token", data={"grant_type": "refresh_token",
+                                                             "refresh_token": tokens["refresh_token"]},
+                                       auth=(gallery.client_id, secret))
+    assert refreshed.status_code == 400 and refreshed.json["error"] == "invalid_grant"
