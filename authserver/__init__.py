@@ -22,6 +22,7 @@ from . import (
     jsonapi,
     layers,
     logs,
+    mail,
     models,  # noqa: F401  (every table on the metadata)
     oidc,
     totp,
@@ -29,6 +30,7 @@ from . import (
 )
 from .addresses import ClientAddress
 from .clock import Clock, SystemClock
+from .mail.outbox import MailWorker
 from .services import build_services
 from .settings import Settings
 
@@ -47,16 +49,32 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     # Every mapper configured now, in one thread, rather than lazily by the first requests.
     configure_mappers()
     for blueprint in (health.bp, accounts.bp, totp.bp, keyvault.bp, oidc.bp, forwardauth.bp, broker.bp, admin.bp,
-                      apidoc.bp):
+                      mail.bp, apidoc.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     _install_request_hooks(app, settings)
+    _install_mail_worker(app)
     if settings.fast_lane:
         app.wsgi_app = dispatch.Dispatch(app, app.wsgi_app)
     app.wsgi_app = layers.Edge(app.wsgi_app, https=settings.is_https, endpoint=layers.EndpointNames(app.url_map))
     # Outermost: everything inside sees the client's address in REMOTE_ADDR (authserver/addresses.py).
     app.wsgi_app = ClientAddress(app.wsgi_app, settings.trusted_proxies)
     return app
+
+
+def _install_mail_worker(app: Flask) -> None:
+    """The outbox's worker thread, started by the first request this process serves (after any
+    fork of the WSGI server; CLI commands never start it). Under TESTING the tests drain the
+    outbox themselves, or start the worker."""
+    outbox = app.extensions["authserver"].mail.outbox
+    if outbox is None:
+        return
+    outbox.worker = MailWorker(app, outbox)
+
+    @app.before_request
+    def _start_mail_worker():
+        if not app.testing and not outbox.worker.running:
+            outbox.worker.start()
 
 
 def _install_request_hooks(app: Flask, settings: Settings) -> None:

@@ -27,6 +27,7 @@ from . import create_app, schema
 from .accounts.models import User
 from .accounts.service import AccountError
 from .crypto import SecretSealer, key_id, random_token
+from .errors import DomainError
 from .extensions import db
 from .oidc.clients import GRANT_ALIASES, GRANT_TYPES, ClientError
 from .oidc.signing import SigningKeyError
@@ -189,11 +190,22 @@ def user():
 @click.option("--password", default=None, help="Omit to generate one (printed once).")
 @click.option("--admin", is_flag=True)
 @click.option("--group", "groups", multiple=True, help="Group membership; repeatable.")
+@click.option("--invite", is_flag=True, help="No password: mail the user a link to choose one (docs/email.md).")
 @click.option("--json", "as_json", is_flag=True)
 @with_appcontext
-def user_create(username, email, name, password, admin, groups, as_json):
+def user_create(username, email, name, password, admin, groups, invite, as_json):
     """Create a user."""
 
+    if invite:
+        try:
+            created, _ = services().admin.create_user(actor="cli", username=username, email=email, name=name,
+                                                      groups=groups, is_admin=admin, password=password,
+                                                      invite=True)
+        except AccountError as exc:
+            fail(str(exc))
+        emit(as_json, {"id": created.id, "username": created.username, "sub": created.sub, "invited": True},
+             f"created user {created.username} (id {created.id}); an invitation is on its way to {created.email}")
+        return
     generated = password is None
     if generated:
         password = random_token(15)
@@ -210,6 +222,41 @@ def user_create(username, email, name, password, admin, groups, as_json):
     if generated:
         text += f"\npassword: {password}"
     emit(as_json, payload, text)
+
+
+@cli.group()
+def mail():
+    """Mail over SMTP (docs/email.md)."""
+
+
+@mail.command("test")
+@click.option("--to", "recipient", required=True, help="The address to send a test message to.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def mail_test(recipient, as_json):
+    """Send a test message now, through AUTHSERVER_SMTP_URL; exit 1 when the relay refused it."""
+    try:
+        row = services().mail.send_test(recipient, actor="cli")
+    except DomainError as exc:
+        fail(exc.description)
+    if row.sent_at is None:
+        emit(as_json, {"sent": False, "error": row.last_error, "id": row.id},
+             f"not sent: {row.last_error} (the outbox tries again; see docs/email.md)")
+        sys.exit(1)
+    emit(as_json, {"sent": True, "id": row.id}, f"test message sent to {row.recipient}")
+
+
+@mail.command("drain")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def mail_drain(as_json):
+    """Send every message that is due now (the servers' worker threads do this by themselves)."""
+    outbox = services().mail.outbox
+    if outbox is None:
+        fail("mail is off: set AUTHSERVER_SMTP_URL and AUTHSERVER_MAIL_FROM")
+    drained = outbox.drain(limit=1000)
+    emit(as_json, {"sent": drained.sent, "retrying": drained.retrying, "given_up": drained.given_up},
+         f"sent {drained.sent}, to retry {drained.retrying}, given up {drained.given_up}")
 
 
 @cli.group()

@@ -43,7 +43,7 @@ SECURITY_HEADERS = (
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 NO_STORE = ("Cache-Control", "no-store")
 # Answers that carry credentials, tokens or personal data are never cached.
-NO_STORE_PREFIXES = ("/api/", "/login", "/oauth/", "/account", "/admin")
+NO_STORE_PREFIXES = ("/api/", "/login", "/oauth/", "/account", "/admin", "/password/", "/email/", "/invite")
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -5,6 +5,7 @@ from keyvault.models import ApiKey  # noqa: F401
 from .accounts.models import PendingLogin, SsoSession, User  # noqa: F401
 from .audit.models import AuditEvent  # noqa: F401
 from .broker.models import BrokerTransaction  # noqa: F401
+from .mail.models import EmailLink, OutboxMessage  # noqa: F401
 from .oidc.models import (  # noqa: F401
     AssertionJti,
     AuthorizationCode,

@@ -22,10 +22,14 @@ from .clock import Clock
 from .crypto import PasswordHasher
 from .forwardauth.service import ForwardAuthService
 from .identity import IdentityResolver
+from .mail.links import LinkStore
+from .mail.outbox import Outbox
+from .mail.service import MailService
+from .mail.transport import SmtpTransport
 from .oidc.server import OidcProvider
 from .oidc.tokens import BearerTokenStrategy
 from .sealing import SealedValues, keyring_sealer
-from .settings import Settings
+from .settings import Settings, check_smtp_url
 from .throttle import Throttle
 from .totp.service import TotpService
 
@@ -75,8 +79,20 @@ class Services:
         )
         self.broker = BrokerService(self.oidc, self.sealer, settings.pepper, self.audit, self.throttle, clock)
         self.sealed.register("broker_verifiers", *self.broker.sealed_columns())
+        self.links = LinkStore(settings.pepper, clock)
+        outbox = None
+        if settings.mail_enabled:
+            transport = SmtpTransport(check_smtp_url(settings.smtp_url), timeout=settings.smtp_timeout_seconds,
+                                      ca_file=settings.smtp_ca_file)
+            outbox = Outbox(transport, settings.mail_from, self.sealer, clock)
+            self.sealed.register("mail_outbox", *outbox.sealed_columns())
+        self.mail = MailService(settings, outbox, self.links, self.accounts, self.sessions, self.audit,
+                                self.throttle, clock)
+        if outbox is not None:
+            self.totp.on_factor_change(self.mail.factor_changed)
+            self.keys.on_mint(self.mail.key_minted)
         self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing,
-                                  self.oidc.tokens)
+                                  self.oidc.tokens, self.mail)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:

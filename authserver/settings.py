@@ -15,8 +15,9 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import formataddr, parseaddr
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -45,6 +46,9 @@ DEFAULT_KEY_SCOPES = ("profile", "photos:read", "photos:write", "admin")
 _SCOPE_TOKEN = re.compile(r'^[\x21\x23-\x5B\x5D-\x7E]{1,64}$')
 # Nobody's forwarding headers are believed unless the operator names the proxies.
 DEFAULT_TRUSTED_PROXIES = ""
+# Security notices (docs/email.md): a factor added or removed, the password changed, an API key
+# minted, the email address changed (to the old address).
+MAIL_NOTICES = ("factor_added", "factor_removed", "password_changed", "key_minted", "email_changed")
 
 
 class SettingsError(Exception):
@@ -100,11 +104,28 @@ class Settings:
     # /metrics: a bearer token and/or the networks allowed to scrape it (empty: anyone).
     metrics_token: str | None = None
     metrics_addresses: tuple[IPNetwork, ...] = ()
+    # Mail (docs/email.md): both set, or mail is off. The URL may hold the relay's password:
+    # never shown (repr, errors, logs).
+    smtp_url: str | None = field(default=None, repr=False)
+    mail_from: str | None = None
+    # A PEM file of certificates to trust for the relay's TLS (a private CA); None: the system's.
+    smtp_ca_file: Path | None = None
+    smtp_timeout_seconds: int = 10
+    # How long the links mailed stay good.
+    reset_link_minutes: int = 30
+    verify_link_hours: int = 48
+    invitation_days: int = 7
+    # Security notices mailed to users; each one can be left out.
+    mail_notices: tuple[str, ...] = MAIL_NOTICES
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.smtp_url and self.mail_from)
 
     @property
     def is_https(self) -> bool:
@@ -236,6 +257,26 @@ class Settings:
         if session_cookie_domain:
             session_cookie_domain = check_cookie_domain(session_cookie_domain, parts.hostname or "")
 
+        smtp_url = get("SMTP_URL")
+        if smtp_url is not None:
+            check_smtp_url(smtp_url)
+        mail_from = get("MAIL_FROM")
+        if mail_from is not None:
+            mail_from = check_mail_from(mail_from)
+        if bool(smtp_url) != bool(mail_from):
+            given, missing = ("SMTP_URL", "MAIL_FROM") if smtp_url else ("MAIL_FROM", "SMTP_URL")
+            raise SettingsError(f"{PREFIX}{given} needs {PREFIX}{missing} too: mail needs both (or neither: "
+                                "mail is off)")
+        smtp_ca_file = get("SMTP_CA_FILE")
+        if smtp_ca_file is not None and not Path(smtp_ca_file).is_file():
+            raise SettingsError(f'AUTHSERVER_SMTP_CA_FILE must name a readable PEM file (got "{smtp_ca_file}")')
+        notices = tuple(dict.fromkeys(n.strip() for n in get("MAIL_NOTICES", ",".join(MAIL_NOTICES)).split(",")
+                                      if n.strip() and n.strip() != "none"))
+        for notice in notices:
+            if notice not in MAIL_NOTICES:
+                raise SettingsError(f'{PREFIX}MAIL_NOTICES must list some of {", ".join(MAIL_NOTICES)} or be "none" '
+                                    f'(got "{notice[:40]}")')
+
         known = {f.name.upper() for f in dataclasses.fields(cls)}
         extra = {
             k[len(PREFIX) :]: v for k, v in values.items() if k.startswith(PREFIX) and k[len(PREFIX) :] not in known
@@ -294,6 +335,14 @@ class Settings:
             session_cookie_domain=session_cookie_domain,
             metrics_token=metrics_token,
             metrics_addresses=metrics_addresses,
+            smtp_url=smtp_url,
+            mail_from=mail_from,
+            smtp_ca_file=Path(smtp_ca_file).resolve() if smtp_ca_file else None,
+            smtp_timeout_seconds=integer(get("SMTP_TIMEOUT_SECONDS", "10"), "SMTP_TIMEOUT_SECONDS", 1, 120),
+            reset_link_minutes=integer(get("RESET_LINK_MINUTES", "30"), "RESET_LINK_MINUTES", 5, 24 * 60),
+            verify_link_hours=integer(get("VERIFY_LINK_HOURS", "48"), "VERIFY_LINK_HOURS", 1, 30 * 24),
+            invitation_days=integer(get("INVITATION_DAYS", "7"), "INVITATION_DAYS", 1, 90),
+            mail_notices=notices,
             extra=extra,
         )
 
@@ -374,6 +423,63 @@ def scope_list(value: str, name: str) -> tuple[str, ...]:
 def redact(url: str) -> str:
     """A URL fit for an error message: any user:password@ part is masked."""
     return re.sub(r"(?<=://)[^/?#]*@", "***@", url)
+
+
+SMTP_SCHEMES = ("smtp", "smtps", "smtp+plain")
+
+
+def check_smtp_url(url: str) -> SmtpAddress:
+    """`smtp://[user:pass@]host[:587]` (STARTTLS, required), `smtps://…[:465]` (TLS from the start),
+    or `smtp+plain://…[:25]` (no TLS: a relay on this host only). The password never appears in
+    an error."""
+    expected = ("AUTHSERVER_SMTP_URL must be smtp://[user:password@]host[:port] (STARTTLS), smtps://… "
+                "(TLS) or smtp+plain://… (loopback relays only)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f'{expected} (got "{redact(url)}")') from None
+    if (parts.scheme not in SMTP_SCHEMES or not parts.hostname or parts.path not in ("", "/") or parts.query
+            or parts.fragment or not url.isascii() or not url.isprintable()):
+        raise SettingsError(f'{expected} (got "{redact(url)}")')
+    if parts.scheme == "smtp+plain" and not _loopback_host(parts.hostname):
+        raise SettingsError(f'AUTHSERVER_SMTP_URL: smtp+plain:// sends passwords and links unencrypted, so only to a '
+                            f'relay on this host; use smtp:// (STARTTLS) or smtps:// (got "{redact(url)}")')
+    default_port = {"smtp": 587, "smtps": 465, "smtp+plain": 25}[parts.scheme]
+    return SmtpAddress(
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or default_port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+@dataclass(frozen=True)
+class SmtpAddress:
+    """Where mail goes, from AUTHSERVER_SMTP_URL."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+
+_MAILBOX = re.compile(r"^[^@\s<>\x00-\x1f\x7f]+@[^@\s<>\x00-\x1f\x7f]+$")
+
+
+def check_mail_from(value: str) -> str:
+    """`auth@photos.example` or `Photos <auth@photos.example>`; one line, one address."""
+    try:
+        name, address = parseaddr(value, strict=True)
+    except TypeError:  # Python before 3.11.10 has no `strict`
+        name, address = parseaddr(value)
+    if not address or not _MAILBOX.fullmatch(address) or not value.isprintable() or len(value) > 320:
+        shown = value[:80].encode("unicode_escape").decode("ascii")
+        raise SettingsError(f'AUTHSERVER_MAIL_FROM must be an address like "Photos <auth@photos.example>" '
+                            f'(got "{shown}")')
+    return formataddr((name, address)) if name else address
 
 
 def sqlite_folder(url: str) -> Path | None:

@@ -55,6 +55,13 @@ DEFAULT_RULES: dict[str, tuple[int, int]] = {
     # counted before the check, per browser session and per address.
     "device:session": (10, 300),
     "device:address": (30, 300),
+    # Password-reset mails asked for, counted before the lookup: per client address, and per email
+    # address (one address, one account; an unknown address counts the same).
+    "reset:address": (20, 3600),
+    "reset:account": (3, 3600),
+    # Verification links mailed for one account (a changed address, the account page's button):
+    # nobody's mailbox is flooded through an account whose address they typed in.
+    "verify:account": (5, 3600),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -224,6 +224,7 @@ class KeyService:
         self.clock = clock
         self.audit = audit
         self.throttle = throttle
+        self._mint_listeners: list[Callable[[ApiKey], object]] = []
         self.catalogue = tuple(scope_catalogue)
 
     # --- scopes -------------------------------------------------------------
@@ -396,6 +397,10 @@ class KeyService:
     def history(self, key_id: str, limit: int = 200) -> list[AuditEvent]:
         return self.audit.query(target=f"key:{key_id}", limit=limit)
 
+    def on_mint(self, listener: Callable[[ApiKey], object]) -> None:
+        """Call `listener(key)` after a key was minted (committed); never with its secret."""
+        self._mint_listeners.append(listener)
+
     def mint(
         self,
         owner: User,
@@ -447,6 +452,8 @@ class KeyService:
             },
         )
         db.session.commit()
+        for listener in self._mint_listeners:
+            listener(key)
         return MintedKey(key, secret)
 
     def rotate(self, key: ApiKey, *, grace_seconds: int, actor: str, admin_action: bool = False) -> MintedKey:

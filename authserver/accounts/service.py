@@ -162,6 +162,15 @@ class AccountService:
         self.audit = audit
         self.clock = clock
         self._password_listeners: list[Callable[[User], object]] = []
+        self._email_listeners: list[Callable[[User, str], object]] = []
+
+    def on_email_change(self, listener: Callable[[User, str], object]) -> None:
+        """Call `listener(user, old_address)` after a user's email address changed (committed)."""
+        self._email_listeners.append(listener)
+
+    def email_changed(self, user: User, old_email: str) -> None:
+        for listener in self._email_listeners:
+            listener(user, old_email)
 
     def on_password_change(self, listener: Callable[[User], object]) -> None:
         """Call `listener(user)` after a user's password was changed or reset (committed)."""
@@ -273,6 +282,7 @@ class AccountService:
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:
             return []
+        old_email = user.email or ""
         for field in changed:
             setattr(user, field, wanted[field])
         if "email" in changed:
@@ -281,6 +291,8 @@ class AccountService:
         self.audit.record("user.profile_update", actor=actor, target=f"user:{user.username}",
                           details={"fields": changed})
         db.session.commit()
+        if "email" in changed:
+            self.email_changed(user, old_email)
         return changed
 
 

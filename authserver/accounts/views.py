@@ -77,6 +77,7 @@ def render_account(identity, *, profile_form=None, password_form=None, status: i
         sessions=sessions,
         post_form=PostOnlyForm(formdata=None),
         keep_refresh=svc.settings.keep_refresh_on_password_change,
+        mail_enabled=svc.mail.enabled,
     )
     return page, status
 

@@ -42,6 +42,7 @@ class UserFields(FlaskForm):
 
 class CreateUserForm(UserFields):
     username = StringField("Username", validators=[DataRequired("Choose a username."), Length(max=150)])
+    invite = BooleanField("Send an invitation by email: the user chooses a password")
     password = PasswordField(
         "Password",
         validators=[

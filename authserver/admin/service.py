@@ -29,6 +29,7 @@ from ..audit.models import AuditEvent
 from ..audit.service import AuditLog
 from ..clock import Clock
 from ..extensions import db
+from ..mail.service import MailService
 from ..oidc.models import OAuthClient, SigningKey
 from ..oidc.signing import Rotated, SigningKeyService
 from ..oidc.tokens import TokenStore
@@ -86,8 +87,9 @@ class AuditPage:
 
 class AdminService:
     def __init__(self, accounts: AccountService, sessions: SessionService, totp: TotpService, audit: AuditLog,
-                 clock: Clock, signing: SigningKeyService, tokens: TokenStore):
+                 clock: Clock, signing: SigningKeyService, tokens: TokenStore, mail: MailService):
         self.accounts = accounts
+        self.mail = mail
         self.tokens = tokens
         self.sessions = sessions
         self.totp = totp
@@ -142,8 +144,22 @@ class AdminService:
         return db.session.get(User, user_id)
 
     def create_user(self, *, actor: str, username: str, email: str, name: str, groups: Sequence[str],
-                    is_admin: bool, password: str | None) -> tuple[User, str | None]:
-        """The new user and, when no password was given, the generated one (to show once)."""
+                    is_admin: bool, password: str | None, invite: bool = False) -> tuple[User, str | None]:
+        """The new user and, when no password was given, the generated one (to show once). With
+        `invite`, no password at all: the user gets a link by email to choose one."""
+        if invite:
+            if password:
+                raise AdminError("Either a password or an invitation: leave the password empty to invite.",
+                                 field="password")
+            if not self.mail.enabled:
+                raise AdminError("This server does not send mail (AUTHSERVER_SMTP_URL is not set): set a password "
+                                 "instead.", field="invite")
+            if not email.strip():
+                raise AdminError("An invitation goes by email: enter the user's email address.", field="email")
+            user = self.accounts.create_user(username, email=email, name=name, password=None, is_admin=is_admin,
+                                             groups=groups, actor=actor)
+            self.mail.invite(user, actor=actor)
+            return user, None
         generated = None if password else generate_password()
         user = self.accounts.create_user(username, email=email, name=name, password=password or generated,
                                          is_admin=is_admin, groups=groups, actor=actor)
@@ -175,6 +191,7 @@ class AdminService:
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:
             return []
+        old_email = user.email or ""
         for field in changed:
             setattr(user, field, wanted[field])
         user.updated_at = self.clock.now()
@@ -187,6 +204,8 @@ class AdminService:
             details["email_verified"] = wanted["email_verified"]
         self.audit.record("user.update", actor=actor_of(admin), target=target_of(user), details=details)
         db.session.commit()
+        if "email" in changed:
+            self.accounts.email_changed(user, old_email)
         return changed
 
     def set_disabled(self, admin: User, user: User, disabled: bool) -> None:
@@ -217,6 +236,13 @@ class AdminService:
         self.sessions.revoke_all(user)
         self.accounts.password_changed(user)
         return password
+
+    def resend_invitation(self, admin: User, user: User) -> None:
+        """A new invitation link (the earlier ones stop working)."""
+        self.mail.invite(user, actor=actor_of(admin))
+
+    def cancel_invitation(self, admin: User, user: User) -> int:
+        return self.mail.cancel_invitation(user, actor=actor_of(admin))
 
     def reset_totp(self, admin: User, user: User) -> bool:
         return self.totp.reset(user, actor=actor_of(admin))

@@ -59,8 +59,11 @@ def users():
 def render_users(identity, create_form, status: int = 200):
     query = request.args.get("q", "").strip()[:200]
     page = admin_service().search_users(query, page_number())
+    mail = services().mail
     return render_template("admin/users.html", identity=identity, page=page, query=query,
-                           form=create_form, groups_hint=GROUPS_HINT), status
+                           form=create_form, groups_hint=GROUPS_HINT, mail_enabled=mail.enabled,
+                           invitations=list(mail.pending_invitations().values()),
+                           post_form=PostOnlyForm(formdata=None)), status
 
 
 @bp.post("/admin/users")
@@ -75,11 +78,14 @@ def create_user():
         user, generated = admin_service().create_user(
             actor=identity.actor, username=form.username.data, email=(form.email.data or "").strip(),
             name=(form.name.data or "").strip(), groups=parse_groups(form.groups.data or ""),
-            is_admin=form.is_admin.data, password=form.password.data or None,
+            is_admin=form.is_admin.data, password=form.password.data or None, invite=form.invite.data,
         )
     except AccountError as exc:
         beside(form, exc, default="username")
         return render_users(identity, form, exc.status)
+    if form.invite.data:
+        flash(f'User "{user.username}" created; an invitation is on its way to {user.email}.')
+        return redirect(url_for("admin.user", user_id=user.id))
     if generated is None:
         flash(f'User "{user.username}" created.')
         return redirect(url_for("admin.user", user_id=user.id))
@@ -127,6 +133,8 @@ def render_user(identity, user: User, *, edit_form=None, confirm_form=None, conf
         keys=svc.keys.list_keys(user, limit=20),
         generated_password=generated_password,
         groups_hint=GROUPS_HINT,
+        mail_enabled=svc.mail.enabled,
+        invitation=svc.mail.pending_invitations().get(user.id),
     )
     return page, status
 
@@ -161,10 +169,20 @@ CONFIRMED_ACTIONS = ("disable", "reset-password", "reset-totp", "revoke-sessions
 @bp.post("/admin/users/<int:user_id>/<action>")
 def user_action(user_id: int, action: str):
     identity = signed_in(admin=True)
-    if action not in CONFIRMED_ACTIONS + ("enable",):
+    if action not in CONFIRMED_ACTIONS + ("enable", "resend-invitation", "cancel-invitation"):
         abort(404)
     user = find_user(user_id)
     admin = admin_service()
+    if action in ("resend-invitation", "cancel-invitation"):
+        if not PostOnlyForm().validate_on_submit():
+            raise csrf_failed()
+        if action == "resend-invitation":
+            admin.resend_invitation(identity.user, user)
+            flash(f"A new invitation is on its way to {user.email}; the earlier link no longer works.")
+        else:
+            admin.cancel_invitation(identity.user, user)
+            flash(f'The invitation of "{user.username}" is cancelled: its link no longer works.')
+        return redirect(url_for("admin.user", user_id=user.id))
     if action == "enable":
         if not PostOnlyForm().validate_on_submit():
             raise csrf_failed()

@@ -143,6 +143,15 @@ class TotpService:
         self.clock = clock
         self.issuer_label = issuer_label
         self.required = required
+        self._factor_listeners: list[Callable[[User, str], object]] = []
+
+    def on_factor_change(self, listener: Callable[[User, str], object]) -> None:
+        """Call `listener(user, "added" | "removed")` after a second factor was activated or removed (committed)."""
+        self._factor_listeners.append(listener)
+
+    def _factor_changed(self, user: User, change: str) -> None:
+        for listener in self._factor_listeners:
+            listener(user, change)
 
     # -- policy and status -------------------------------------------------
 
@@ -261,6 +270,7 @@ class TotpService:
         codes = self._replace_recovery_codes(user, now)
         self.audit.record("totp.confirm", actor=actor, target=self._target(user), details={"replaced": replacing})
         db.session.commit()
+        self._factor_changed(user, "added")
         return codes
 
     # -- verification ------------------------------------------------------
@@ -358,6 +368,7 @@ class TotpService:
         self._remove(user)
         self.audit.record("totp.disable", actor=actor, target=self._target(user))
         db.session.commit()
+        self._factor_changed(user, "removed")
 
     def reset(self, user: User, *, actor: str) -> bool:
         """An admin's reset: secret, pending secret and recovery codes gone. Answers whether there was any."""
@@ -365,6 +376,8 @@ class TotpService:
         self._remove(user)
         self.audit.record("totp.reset", actor=actor, target=self._target(user), details={"had_totp": existed})
         db.session.commit()
+        if existed:
+            self._factor_changed(user, "removed")
         return existed
 
     # -- master-key rotation ----------------------------------------------

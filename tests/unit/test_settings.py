@@ -37,6 +37,9 @@ RULES = [{"host": "photos.test", "path": "/admin", "policy": "two_factor", "grou
 VARIABLES = {key[len(PREFIX):] for key in read_defaults(DEFAULTS_FILE)}
 # Variables whose values are secrets: an error message never repeats them.
 SECRET_VARIABLES = {"SECRET_KEY", "MASTER_KEY", "PEPPER", "METRICS_TOKEN"}
+# Mail needs both a relay and a sender.
+SENDER = "Photos <auth@photos.test>"
+RELAY = {"AUTHSERVER_SMTP_URL": "smtp://relay:s3cret@mail.photos.test"}
 
 
 def from_env(tmp_path, **values: str) -> Settings:
@@ -152,6 +155,23 @@ GOOD = [
     good("FORWARD_AUTH_DEFAULT_POLICY", "bypass", "forward_auth_rules", (0, "bypass", "bypass")),
     good("FORWARD_AUTH_REDIRECT", "rd", "forward_auth_redirect", "rd"),
     good("FORWARD_AUTH_REDIRECT", "browsers", "forward_auth_redirect", "browsers"),
+    good("SMTP_URL", "smtp://relay:s3cret@mail.photos.test:587", "mail_enabled", True, MAIL_FROM=SENDER),
+    good("SMTP_URL", "smtps://mail.photos.test", "mail_enabled", True, MAIL_FROM=SENDER),
+    good("SMTP_URL", "smtp+plain://127.0.0.1:25", "smtp_url", "smtp+plain://127.0.0.1:25", MAIL_FROM=SENDER),
+    good("SMTP_URL", "", "mail_enabled", False, id="SMTP_URL=empty-mail-off"),
+    good("MAIL_FROM", "Photos <auth@photos.test>", "mail_from", "Photos <auth@photos.test>", **RELAY),
+    good("MAIL_FROM", "auth@photos.test", "mail_from", "auth@photos.test", **RELAY),
+    good("SMTP_CA_FILE", str(DEFAULTS_FILE), "smtp_ca_file", DEFAULTS_FILE.resolve(), id="SMTP_CA_FILE=a-file"),
+    good("SMTP_TIMEOUT_SECONDS", "1", "smtp_timeout_seconds", 1),
+    good("SMTP_TIMEOUT_SECONDS", "120", "smtp_timeout_seconds", 120),
+    good("RESET_LINK_MINUTES", "5", "reset_link_minutes", 5),
+    good("RESET_LINK_MINUTES", "1440", "reset_link_minutes", 1440),
+    good("VERIFY_LINK_HOURS", "1", "verify_link_hours", 1),
+    good("VERIFY_LINK_HOURS", "720", "verify_link_hours", 720),
+    good("INVITATION_DAYS", "1", "invitation_days", 1),
+    good("INVITATION_DAYS", "90", "invitation_days", 90),
+    good("MAIL_NOTICES", "none", "mail_notices", ()),
+    good("MAIL_NOTICES", "password_changed, key_minted", "mail_notices", ("password_changed", "key_minted")),
 ]
 
 BAD = [
@@ -233,6 +253,26 @@ BAD = [
     bad("FORWARD_AUTH_RULES", "/nonexistent/rules.toml", "cannot read /nonexistent/rules.toml"),
     bad("FORWARD_AUTH_DEFAULT_POLICY", "sometimes", "must be one of bypass, one_factor, two_factor, deny"),
     bad("FORWARD_AUTH_REDIRECT", "always", "must be one of rd, browsers"),
+    bad("SMTP_URL", "http://relay:hunter2@mail.photos.test", "must be smtp://", MAIL_FROM=SENDER),
+    bad("SMTP_URL", "smtp://relay:hunter2@mail.photos.test:99999", "must be smtp://", MAIL_FROM=SENDER,
+        id="SMTP_URL=bad-port"),
+    bad("SMTP_URL", "smtp://relay:hunter2@mail.photos.test/path?x=1", "must be smtp://", MAIL_FROM=SENDER,
+        id="SMTP_URL=path"),
+    bad("SMTP_URL", "smtp+plain://relay:hunter2@mail.photos.test", "only to a relay on this host",
+        MAIL_FROM=SENDER, id="SMTP_URL=plain-remote"),
+    bad("SMTP_URL", "smtp://relay:hunter2@mail.photos.test", "needs AUTHSERVER_MAIL_FROM too",
+        id="SMTP_URL=without-MAIL_FROM"),
+    bad("MAIL_FROM", "not an address", "must be an address like", **RELAY),
+    bad("MAIL_FROM", "a@b.test\r\nBcc: victim@evil.test", "must be an address like", **RELAY,
+        id="MAIL_FROM=header-injection"),
+    bad("MAIL_FROM", "auth@photos.test", "needs AUTHSERVER_SMTP_URL too", id="MAIL_FROM=without-SMTP_URL"),
+    bad("SMTP_CA_FILE", "/nonexistent/ca.pem", "must name a readable PEM file"),
+    bad("SMTP_TIMEOUT_SECONDS", "0", "must be between 1 and 120"),
+    bad("RESET_LINK_MINUTES", "4", "must be between 5 and 1440"),
+    bad("RESET_LINK_MINUTES", "half an hour", "must be a whole number"),
+    bad("VERIFY_LINK_HOURS", "721", "must be between 1 and 720"),
+    bad("INVITATION_DAYS", "0", "must be between 1 and 90"),
+    bad("MAIL_NOTICES", "password_changed,login", "must list some of"),
 ]
 
 
@@ -272,6 +312,16 @@ def test_bad_value_is_one_line_naming_the_variable(tmp_path, name, value, messag
     assert "hunter2" not in text  # a password in a bad URL is not echoed
     if name in SECRET_VARIABLES:
         assert value.strip() not in text
+
+
+def test_the_relay_password_is_never_shown(tmp_path):
+    settings = from_env(tmp_path, SMTP_URL="smtp://relay:hunter2@mail.photos.test", MAIL_FROM=SENDER)
+    assert "hunter2" not in repr(settings)
+    from authserver.settings import check_smtp_url
+
+    address = check_smtp_url(settings.smtp_url)
+    assert (address.username, address.password, address.port) == ("relay", "hunter2", 587)
+    assert "hunter2" not in repr(address)
 
 
 def test_defaults_file_and_settings_defaults_agree(tmp_path):
