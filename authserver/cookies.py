@@ -8,3 +8,4 @@ from datetime import timedelta
 SESSION_COOKIE = "authserver_session"  # the SSO session
 PENDING_LOGIN_COOKIE = "authserver_login"  # a login waiting for its second step
 PENDING_LOGIN_LIFETIME = timedelta(minutes=5)
+PASSKEY_LOGIN_COOKIE = "authserver_passkey"  # a passwordless sign-in waiting for the authenticator

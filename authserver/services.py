@@ -24,6 +24,7 @@ from .forwardauth.service import ForwardAuthService
 from .identity import IdentityResolver
 from .oidc.server import OidcProvider
 from .oidc.tokens import BearerTokenStrategy
+from .passkeys.service import PasskeyService
 from .sealing import SealedValues, keyring_sealer
 from .settings import Settings
 from .throttle import Throttle
@@ -64,7 +65,9 @@ class Services:
             self.sealer, settings.pepper, self.throttle, self.audit, clock,
             issuer_label=urlsplit(settings.issuer).hostname or "authserver", required=settings.totp_required,
         )
-        self.logins = LoginService(self.accounts, self.totp, self.throttle, self.audit, clock)
+        self.passkeys = PasskeyService(settings.issuer, urlsplit(settings.issuer).hostname or "authserver",
+                                       self.throttle, self.audit, clock)
+        self.logins = LoginService(self.accounts, self.totp, self.passkeys, self.throttle, self.audit, clock)
         # Every value sealed under the master key, for `master-key rotate`; capabilities add theirs.
         self.sealed = SealedValues()
         self.sealed.register("totp_secrets", *self.totp.sealed_columns())

@@ -9,6 +9,7 @@ from .. import jsonapi
 from ..errors import ApiError, csrf_failed
 from ..identity import Via, current_identity, identity_or_none, require_identity
 from ..metrics import LOGINS
+from ..passkeys.service import PasskeyError
 from ..throttle import TooManyAttempts
 from ..totp.forms import CodeForm, SecondFactorForm
 from ..totp.service import SecondFactorError
@@ -128,17 +129,27 @@ def login_totp():
     if pending is None:
         return restart_login()
     if pending.purpose != "totp":
-        return redirect("/login/totp/setup")
+        return redirect("/login/totp/setup") if pending.purpose == "enrol" else restart_login()
     form = SecondFactorForm()
     error, status, headers = None, 200, {}
+    logins = services().logins
     if request.method == "POST":
         if not form.validate_on_submit():
             error, status = "The form expired; please try again.", 400
+        elif form.credential.data:
+            try:
+                result = logins.second_factor_passkey(pending, form.credential.data, address=client_ip())
+            except PasskeyError as exc:
+                error, status = exc.description, 401
+            except TooManyAttempts as exc:
+                error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
+            else:
+                return complete_login(pending, result, redirect(pending.next_url))
         elif not (form.code.data or form.recovery_code.data):
             error, status = "Enter the code from your authenticator app, or a recovery code.", 400
         else:
             try:
-                result = services().logins.second_factor(
+                result = logins.second_factor(
                     pending.user, totp_code=form.code.data, recovery_code=form.recovery_code.data,
                     address=client_ip(),
                 )
@@ -148,7 +159,14 @@ def login_totp():
                 error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
             else:
                 return complete_login(pending, result, redirect(pending.next_url))
-    return render_template("totp/login_totp.html", form=form, error=error), status, headers
+    user = pending.user
+    has_totp = services().totp.is_enrolled(user)
+    options = None
+    if services().passkeys.has_passkey(user):
+        options = services().passkeys.authentication_options(f"pending:{pending.id}", user)
+    page = render_template("totp/login_totp.html", form=form, error=error, has_totp=has_totp,
+                           passkey_options=options)
+    return page, status, headers
 
 
 @bp.route("/login/totp/setup", methods=["GET", "POST"])
@@ -158,7 +176,7 @@ def login_setup():
     if pending is None:
         return restart_login()
     if pending.purpose != "enrol":
-        return redirect("/login/totp")
+        return redirect("/login/totp") if pending.purpose == "totp" else restart_login()
     user = pending.user
     totp = services().totp
     form = CodeForm()
@@ -208,9 +226,15 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
     """Password (and TOTP code or recovery code when the account has TOTP) to a LoginResult, or ApiError."""
     totp_code = jsonapi.string(body, "totp_code", required=False, max_length=64)
     recovery_code = jsonapi.string(body, "recovery_code", required=False, max_length=64)
+    pending = jsonapi.string(body, "pending_login", required=False, max_length=128)
+    webauthn = body.get("webauthn")
+    if webauthn is not None and not isinstance(webauthn, dict):
+        raise ApiError(400, "invalid_request", '"webauthn" must be the object the platform\'s passkey API '
+                                               "answered (PublicKeyCredential.toJSON()).")
     try:
         return services().logins.password_login(
-            username, password, client_ip(), totp_code=totp_code, recovery_code=recovery_code
+            username, password, client_ip(), totp_code=totp_code, recovery_code=recovery_code,
+            webauthn=webauthn, pending_login=pending,
         )
     except InvalidCredentials as exc:
         LOGINS.labels("password", "failure").inc()
@@ -221,6 +245,9 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
         raise ApiError(403, "totp_enrolment_required", str(exc)) from None
     except SecondFactorError as exc:
         LOGINS.labels("password+totp", "failure").inc()
+        raise ApiError(401, exc.error, exc.description) from None
+    except PasskeyError as exc:
+        LOGINS.labels("password+passkey", "failure").inc()
         raise ApiError(401, exc.error, exc.description) from None
 
 

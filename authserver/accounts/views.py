@@ -6,6 +6,8 @@ from flask import flash, g, redirect, render_template, request, url_for
 
 from ..errors import ApiError, csrf_failed
 from ..identity import Via, identity_or_none
+from ..passkeys.forms import RegisterPasskeyForm, RemovePasskeyForm
+from ..passkeys.service import PasskeyError
 from ..throttle import TooManyAttempts
 from ..web import clear_session_cookie, client_ip, respond, services, signed_in
 from . import handlers
@@ -58,7 +60,8 @@ def account():
     return render_account(signed_in(full=False))
 
 
-def render_account(identity, *, profile_form=None, password_form=None, status: int = 200):
+def render_account(identity, *, profile_form=None, password_form=None, passkey_form=None, remove_form=None,
+                   status: int = 200):
     """The account page; a form that failed comes back with its errors beside its fields."""
     svc = services()
     user = identity.user
@@ -67,6 +70,12 @@ def render_account(identity, *, profile_form=None, password_form=None, status: i
         profile_form.fill(user)
     keys = svc.keys.list_as(identity, limit=ACCOUNT_KEYS_SHOWN + 1) if identity.key_id is None else []
     sessions = sorted(svc.sessions.active_for(user), key=lambda s: s.last_seen_at, reverse=True)
+    passkey_options = None
+    if identity.key_id is None:
+        try:  # a challenge for a new passkey, bound to this session (static/passkeys.js uses it)
+            passkey_options = svc.passkeys.registration_options(user, f"session:{identity.session.id}")
+        except PasskeyError:
+            passkey_options = None  # as many passkeys as allowed, or a concurrent reload: no new one now
     page = render_template(
         "account.html",
         identity=identity,
@@ -77,6 +86,10 @@ def render_account(identity, *, profile_form=None, password_form=None, status: i
         sessions=sessions,
         post_form=PostOnlyForm(formdata=None),
         keep_refresh=svc.settings.keep_refresh_on_password_change,
+        passkeys=svc.passkeys.list_for(user),
+        passkey_options=passkey_options,
+        passkey_form=passkey_form or RegisterPasskeyForm(formdata=None),
+        remove_form=remove_form or RemovePasskeyForm(formdata=None),
     )
     return page, status
 
