@@ -1,2 +1,2 @@
 """Passkeys (WebAuthn): registration, a second factor after the password, passwordless login
-(the blueprint is views.bp, registered by the factory after the accounts package)."""
+(their pages are the accounts package's: accounts/passkey_views.py)."""

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
+from flask import flash, make_response, redirect, render_template, request, url_for
 
-from ..accounts.login import passkey_only
-from ..accounts.login_views import open_login_session
-from ..accounts.views import current_password_refused, render_account
 from ..crypto import random_token
+from ..passkeys.forms import PasskeyLoginForm, RegisterPasskeyForm, RemovePasskeyForm
+from ..passkeys.service import ChallengeExpired, PasskeyError, binding_of_browser
 from ..throttle import Bucket, TooManyAttempts
 from ..web import (
     clear_pending_login_cookie,
@@ -20,10 +19,10 @@ from ..web import (
     set_session_cookie,
     signed_in,
 )
-from .forms import PasskeyLoginForm, RegisterPasskeyForm, RemovePasskeyForm
-from .service import ChallengeExpired, PasskeyError, binding_of_browser
-
-bp = Blueprint("passkeys", __name__)
+from .blueprint import bp
+from .login import passkey_only
+from .login_views import open_login_session
+from .views import current_password_refused, render_account
 
 
 def session_binding(identity) -> str:
