@@ -29,7 +29,6 @@ from . import (
 )
 from .addresses import ClientAddress
 from .clock import Clock, SystemClock
-from .passkeys import views as passkeys
 from .services import build_services
 from .settings import Settings
 
@@ -47,8 +46,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     # Every mapper configured now, in one thread, rather than lazily by the first requests.
     configure_mappers()
-    for blueprint in (health.bp, accounts.bp, totp.bp, passkeys.bp, keyvault.bp, oidc.bp, forwardauth.bp, broker.bp,
-                      admin.bp, apidoc.bp):
+    for blueprint in (health.bp, accounts.bp, totp.bp, keyvault.bp, oidc.bp, forwardauth.bp, broker.bp, admin.bp,
+                      apidoc.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     _install_request_hooks(app, settings)
