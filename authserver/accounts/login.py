@@ -15,6 +15,7 @@ from ..audit.service import AuditLog
 from ..clock import Clock
 from ..cookies import PENDING_LOGIN_LIFETIME
 from ..crypto import random_token, token_hash
+from ..errors import ApiError
 from ..extensions import db
 from ..passkeys.service import Assertion, ChallengeExpired, PasskeyService
 from ..throttle import Throttle, TooManyAttempts
@@ -61,14 +62,13 @@ def passkey_only(assertion: Assertion) -> LoginResult:
     return LoginResult(assertion.user, "passkey", ("hwk", "user", "mfa"), ACR_MFA)
 
 
-class SecondFactorChoice(AccountError):
-    """The password is right and the account has a passkey: answer with one of `methods`."""
-
-    status = 401
-    error = "second_factor_required"
+class SecondFactorChoice(ApiError):
+    """The password is right and the account has a passkey: answer with one of `methods`. (An
+    ApiError, so the error registry keeps its body whole: the options are part of the answer.)"""
 
     def __init__(self, methods: list[str], webauthn_options: dict, pending: str):
-        super().__init__("Confirm with a passkey (send the authenticator's answer as \"webauthn\" with "
+        super().__init__(401, "second_factor_required",
+                         "Confirm with a passkey (send the authenticator's answer as \"webauthn\" with "
                          "\"pending_login\") or, where offered, the code from your authenticator app (totp_code).")
         self.methods = methods
         self.webauthn_options = webauthn_options

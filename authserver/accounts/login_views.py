@@ -6,17 +6,20 @@ from __future__ import annotations
 from flask import make_response, redirect, render_template, request
 
 from .. import jsonapi
+from ..crypto import random_token
 from ..errors import ApiError, csrf_failed
 from ..identity import Via, current_identity, identity_or_none, require_identity
 from ..metrics import LOGINS
-from ..passkeys.service import PasskeyError
-from ..throttle import TooManyAttempts
+from ..passkeys.forms import PasskeyLoginForm
+from ..passkeys.service import ChallengeExpired, PasskeyError, binding_of_browser
+from ..throttle import Bucket, TooManyAttempts
 from ..totp.forms import CodeForm, SecondFactorForm
 from ..totp.service import SecondFactorError
 from ..web import (
     clear_pending_login_cookie,
     clear_session_cookie,
     client_ip,
+    passkey_login_cookie_name,
     pending_login_cookie_name,
     safe_next,
     services,
@@ -30,6 +33,7 @@ from .login import (
     EnrolmentRequired,
     LoginResult,
     SecondFactorRequired,
+    passkey_only,
     password_and_totp,
     password_only,
 )
@@ -99,6 +103,46 @@ def after_password(user, next_url: str):
     handle = logins.begin_pending(user, step, next_url)
     target = "/login/totp" if step == "totp" else "/login/totp/setup"
     return set_pending_login_cookie(redirect(target, 303), handle)
+
+
+# -- /login/passkey: passwordless, a discoverable passkey with user verification ------------------------
+
+
+@bp.post("/login/passkey")
+def passwordless():
+    """Without an answer: hand out a challenge (bound to a cookie of this browser) on a page whose
+    script asks the authenticator. With one: check it and sign in with both factors."""
+    form = PasskeyLoginForm()
+    next_url = safe_next(request.values.get("next"))
+    svc = services()
+    if not form.validate_on_submit():
+        return render_template("passkeys/login.html", form=form, options=None, next_url=next_url,
+                               error="The form expired; please try again."), 400
+    cookie_name = passkey_login_cookie_name()
+    if not form.credential.data:
+        try:
+            svc.throttle.consume(Bucket("passkey-start:address", client_ip()[:45] or "-"))
+        except TooManyAttempts as exc:
+            return render_template("passkeys/login.html", form=form, options=None, next_url=next_url,
+                                   error=str(exc)), 429, {"Retry-After": str(exc.retry_after)}
+        handle = random_token(32)
+        options = svc.passkeys.authentication_options(binding_of_browser(handle), None)
+        page = render_template("passkeys/login.html", form=PasskeyLoginForm(formdata=None), options=options,
+                               next_url=next_url, error=None)
+        return set_pending_login_cookie(make_response(page), handle, name=cookie_name)
+    handle = request.cookies.get(cookie_name) or ""
+    try:
+        if not handle or len(handle) > 128:
+            raise ChallengeExpired()
+        assertion = svc.passkeys.passwordless(binding_of_browser(handle), form.credential.data, address=client_ip())
+    except (PasskeyError, TooManyAttempts) as exc:
+        status = exc.status
+        page = render_template("passkeys/login.html", form=form, options=None, next_url=next_url,
+                               error=exc.description)
+        return clear_pending_login_cookie(make_response(page, status, exc.headers), name=cookie_name)
+    opened = open_login_session(passkey_only(assertion))
+    response = set_session_cookie(redirect(next_url, 303), opened)
+    return clear_pending_login_cookie(response, name=cookie_name)
 
 
 @bp.post("/logout")

@@ -189,6 +189,55 @@ def account_sessions_revoke_others():
     return redirect(url_for("accounts.account") + "#sessions")
 
 
+# -- /account#passkeys: adding and removing passkeys (static/passkeys.js asks the authenticator) ------
+
+
+def session_binding(identity) -> str:
+    """A registration's challenge belongs to the session that asked for it."""
+    return f"session:{identity.session.id}"
+
+
+@bp.post("/account/passkeys")
+def register():
+    """The authenticator's answer to the options on /account, with the current password."""
+    identity = signed_in()
+    form = RegisterPasskeyForm()
+    if not form.validate_on_submit():
+        return render_account(identity, passkey_form=form, status=400)
+    refused = current_password_refused(identity, form.current_password, passkey_form=form)
+    if refused is not None:
+        return refused
+    try:
+        services().passkeys.register(identity.user, session_binding(identity), form.credential.data or "",
+                                     form.name.data or "", actor=identity.actor)
+    except PasskeyError as exc:
+        form.credential.errors = [exc.description]
+        return render_account(identity, passkey_form=form, status=exc.status)
+    flash("Passkey added.")
+    return redirect(url_for("accounts.account") + "#passkeys")
+
+
+@bp.post("/account/passkeys/<int:passkey_id>/remove")
+def remove(passkey_id: int):
+    identity = signed_in()
+    form = RemovePasskeyForm()
+    if not form.validate_on_submit():
+        return render_account(identity, remove_form=form, status=400)
+    refused = current_password_refused(identity, form.current_password, remove_form=form)
+    if refused is not None:
+        return refused
+    svc = services()
+    user = identity.user
+    still_has_factor = svc.totp.is_enrolled(user) or not svc.totp.is_required_for(user)
+    try:
+        svc.passkeys.remove(user, passkey_id, actor=identity.actor, still_has_factor=still_has_factor)
+    except PasskeyError as exc:
+        form.current_password.errors = [exc.description]
+        return render_account(identity, remove_form=form, status=exc.status)
+    flash("Passkey removed.")
+    return redirect(url_for("accounts.account") + "#passkeys")
+
+
 @bp.get("/api/me")
 def me():
     return respond(handlers.me(request))

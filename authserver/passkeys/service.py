@@ -369,13 +369,14 @@ class PasskeyService:
     def _parse(credential: str | dict) -> dict:
         """The credential as JSON (what the browser's PublicKeyCredential.toJSON() gives), or refused."""
         if isinstance(credential, dict):
-            return credential
-        if not credential or len(credential) > MAX_CREDENTIAL_JSON:
-            raise PasskeyRejected("No passkey answer was received; try again (this needs JavaScript).", "missing")
-        try:
-            parsed = json.loads(credential)
-        except ValueError:
-            parsed = None
+            parsed = credential
+        else:
+            if not credential or len(credential) > MAX_CREDENTIAL_JSON:
+                raise PasskeyRejected("No passkey answer was received; try again (this needs JavaScript).", "missing")
+            try:
+                parsed = json.loads(credential)
+            except ValueError:
+                parsed = None
         if not isinstance(parsed, dict) or not isinstance(parsed.get("response"), dict):
             raise PasskeyRejected("The passkey answer is malformed; try again.", "malformed")
         return parsed
