@@ -79,7 +79,7 @@ class Services:
         self.broker = BrokerService(self.oidc, self.sealer, settings.pepper, self.audit, self.throttle, clock)
         self.sealed.register("broker_verifiers", *self.broker.sealed_columns())
         self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing,
-                                  self.oidc.tokens)
+                                  self.oidc.tokens, self.passkeys)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
