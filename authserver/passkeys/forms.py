@@ -7,10 +7,12 @@ from wtforms.validators import DataRequired, Length, Optional
 
 
 class RegisterPasskeyForm(FlaskForm):
-    name = StringField("Name", validators=[Optional(), Length(max=100)])
-    current_password = PasswordField("Current password", validators=[
+    """On the account page beside the profile and password forms: ids of its own."""
+
+    name = StringField("Name", id="passkey-name", validators=[Optional(), Length(max=100)])
+    current_password = PasswordField("Current password", id="passkey-current-password", validators=[
         DataRequired("Enter your current password to add a passkey."), Length(max=1024)])
-    credential = StringField("Passkey", validators=[Optional(), Length(max=65536)])
+    credential = StringField("Passkey", id="passkey-credential", validators=[Optional(), Length(max=65536)])
 
 
 class RemovePasskeyForm(FlaskForm):
