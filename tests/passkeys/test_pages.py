@@ -342,3 +342,43 @@ def test_json_user_with_a_passkey_and_totp_may_still_send_a_code(client, service
     response = client.post("/api/session/login", json={"username": "alice", "password": DEFAULT_PASSWORD,
                                                         "totp_code": totp_device.code()})
     assert response.status_code == 200 and response.json["auth_method"] == "password+totp"
+
+
+def test_the_last_passkey_stays_when_policy_requires_a_second_factor(client, services):
+    user_with_passkey(client, services)
+    user = services.accounts.find("alice")
+    services.totp.required = "all"
+    opened = services.sessions.open(user, auth_method="password+passkey", amr=["pwd", "hwk", "mfa"])
+    client.set_cookie("authserver_session", opened.cookie_value)
+    page = client.get("/account").text
+    passkey = services.passkeys.list_for(user)[0]
+    refused = client.post(f"/account/passkeys/{passkey.id}/remove",
+                          data={"csrf_token": csrf_token(page), "current_password": DEFAULT_PASSWORD})
+    assert refused.status_code == 403 and "before removing the last one" in html.unescape(refused.text)
+    assert services.passkeys.count_for(user) == 1
+    enrol_totp(services, user)  # with TOTP as well, it may go
+    done = client.post(f"/account/passkeys/{passkey.id}/remove",
+                       data={"csrf_token": csrf_token(page), "current_password": DEFAULT_PASSWORD})
+    assert done.status_code == 303 and services.passkeys.count_for(user) == 0
+
+
+def test_a_json_pending_login_cannot_be_finished_in_the_browser(client, services):
+    user_with_passkey(client, services)
+    pending = login(client, "alice").json["pending_login"]
+    client.set_cookie("authserver_login", pending)
+    for path in ("/login/totp", "/login/totp/setup"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.headers["Location"] == "/login"
+
+
+def test_removing_someone_elses_passkey_is_404(app, services):
+    bob_client = app.test_client()
+    user_with_passkey(bob_client, services, "bob")
+    bobs = services.passkeys.list_for(services.accounts.find("bob"))[0]
+    eve = app.test_client()
+    make_user(services, "eve")
+    login(eve, "eve")
+    page = eve.get("/account").text
+    response = eve.post(f"/account/passkeys/{bobs.id}/remove",
+                        data={"csrf_token": csrf_token(page), "current_password": DEFAULT_PASSWORD})
+    assert response.status_code == 404 and services.passkeys.count_for(services.accounts.find("bob")) == 1
