@@ -301,10 +301,11 @@ class PasskeyService:
         except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
             raise self._refused(exc) from None
         new_count = verified.new_sign_count
+        # Forward only; an authenticator that does not count (always 0) is accepted while it never did.
+        moved_on = Passkey.sign_count < new_count if new_count > 0 else Passkey.sign_count == 0
         result = db.session.execute(
             update(Passkey)
-            .where(Passkey.id == passkey.id,
-                   or_(Passkey.sign_count < new_count, (Passkey.sign_count == 0) & (new_count == 0)))
+            .where(Passkey.id == passkey.id, moved_on)
             .values(sign_count=new_count, last_used_at=self.clock.now())
         )
         if result.rowcount != 1:
