@@ -61,12 +61,13 @@ class Services:
         self.identity.add(ApiKeyStrategy(self.keys, settings.key_headers), first=True)
         # Services introspect `pkid-…:secret` at the same RFC 7662 endpoint as OAuth tokens.
         self.oidc.token_kinds.append(KeyTokenKind(self.keys))
+        self.passkeys = PasskeyService(settings.issuer, urlsplit(settings.issuer).hostname or "authserver",
+                                       self.throttle, self.audit, clock)
         self.totp = TotpService(
             self.sealer, settings.pepper, self.throttle, self.audit, clock,
             issuer_label=urlsplit(settings.issuer).hostname or "authserver", required=settings.totp_required,
+            other_factor=self.passkeys.has_passkey,
         )
-        self.passkeys = PasskeyService(settings.issuer, urlsplit(settings.issuer).hostname or "authserver",
-                                       self.throttle, self.audit, clock)
         self.logins = LoginService(self.accounts, self.totp, self.passkeys, self.throttle, self.audit, clock)
         # Every value sealed under the master key, for `master-key rotate`; capabilities add theirs.
         self.sealed = SealedValues()

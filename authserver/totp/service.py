@@ -133,6 +133,7 @@ class TotpService:
         *,
         issuer_label: str,
         required: str = "none",
+        other_factor: Callable[[User], bool] | None = None,
     ):
         if required not in POLICIES:
             raise ValueError(f"TOTP policy must be one of {POLICIES}")
@@ -143,6 +144,8 @@ class TotpService:
         self.clock = clock
         self.issuer_label = issuer_label
         self.required = required
+        # Does the user have another second factor (a passkey)? Then policy lets TOTP go.
+        self.other_factor = other_factor or (lambda user: False)
 
     # -- policy and status -------------------------------------------------
 
@@ -352,7 +355,7 @@ class TotpService:
         """Turn TOTP off after a current code, unless policy requires it for this user."""
         if not self.is_enrolled(user):
             raise TotpNotEnrolled()
-        if self.is_required_for(user):
+        if self.is_required_for(user) and not self.other_factor(user):
             raise TotpRequiredByPolicy()
         self.check(user, code=code, recovery_code=recovery_code, address=address, purpose="disable")
         self._remove(user)

@@ -357,3 +357,17 @@ def test_remove_and_reset_are_audited_and_only_touch_the_owner(services, db):
     assert services.passkeys.count_for(alice) == 0 and services.passkeys.count_for(bob) == 1
     assert services.passkeys.reset(bob, actor="user:admin") == 1
     assert {"passkey.remove", "passkey.reset"} <= set(actions(db))
+
+
+def test_policy_lets_totp_go_when_a_passkey_remains(services):
+    from authserver.totp.service import TotpRequiredByPolicy
+    from tests.helpers.factories import enrol_totp
+
+    user = make_user(services, "alice")
+    device, _ = enrol_totp(services, user)
+    services.totp.required = "all"
+    with pytest.raises(TotpRequiredByPolicy):
+        services.totp.disable(user, code=device.code(), actor="user:alice", address=ADDRESS)
+    register(services, user)
+    services.totp.disable(user, code=device.code(), actor="user:alice", address=ADDRESS)
+    assert not services.totp.is_enrolled(user)
