@@ -134,10 +134,10 @@ IDENTITY_PROPERTIES = {
     "is_admin": {"type": "boolean"},
     "auth_method": {
         "type": "string",
-        "enum": ["password", "password+totp", "api_key", "oauth_token"],
+        "enum": ["password", "password+totp", "password+passkey", "passkey", "api_key", "oauth_token"],
         "description": "How the credential was obtained.",
     },
-    "amr": {**STRINGS, "description": "Authentication methods of the login (`pwd`, `otp`, `mfa`)."},
+    "amr": {**STRINGS, "description": "Authentication methods of the login (`pwd`, `otp`, `hwk`, `user`, `mfa`)."},
     "scopes": {
         "type": ["array", "null"],
         "items": {"type": "string"},
@@ -562,7 +562,8 @@ HEADERS.update(
             ("RemoteEmail", "The email address"),
             ("RemoteName", "The display name"),
             ("RemoteGroups", "The groups, comma-separated"),
-            ("RemoteAuthMethod", "`password`, `password+totp`, `api_key` or `oauth_token`"),
+            ("RemoteAuthMethod", "`password`, `password+totp`, `password+passkey`, `passkey`, `api_key` or "
+             "`oauth_token`"),
         )
     }
 )

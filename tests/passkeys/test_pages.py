@@ -382,3 +382,14 @@ def test_removing_someone_elses_passkey_is_404(app, services):
     response = eve.post(f"/account/passkeys/{bobs.id}/remove",
                         data={"csrf_token": csrf_token(page), "current_password": DEFAULT_PASSWORD})
     assert response.status_code == 404 and services.passkeys.count_for(services.accounts.find("bob")) == 1
+
+
+def test_api_me_of_a_passkey_session_matches_the_openapi_description(client, services):
+    from authserver.openapi import SCHEMAS
+
+    device = user_with_passkey(client, services)
+    page = passwordless_page(client)
+    client.post("/login/passkey", data={"csrf_token": csrf_token(page.text),
+                                        "credential": device.get(options_on(page.text, "passkey-login"))})
+    identity = client.get("/api/me").json
+    assert identity["auth_method"] in SCHEMAS["Identity"]["properties"]["auth_method"]["enum"]
