@@ -278,6 +278,25 @@ def totp_reset(username, as_json):
     emit(as_json, {"username": user.username, "reset": True, "had_totp": had_totp}, text)
 
 
+@cli.group()
+def passkey():
+    """Manage users' passkeys."""
+
+
+@passkey.command("reset")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def passkey_reset(username, as_json):
+    """Remove every passkey of a user (a lost device); they add new ones from their account page."""
+    user = services().accounts.find(username)
+    if user is None:
+        fail(f'there is no user "{username}"')
+    removed = services().passkeys.reset(user, actor="cli")
+    emit(as_json, {"username": user.username, "reset": True, "removed": removed},
+         f"removed {removed} passkey{'s' if removed != 1 else ''} of {user.username}")
+
+
 @cli.group("master-key")
 def master_key():
     """The master keyring that seals TOTP secrets, signing keys and broker secrets.

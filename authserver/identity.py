@@ -61,7 +61,7 @@ class Identity:
     def __init__(
         self,
         *,
-        auth_method: str,  # password, password+totp, api_key, oauth_token
+        auth_method: str,  # password, password+totp, password+passkey, passkey, api_key, oauth_token
         via: Via,
         user: User | None = None,
         profile: UserProfile | User | None = None,

@@ -22,7 +22,7 @@ LATENCY = Histogram(
     ["endpoint"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-# method: the credential (password, password+totp, api_key); outcome: success or failure.
+# method: the credential (password, password+totp, password+passkey, passkey, api_key); outcome: success or failure.
 access_log = logging.getLogger("authserver.access")
 
 

@@ -14,5 +14,6 @@ from .oidc.models import (  # noqa: F401
     OAuthToken,
     SigningKey,
 )
+from .passkeys.models import Passkey, PasskeyChallenge  # noqa: F401
 from .throttle import ThrottleCounter  # noqa: F401
 from .totp.models import RecoveryCode, TotpCredential  # noqa: F401

@@ -134,10 +134,10 @@ IDENTITY_PROPERTIES = {
     "is_admin": {"type": "boolean"},
     "auth_method": {
         "type": "string",
-        "enum": ["password", "password+totp", "api_key", "oauth_token"],
+        "enum": ["password", "password+totp", "password+passkey", "passkey", "api_key", "oauth_token"],
         "description": "How the credential was obtained.",
     },
-    "amr": {**STRINGS, "description": "Authentication methods of the login (`pwd`, `otp`, `mfa`)."},
+    "amr": {**STRINGS, "description": "Authentication methods of the login (`pwd`, `otp`, `hwk`, `user`, `mfa`)."},
     "scopes": {
         "type": ["array", "null"],
         "items": {"type": "string"},
@@ -196,7 +196,33 @@ SCHEMAS: dict[str, dict] = {
             "password": {"type": "string", "maxLength": 1024},
             "totp_code": nullable("string", maxLength=64, description="The current code of the authenticator app."),
             "recovery_code": nullable("string", maxLength=64, description="One of the account's recovery codes."),
+            "pending_login": nullable("string", maxLength=128, description=(
+                "With `webauthn`: the `pending_login` of the `second_factor_required` answer.")),
+            "webauthn": {"type": ["object", "null"], "description": (
+                "The platform passkey API's answer (PublicKeyCredential.toJSON(), an AuthenticationResponseJSON) "
+                "to the `webauthn` options of the `second_factor_required` answer.")},
         },
+    },
+    "SecondFactorChoice": {
+        "description": (
+            "`second_factor_required`: the password is right and the account has a passkey. Pass `webauthn` to "
+            "the platform's passkey API (navigator.credentials.get, Android Credential Manager, iOS "
+            "ASAuthorization), then send the same login again with its answer as `webauthn` and this "
+            "`pending_login` (five minutes, single use); or, when `methods` has `totp`, a `totp_code`."
+        ),
+        "allOf": [
+            schema_ref("Error"),
+            {
+                "type": "object",
+                "required": ["methods", "webauthn", "pending_login"],
+                "properties": {
+                    "error": {"const": "second_factor_required"},
+                    "methods": {"type": "array", "items": {"enum": ["webauthn", "totp"]}},
+                    "webauthn": {"type": "object", "description": "PublicKeyCredentialRequestOptionsJSON."},
+                    "pending_login": {"type": "string"},
+                },
+            },
+        ],
     },
     "LoginResult": {
         "description": "The new session's identity; its cookie is in Set-Cookie.",
@@ -536,7 +562,8 @@ HEADERS.update(
             ("RemoteEmail", "The email address"),
             ("RemoteName", "The display name"),
             ("RemoteGroups", "The groups, comma-separated"),
-            ("RemoteAuthMethod", "`password`, `password+totp`, `api_key` or `oauth_token`"),
+            ("RemoteAuthMethod", "`password`, `password+totp`, `password+passkey`, `passkey`, `api_key` or "
+             "`oauth_token`"),
         )
     }
 )
@@ -783,14 +810,24 @@ PATHS: dict[str, dict] = {
                         "Logged in.", schema_ref("LoginResult"), {"Set-Cookie": header_ref("SetSessionCookie")}
                     ),
                     "400": bad_request(),
-                    "401": error_answer(
-                        "`invalid_credentials`: the username or password is wrong (or the account disabled); "
-                        "`totp_required`: send `totp_code` or `recovery_code`; `invalid_totp`, "
-                        "`invalid_recovery_code`: the code is wrong or used; `invalid_key`: the API key is not "
-                        "valid (with WWW-Authenticate).",
-                        ["invalid_credentials", "totp_required", "invalid_totp", "invalid_recovery_code",
-                         "totp_not_enrolled", "invalid_key"],
-                    ),
+                    "401": {
+                        "description": (
+                            "`invalid_credentials`: the username or password is wrong (or the account disabled); "
+                            "`totp_required`: send `totp_code` or `recovery_code` (accounts whose only second "
+                            "factor is TOTP); `second_factor_required`: the account has a passkey, see "
+                            "SecondFactorChoice; `invalid_totp`, `invalid_recovery_code`: the code is wrong or used; "
+                            "`passkey_rejected`, `passkey_challenge_expired`: the passkey answer was refused, or "
+                            "its pending login expired or was used (start again); `invalid_key`: the API key is not "
+                            "valid (with WWW-Authenticate)."
+                        ),
+                        "content": {"application/json": {"schema": {"oneOf": [
+                            schema_ref("SecondFactorChoice"),
+                            {"allOf": [schema_ref("Error"), {"properties": {"error": {"enum": [
+                                "invalid_credentials", "totp_required", "invalid_totp", "invalid_recovery_code",
+                                "totp_not_enrolled", "invalid_key", "passkey_rejected", "passkey_challenge_expired",
+                            ]}}}]},
+                        ]}}},
+                    },
                     "403": error_answer(
                         "Policy requires two-factor authentication and the account has none: set it up in a "
                         "browser at /login first.",
@@ -1016,6 +1053,38 @@ PATHS: dict[str, dict] = {
             "responses": with_common(
                 {
                     "200": json_answer("Reset.", schema_ref("TotpReset")),
+                    "403": error_answer(
+                        f"`forbidden`: this needs an administrator. {COOKIE_WRITE_403}", ["forbidden", "cross_origin"]
+                    ),
+                    "404": error_answer("There is no such user.", ["user_not_found", "not_found"]),
+                },
+                body=True,
+            ),
+        },
+    },
+    "/api/admin/users/{username}/passkeys/reset": {
+        "post": {
+            "operationId": "adminResetPasskeys",
+            "summary": "Remove every passkey of a user",
+            "description": (
+                "For a user who lost their device: every passkey of theirs is removed (audited); they add new ones "
+                "from their account page. Administrators only, with the `admin` scope when the credential is scoped."
+            ),
+            "tags": ["admin"],
+            "security": ANY_CREDENTIAL,
+            "parameters": [USERNAME_PARAMETER],
+            "requestBody": IGNORED_BODY,
+            "responses": with_common(
+                {
+                    "200": json_answer("Removed.", {
+                        "type": "object",
+                        "required": ["username", "reset", "removed"],
+                        "properties": {
+                            "username": {"type": "string"},
+                            "reset": {"const": True},
+                            "removed": {"type": "integer", "minimum": 0, "description": "How many passkeys."},
+                        },
+                    }),
                     "403": error_answer(
                         f"`forbidden`: this needs an administrator. {COOKIE_WRITE_403}", ["forbidden", "cross_origin"]
                     ),

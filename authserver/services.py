@@ -28,6 +28,7 @@ from .mail.service import MailService
 from .mail.transport import SmtpTransport
 from .oidc.server import OidcProvider
 from .oidc.tokens import BearerTokenStrategy
+from .passkeys.service import PasskeyService
 from .sealing import SealedValues, keyring_sealer
 from .settings import Settings, check_smtp_url
 from .throttle import Throttle
@@ -64,11 +65,14 @@ class Services:
         self.identity.add(ApiKeyStrategy(self.keys, settings.key_headers), first=True)
         # Services introspect `pkid-…:secret` at the same RFC 7662 endpoint as OAuth tokens.
         self.oidc.token_kinds.append(KeyTokenKind(self.keys))
+        self.passkeys = PasskeyService(settings.issuer, urlsplit(settings.issuer).hostname or "authserver",
+                                       self.throttle, self.audit, clock)
         self.totp = TotpService(
             self.sealer, settings.pepper, self.throttle, self.audit, clock,
             issuer_label=urlsplit(settings.issuer).hostname or "authserver", required=settings.totp_required,
+            other_factor=self.passkeys.has_passkey,
         )
-        self.logins = LoginService(self.accounts, self.totp, self.throttle, self.audit, clock)
+        self.logins = LoginService(self.accounts, self.totp, self.passkeys, self.throttle, self.audit, clock)
         # Every value sealed under the master key, for `master-key rotate`; capabilities add theirs.
         self.sealed = SealedValues()
         self.sealed.register("totp_secrets", *self.totp.sealed_columns())
@@ -90,9 +94,10 @@ class Services:
                                 self.throttle, clock)
         if outbox is not None:
             self.totp.on_factor_change(self.mail.factor_changed)
+            self.passkeys.on_factor_change(self.mail.passkey_changed)
             self.keys.on_mint(self.mail.key_minted)
         self.admin = AdminService(self.accounts, self.sessions, self.totp, self.audit, clock, self.signing,
-                                  self.oidc.tokens, self.mail)
+                                  self.oidc.tokens, self.mail, self.passkeys)
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:

@@ -294,7 +294,13 @@ class Settings:
             master_key_file=master_key_file,
             pepper=pepper,
             redis_url=redis_url,
-            totp_required=choice(get("TOTP_REQUIRED", "none"), "TOTP_REQUIRED", ("none", "admins", "all")),
+            # Who needs a second factor (TOTP or a passkey). SECOND_FACTOR_REQUIRED is the name that says
+            # so; TOTP_REQUIRED, the older one, still works when the new one is not set.
+            totp_required=(
+                choice(get("SECOND_FACTOR_REQUIRED"), "SECOND_FACTOR_REQUIRED", ("none", "admins", "all"))
+                if get("SECOND_FACTOR_REQUIRED") is not None
+                else choice(get("TOTP_REQUIRED", "none"), "TOTP_REQUIRED", ("none", "admins", "all"))
+            ),
             pkce_required=choice(get("PKCE_REQUIRED", "all"), "PKCE_REQUIRED", ("public", "all")),
             refresh_idle_seconds=integer(
                 get("REFRESH_IDLE_SECONDS", str(30 * 24 * 3600)), "REFRESH_IDLE_SECONDS", 300, 10**9

@@ -44,6 +44,12 @@ DEFAULT_RULES: dict[str, tuple[int, int]] = {
     "totp:pair": (5, 300),
     "totp:address": (30, 300),
     "totp:account": (5, 300),
+    # Passwordless passkey sign-ins (no account is known before the check): per address; the
+    # "account" is every passwordless attempt together. A passkey as a second factor counts in totp:*.
+    "passkey:pair": (10, 300),
+    "passkey:address": (30, 300),
+    "passkey:account": (300, 300),
+    "passkey-start:address": (30, 60),  # passwordless challenges handed out (rows written unauthenticated)
     # Failures only: a valid key or client secret always passes.
     "key:address": (30, 60),
     "client:address": (60, 60),

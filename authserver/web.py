@@ -14,7 +14,13 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.routing import IntegerConverter
 
 from .access_rules import allowed_redirect
-from .cookies import PENDING_LOGIN_COOKIE, PENDING_LOGIN_LIFETIME, PUSHED_REQUEST_COOKIE, SESSION_COOKIE
+from .cookies import (
+    PASSKEY_LOGIN_COOKIE,
+    PENDING_LOGIN_COOKIE,
+    PENDING_LOGIN_LIFETIME,
+    PUSHED_REQUEST_COOKIE,
+    SESSION_COOKIE,
+)
 from .errors import Answer, ApiError, LoginRequired
 from .identity import Identity, Via, identity_or_none
 
@@ -176,9 +182,13 @@ def clear_session_cookie(response):
     return response
 
 
-def set_pending_login_cookie(response, handle: str):
+def passkey_login_cookie_name() -> str:
+    return services().settings.cookie_name(PASSKEY_LOGIN_COOKIE)
+
+
+def set_pending_login_cookie(response, handle: str, *, name: str | None = None):
     response.set_cookie(
-        pending_login_cookie_name(),
+        name or pending_login_cookie_name(),
         handle,
         max_age=int(PENDING_LOGIN_LIFETIME.total_seconds()),
         httponly=True,
@@ -189,9 +199,10 @@ def set_pending_login_cookie(response, handle: str):
     return response
 
 
-def clear_pending_login_cookie(response):
+def clear_pending_login_cookie(response, *, name: str | None = None):
     response.delete_cookie(
-        pending_login_cookie_name(), path="/", httponly=True, samesite="Lax", secure=services().settings.is_https
+        name or pending_login_cookie_name(), path="/", httponly=True, samesite="Lax",
+        secure=services().settings.is_https,
     )
     return response
 

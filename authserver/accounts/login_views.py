@@ -6,16 +6,20 @@ from __future__ import annotations
 from flask import make_response, redirect, render_template, request
 
 from .. import jsonapi
+from ..crypto import random_token
 from ..errors import ApiError, csrf_failed
 from ..identity import Via, current_identity, identity_or_none, require_identity
 from ..metrics import LOGINS
-from ..throttle import TooManyAttempts
+from ..passkeys.forms import PasskeyLoginForm
+from ..passkeys.service import ChallengeExpired, PasskeyError, binding_of_browser
+from ..throttle import Bucket, TooManyAttempts
 from ..totp.forms import CodeForm, SecondFactorForm
 from ..totp.service import SecondFactorError
 from ..web import (
     clear_pending_login_cookie,
     clear_session_cookie,
     client_ip,
+    passkey_login_cookie_name,
     pending_login_cookie_name,
     safe_next,
     services,
@@ -29,6 +33,7 @@ from .login import (
     EnrolmentRequired,
     LoginResult,
     SecondFactorRequired,
+    passkey_only,
     password_and_totp,
     password_only,
 )
@@ -100,6 +105,46 @@ def after_password(user, next_url: str):
     return set_pending_login_cookie(redirect(target, 303), handle)
 
 
+# -- /login/passkey: passwordless, a discoverable passkey with user verification ------------------------
+
+
+@bp.post("/login/passkey")
+def passwordless():
+    """Without an answer: hand out a challenge (bound to a cookie of this browser) on a page whose
+    script asks the authenticator. With one: check it and sign in with both factors."""
+    form = PasskeyLoginForm()
+    next_url = safe_next(request.values.get("next"))
+    svc = services()
+    if not form.validate_on_submit():
+        return render_template("passkeys/login.html", form=form, options=None, next_url=next_url,
+                               error="The form expired; please try again."), 400
+    cookie_name = passkey_login_cookie_name()
+    if not form.credential.data:
+        try:
+            svc.throttle.consume(Bucket("passkey-start:address", client_ip()[:45] or "-"))
+        except TooManyAttempts as exc:
+            return render_template("passkeys/login.html", form=form, options=None, next_url=next_url,
+                                   error=str(exc)), 429, {"Retry-After": str(exc.retry_after)}
+        handle = random_token(32)
+        options = svc.passkeys.authentication_options(binding_of_browser(handle), None)
+        page = render_template("passkeys/login.html", form=PasskeyLoginForm(formdata=None), options=options,
+                               next_url=next_url, error=None)
+        return set_pending_login_cookie(make_response(page), handle, name=cookie_name)
+    handle = request.cookies.get(cookie_name) or ""
+    try:
+        if not handle or len(handle) > 128:
+            raise ChallengeExpired()
+        assertion = svc.passkeys.passwordless(binding_of_browser(handle), form.credential.data, address=client_ip())
+    except (PasskeyError, TooManyAttempts) as exc:
+        status = exc.status
+        page = render_template("passkeys/login.html", form=form, options=None, next_url=next_url,
+                               error=exc.description)
+        return clear_pending_login_cookie(make_response(page, status, exc.headers), name=cookie_name)
+    opened = open_login_session(passkey_only(assertion))
+    response = set_session_cookie(redirect(next_url, 303), opened)
+    return clear_pending_login_cookie(response, name=cookie_name)
+
+
 @bp.post("/logout")
 def logout():
     form = PostOnlyForm()
@@ -128,17 +173,27 @@ def login_totp():
     if pending is None:
         return restart_login()
     if pending.purpose != "totp":
-        return redirect("/login/totp/setup")
+        return redirect("/login/totp/setup") if pending.purpose == "enrol" else restart_login()
     form = SecondFactorForm()
     error, status, headers = None, 200, {}
+    logins = services().logins
     if request.method == "POST":
         if not form.validate_on_submit():
             error, status = "The form expired; please try again.", 400
+        elif form.credential.data:
+            try:
+                result = logins.second_factor_passkey(pending, form.credential.data, address=client_ip())
+            except PasskeyError as exc:
+                error, status = exc.description, 401
+            except TooManyAttempts as exc:
+                error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
+            else:
+                return complete_login(pending, result, redirect(pending.next_url))
         elif not (form.code.data or form.recovery_code.data):
             error, status = "Enter the code from your authenticator app, or a recovery code.", 400
         else:
             try:
-                result = services().logins.second_factor(
+                result = logins.second_factor(
                     pending.user, totp_code=form.code.data, recovery_code=form.recovery_code.data,
                     address=client_ip(),
                 )
@@ -148,7 +203,14 @@ def login_totp():
                 error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
             else:
                 return complete_login(pending, result, redirect(pending.next_url))
-    return render_template("totp/login_totp.html", form=form, error=error), status, headers
+    user = pending.user
+    has_totp = services().totp.is_enrolled(user)
+    options = None
+    if services().passkeys.has_passkey(user):
+        options = services().passkeys.authentication_options(f"pending:{pending.id}", user)
+    page = render_template("totp/login_totp.html", form=form, error=error, has_totp=has_totp,
+                           passkey_options=options)
+    return page, status, headers
 
 
 @bp.route("/login/totp/setup", methods=["GET", "POST"])
@@ -158,7 +220,7 @@ def login_setup():
     if pending is None:
         return restart_login()
     if pending.purpose != "enrol":
-        return redirect("/login/totp")
+        return redirect("/login/totp") if pending.purpose == "totp" else restart_login()
     user = pending.user
     totp = services().totp
     form = CodeForm()
@@ -208,9 +270,15 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
     """Password (and TOTP code or recovery code when the account has TOTP) to a LoginResult, or ApiError."""
     totp_code = jsonapi.string(body, "totp_code", required=False, max_length=64)
     recovery_code = jsonapi.string(body, "recovery_code", required=False, max_length=64)
+    pending = jsonapi.string(body, "pending_login", required=False, max_length=128)
+    webauthn = body.get("webauthn")
+    if webauthn is not None and not isinstance(webauthn, dict):
+        raise ApiError(400, "invalid_request", '"webauthn" must be the object the platform\'s passkey API '
+                                               "answered (PublicKeyCredential.toJSON()).")
     try:
         return services().logins.password_login(
-            username, password, client_ip(), totp_code=totp_code, recovery_code=recovery_code
+            username, password, client_ip(), totp_code=totp_code, recovery_code=recovery_code,
+            webauthn=webauthn, pending_login=pending,
         )
     except InvalidCredentials as exc:
         LOGINS.labels("password", "failure").inc()
@@ -221,6 +289,9 @@ def json_password_login(body: dict, username: str, password: str) -> LoginResult
         raise ApiError(403, "totp_enrolment_required", str(exc)) from None
     except SecondFactorError as exc:
         LOGINS.labels("password+totp", "failure").inc()
+        raise ApiError(401, exc.error, exc.description) from None
+    except PasskeyError as exc:
+        LOGINS.labels("password+passkey", "failure").inc()
         raise ApiError(401, exc.error, exc.description) from None
 
 

@@ -6,6 +6,8 @@ from flask import flash, g, redirect, render_template, request, url_for
 
 from ..errors import ApiError, csrf_failed
 from ..identity import Via, identity_or_none
+from ..passkeys.forms import RegisterPasskeyForm, RemovePasskeyForm
+from ..passkeys.service import PasskeyError
 from ..throttle import TooManyAttempts
 from ..web import clear_session_cookie, client_ip, respond, services, signed_in
 from . import handlers
@@ -58,7 +60,8 @@ def account():
     return render_account(signed_in(full=False))
 
 
-def render_account(identity, *, profile_form=None, password_form=None, status: int = 200):
+def render_account(identity, *, profile_form=None, password_form=None, passkey_form=None, remove_form=None,
+                   status: int = 200):
     """The account page; a form that failed comes back with its errors beside its fields."""
     svc = services()
     user = identity.user
@@ -67,6 +70,12 @@ def render_account(identity, *, profile_form=None, password_form=None, status: i
         profile_form.fill(user)
     keys = svc.keys.list_as(identity, limit=ACCOUNT_KEYS_SHOWN + 1) if identity.key_id is None else []
     sessions = sorted(svc.sessions.active_for(user), key=lambda s: s.last_seen_at, reverse=True)
+    passkey_options = None
+    if identity.key_id is None:
+        try:  # a challenge for a new passkey, bound to this session (static/passkeys.js uses it)
+            passkey_options = svc.passkeys.registration_options(user, f"session:{identity.session.id}")
+        except PasskeyError:
+            passkey_options = None  # as many passkeys as allowed, or a concurrent reload: no new one now
     page = render_template(
         "account.html",
         identity=identity,
@@ -78,6 +87,10 @@ def render_account(identity, *, profile_form=None, password_form=None, status: i
         post_form=PostOnlyForm(formdata=None),
         keep_refresh=svc.settings.keep_refresh_on_password_change,
         mail_enabled=svc.mail.enabled,
+        passkeys=svc.passkeys.list_for(user),
+        passkey_options=passkey_options,
+        passkey_form=passkey_form or RegisterPasskeyForm(formdata=None),
+        remove_form=remove_form or RemovePasskeyForm(formdata=None),
     )
     return page, status
 
@@ -175,6 +188,55 @@ def account_sessions_revoke_others():
                      details={"sessions": ended}, commit=True)
     flash(f"Signed out {ended} other session{'s' if ended != 1 else ''}.")
     return redirect(url_for("accounts.account") + "#sessions")
+
+
+# -- /account#passkeys: adding and removing passkeys (static/passkeys.js asks the authenticator) ------
+
+
+def session_binding(identity) -> str:
+    """A registration's challenge belongs to the session that asked for it."""
+    return f"session:{identity.session.id}"
+
+
+@bp.post("/account/passkeys")
+def register():
+    """The authenticator's answer to the options on /account, with the current password."""
+    identity = signed_in()
+    form = RegisterPasskeyForm()
+    if not form.validate_on_submit():
+        return render_account(identity, passkey_form=form, status=400)
+    refused = current_password_refused(identity, form.current_password, passkey_form=form)
+    if refused is not None:
+        return refused
+    try:
+        services().passkeys.register(identity.user, session_binding(identity), form.credential.data or "",
+                                     form.name.data or "", actor=identity.actor)
+    except PasskeyError as exc:
+        form.credential.errors = [exc.description]
+        return render_account(identity, passkey_form=form, status=exc.status)
+    flash("Passkey added.")
+    return redirect(url_for("accounts.account") + "#passkeys")
+
+
+@bp.post("/account/passkeys/<int:passkey_id>/remove")
+def remove(passkey_id: int):
+    identity = signed_in()
+    form = RemovePasskeyForm()
+    if not form.validate_on_submit():
+        return render_account(identity, remove_form=form, status=400)
+    refused = current_password_refused(identity, form.current_password, remove_form=form)
+    if refused is not None:
+        return refused
+    svc = services()
+    user = identity.user
+    still_has_factor = svc.totp.is_enrolled(user) or not svc.totp.is_required_for(user)
+    try:
+        svc.passkeys.remove(user, passkey_id, actor=identity.actor, still_has_factor=still_has_factor)
+    except PasskeyError as exc:
+        form.current_password.errors = [exc.description]
+        return render_account(identity, remove_form=form, status=exc.status)
+    flash("Passkey removed.")
+    return redirect(url_for("accounts.account") + "#passkeys")
 
 
 @bp.get("/api/me")

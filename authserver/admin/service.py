@@ -33,6 +33,8 @@ from ..mail.service import MailService
 from ..oidc.models import OAuthClient, SigningKey
 from ..oidc.signing import Rotated, SigningKeyService
 from ..oidc.tokens import TokenStore
+from ..passkeys.models import Passkey
+from ..passkeys.service import PasskeyService
 from ..totp.models import TotpCredential
 from ..totp.service import TotpService
 
@@ -59,6 +61,7 @@ def generate_password() -> str:
 class UserRow:
     user: User
     totp_enabled: bool
+    passkeys: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,14 @@ class AuditPage:
 
 class AdminService:
     def __init__(self, accounts: AccountService, sessions: SessionService, totp: TotpService, audit: AuditLog,
-                 clock: Clock, signing: SigningKeyService, tokens: TokenStore, mail: MailService):
+                 clock: Clock, signing: SigningKeyService, tokens: TokenStore, mail: MailService,
+                 passkeys: PasskeyService):
         self.accounts = accounts
         self.mail = mail
         self.tokens = tokens
         self.sessions = sessions
         self.totp = totp
+        self.passkeys = passkeys
         self.audit = audit
         self.clock = clock
         self.signing = signing
@@ -138,7 +143,11 @@ class AdminService:
                 TotpCredential.user_id.in_([u.id for u in users]), TotpCredential.totp_secret_sealed.is_not(None)
             )
         )) if users else set()
-        return UserPage([UserRow(u, u.id in enrolled) for u in users], total, page, pages)
+        passkeys = dict(db.session.execute(
+            select(Passkey.user_id, func.count()).where(Passkey.user_id.in_([u.id for u in users]))
+            .group_by(Passkey.user_id)
+        ).all()) if users else {}
+        return UserPage([UserRow(u, u.id in enrolled, passkeys.get(u.id, 0)) for u in users], total, page, pages)
 
     def get_user(self, user_id: int) -> User | None:
         return db.session.get(User, user_id)
@@ -246,6 +255,9 @@ class AdminService:
 
     def reset_totp(self, admin: User, user: User) -> bool:
         return self.totp.reset(user, actor=actor_of(admin))
+
+    def reset_passkeys(self, admin: User, user: User) -> int:
+        return self.passkeys.reset(user, actor=actor_of(admin))
 
     def sessions_of(self, user: User) -> list[SsoSession]:
         return sorted(self.sessions.active_for(user), key=lambda s: s.last_seen_at, reverse=True)

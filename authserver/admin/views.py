@@ -129,6 +129,7 @@ def render_user(identity, user: User, *, edit_form=None, confirm_form=None, conf
         confirm_for=confirm_for,
         post_form=PostOnlyForm(formdata=None),
         totp=svc.totp.status(user),
+        passkeys=svc.passkeys.list_for(user),
         sessions=admin_service().sessions_of(user),
         keys=svc.keys.list_keys(user, limit=20),
         generated_password=generated_password,
@@ -163,7 +164,7 @@ def update_user(user_id: int):
 
 
 # Destructive actions: the form must carry a ticked "confirm" box.
-CONFIRMED_ACTIONS = ("disable", "reset-password", "reset-totp", "revoke-sessions")
+CONFIRMED_ACTIONS = ("disable", "reset-password", "reset-totp", "reset-passkeys", "revoke-sessions")
 
 
 @bp.post("/admin/users/<int:user_id>/<action>")
@@ -202,6 +203,9 @@ def user_action(user_id: int, action: str):
             had = admin.reset_totp(identity.user, user)
             flash(f'Two-factor authentication of "{user.username}" reset.' if had
                   else f'"{user.username}" had no two-factor authentication; nothing to reset.')
+        elif action == "reset-passkeys":
+            removed = admin.reset_passkeys(identity.user, user)
+            flash(f'Removed {removed} passkey{"s" if removed != 1 else ""} of "{user.username}".')
         elif action == "revoke-sessions":
             count = admin.revoke_sessions(identity.user, user)
             flash(f'Signed "{user.username}" out of {count} session{"s" if count != 1 else ""}.')

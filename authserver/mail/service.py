@@ -34,6 +34,8 @@ SUBJECTS = {
     "invite": "You are invited",
     "factor_added": "Two-factor sign-in was turned on",
     "factor_removed": "Two-factor sign-in was turned off",
+    "factor_added:passkey": "A passkey was added",
+    "factor_removed:passkey": "A passkey was removed",
     "password_changed": "Your password was changed",
     "key_minted": "A new API key was created",
     "email_changed": "Your email address was changed",
@@ -93,8 +95,9 @@ class MailService:
         return self.settings.issuer.rstrip("/") + path
 
     def _render(self, template: str, kind: str, **context) -> tuple[str, str, str]:
-        subject = f"{SUBJECTS[kind]} · {self.site}"
-        context.update(site=self.site, subject=SUBJECTS[kind], kind=kind, issuer=self.settings.issuer)
+        title = SUBJECTS.get(f"{kind}:{context.get('factor')}") or SUBJECTS[kind]
+        subject = f"{title} · {self.site}"
+        context.update(site=self.site, subject=title, kind=kind, issuer=self.settings.issuer)
         return (subject, render_template(f"mail/messages/{template}.txt", **context),
                 render_template(f"mail/messages/{template}.html", **context))
 
@@ -256,6 +259,10 @@ class MailService:
 
     def factor_changed(self, user: User, change: str) -> None:
         self.notice(user, "factor_added" if change == "added" else "factor_removed")
+
+    def passkey_changed(self, user: User, change: str, name: str) -> None:
+        self.notice(user, "factor_added" if change == "added" else "factor_removed", factor="passkey",
+                    factor_name=name)
 
     def key_minted(self, key) -> None:
         self.notice(key.user, "key_minted", key_id=key.key_id, key_name=key.name)

@@ -10,6 +10,8 @@ class SecondFactorForm(FlaskForm):
 
     code = StringField("Code", validators=[Optional(), Length(max=64)])
     recovery_code = StringField("Recovery code", validators=[Optional(), Length(max=64)])
+    # The authenticator's answer (PublicKeyCredential JSON), filled in by static/passkeys.js.
+    credential = StringField("Passkey", validators=[Optional(), Length(max=65536)])
 
 
 class CodeForm(FlaskForm):

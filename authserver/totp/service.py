@@ -133,6 +133,7 @@ class TotpService:
         *,
         issuer_label: str,
         required: str = "none",
+        other_factor: Callable[[User], bool] | None = None,
     ):
         if required not in POLICIES:
             raise ValueError(f"TOTP policy must be one of {POLICIES}")
@@ -144,6 +145,8 @@ class TotpService:
         self.issuer_label = issuer_label
         self.required = required
         self._factor_listeners: list[Callable[[User, str], object]] = []
+        # Does the user have another second factor (a passkey)? Then policy lets TOTP go.
+        self.other_factor = other_factor or (lambda user: False)
 
     def on_factor_change(self, listener: Callable[[User, str], object]) -> None:
         """Call `listener(user, "added" | "removed")` after a second factor was activated or removed (committed)."""
@@ -362,7 +365,7 @@ class TotpService:
         """Turn TOTP off after a current code, unless policy requires it for this user."""
         if not self.is_enrolled(user):
             raise TotpNotEnrolled()
-        if self.is_required_for(user):
+        if self.is_required_for(user) and not self.other_factor(user):
             raise TotpRequiredByPolicy()
         self.check(user, code=code, recovery_code=recovery_code, address=address, purpose="disable")
         self._remove(user)

@@ -163,6 +163,16 @@ def api_disable():
     return {"enabled": False}
 
 
+@bp.post("/api/admin/users/<username>/passkeys/reset")
+@require_identity(admin=True)
+def api_admin_passkeys_reset(username: str):
+    user = services().accounts.find(username)
+    if user is None:
+        raise ApiError(404, "user_not_found", f'There is no user "{username[:150]}"; check the username.')
+    removed = services().passkeys.reset(user, actor=current_identity().actor)
+    return {"username": user.username, "reset": True, "removed": removed}
+
+
 @bp.post("/api/admin/users/<username>/totp/reset")
 @require_identity(admin=True)
 def api_admin_reset(username: str):

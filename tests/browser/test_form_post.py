@@ -61,7 +61,7 @@ def test_form_post_delivers_the_code_with_javascript_under_the_csp(browser, live
         page.get_by_label("Username").fill("hana")
         page.get_by_label("Password").fill(DEFAULT_PASSWORD)
         with page.expect_navigation():
-            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Sign in", exact=True).click()
         page.goto("/oauth/authorize?" + urlencode({
             "response_type": "code", "client_id": gallery.client_id, "redirect_uri": app.url, "scope": "openid",
             "state": "st-1", "code_challenge": challenge, "code_challenge_method": "S256",

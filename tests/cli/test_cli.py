@@ -148,7 +148,8 @@ def test_help_shows_only_what_an_operator_runs(inst):
     for flask_option in ("--env-file", "--app", "--debug"):
         assert flask_option not in top.stdout
     assert re.findall(r"^  ([a-z-]+)\s", top.stdout.split("Commands:")[1], re.MULTILINE) == [
-        "after-restore", "client", "db", "key", "mail", "master-key", "seed", "serve", "signing-key", "totp", "user"]
+        "after-restore", "client", "db", "key", "mail", "master-key", "passkey", "seed", "serve", "signing-key", "totp",
+        "user"]
     schema = inst.cli("db", "--help")
     commands = schema.stdout.split("Commands:")[1]
     assert re.findall(r"^  ([a-z-]+)\s", commands, re.MULTILINE) == ["current", "upgrade"]

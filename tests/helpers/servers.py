@@ -81,14 +81,16 @@ class _Dispatch:
 
 
 @contextmanager
-def serve_with_own_issuer(make_app):
+def serve_with_own_issuer(make_app, *, host: str = "127.0.0.1"):
     """Bind a loopback port, build the app with that URL as its issuer, serve it in a thread.
+    `host` names the loopback address in the URL: "localhost" for WebAuthn, whose rp_id must be a
+    host name (browsers refuse an IP address as rp_id).
 
     Yields (app, url) inside the app's context; afterwards the tables are emptied.
     """
     dispatch = _Dispatch()
     server = make_server("127.0.0.1", 0, dispatch, threaded=True)
-    url = f"http://127.0.0.1:{server.server_port}"
+    url = f"http://{host}:{server.server_port}"
     app = make_app(url)
     dispatch.app = app
     thread = threading.Thread(target=server.serve_forever, daemon=True)

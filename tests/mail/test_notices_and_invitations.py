@@ -31,6 +31,20 @@ def test_each_notice_is_mailed(services, smtp, deliver, db):
         assert "<img" not in message.html and "<script" not in message.html
 
 
+def test_adding_and_removing_passkeys_is_mailed(services, smtp, deliver):
+    from tests.helpers.webauthn import SoftAuthenticator
+
+    user = make_user(services, "alice", email="alice@photos.example")
+    options = services.passkeys.registration_options(user, "session:s1")
+    passkey = services.passkeys.register(user, "session:s1", SoftAuthenticator().create(options), "Kitchen iPad",
+                                         actor="test")
+    services.passkeys.remove(user, passkey.id, actor="test")
+    deliver()
+    added, removed = smtp.to("alice@photos.example")
+    assert added.subject.startswith("A passkey was added") and "Kitchen iPad" in added.text
+    assert removed.subject.startswith("A passkey was removed") and "Kitchen iPad" in removed.text
+
+
 def test_notices_can_be_turned_off(app, services, smtp, deliver):
     services.mail.settings = services.settings.replace(mail_notices=("email_changed",))
     user = make_user(services, "alice", email="alice@photos.example")
