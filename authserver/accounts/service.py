@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import flag_modified
 
 from ..audit.service import AuditLog
 from ..clock import Clock
@@ -162,15 +163,16 @@ class AccountService:
         self.audit = audit
         self.clock = clock
         self._password_listeners: list[Callable[[User], object]] = []
-        self._email_listeners: list[Callable[[User, str], object]] = []
+        self._email_listeners: list[Callable[[User, str, bool], object]] = []
 
-    def on_email_change(self, listener: Callable[[User, str], object]) -> None:
-        """Call `listener(user, old_address)` after a user's email address changed (committed)."""
+    def on_email_change(self, listener: Callable[[User, str, bool], object]) -> None:
+        """Call `listener(user, old_address, old_was_verified)` after a user's email address changed
+        (committed)."""
         self._email_listeners.append(listener)
 
-    def email_changed(self, user: User, old_email: str) -> None:
+    def email_changed(self, user: User, old_email: str, old_verified: bool) -> None:
         for listener in self._email_listeners:
-            listener(user, old_email)
+            listener(user, old_email, old_verified)
 
     def on_password_change(self, listener: Callable[[User], object]) -> None:
         """Call `listener(user)` after a user's password was changed or reset (committed)."""
@@ -282,17 +284,20 @@ class AccountService:
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:
             return []
-        old_email = user.email or ""
+        old_email, old_verified = user.email or "", bool(user.email_verified)
         for field in changed:
             setattr(user, field, wanted[field])
         if "email" in changed:
+            # Written whatever this session last read: a verification committed meanwhile (for the
+            # old address) must not survive the change (a lost update made it the new one's).
             user.email_verified = False
+            flag_modified(user, "email_verified")
         user.updated_at = self.clock.now()
         self.audit.record("user.profile_update", actor=actor, target=f"user:{user.username}",
                           details={"fields": changed})
         db.session.commit()
         if "email" in changed:
-            self.email_changed(user, old_email)
+            self.email_changed(user, old_email, old_verified)
         return changed
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm.attributes import flag_modified
 
 from keyvault.models import ApiKey
 
@@ -200,9 +201,11 @@ class AdminService:
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         if not changed:
             return []
-        old_email = user.email or ""
+        old_email, old_verified = user.email or "", bool(user.email_verified)
         for field in changed:
             setattr(user, field, wanted[field])
+        if "email" in changed:
+            flag_modified(user, "email_verified")  # written whatever was committed meanwhile
         user.updated_at = self.clock.now()
         details: dict = {"fields": changed}
         if "is_admin" in changed:
@@ -214,7 +217,7 @@ class AdminService:
         self.audit.record("user.update", actor=actor_of(admin), target=target_of(user), details=details)
         db.session.commit()
         if "email" in changed:
-            self.accounts.email_changed(user, old_email)
+            self.accounts.email_changed(user, old_email, old_verified)
         return changed
 
     def set_disabled(self, admin: User, user: User, disabled: bool) -> None:

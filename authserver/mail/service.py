@@ -11,7 +11,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import render_template
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from ..accounts.models import User
 from ..accounts.service import AccountService, InvalidUserInput, SessionService
@@ -21,7 +21,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..settings import Settings
 from ..throttle import Bucket, Throttle, TooManyAttempts
-from .links import LinkStore
+from .links import LinkInvalid, LinkStore
 from .outbox import Outbox
 
 log = logging.getLogger("authserver.mail")
@@ -126,14 +126,29 @@ class MailService:
     def verify(self, token: str | None) -> User:
         link = self.links.spend(token, "verify")
         user = link.user
-        user.email_verified = True
-        user.updated_at = self.clock.now()
+        if not self._mark_verified(user, link.email):
+            db.session.rollback()
+            raise LinkInvalid()
         self.audit.record("email.verified", actor=f"user:{user.username}", target=f"user:{user.username}")
         db.session.commit()
         return user
 
-    def _email_changed(self, user: User, old_email: str) -> None:
-        if old_email:
+    def _mark_verified(self, user: User, address: str) -> bool:
+        """The user's address verified, if it is still the one a link was mailed to: one
+        conditional UPDATE, so that an address changed meanwhile is never the one marked."""
+        if not address:
+            return False
+        done = db.session.execute(
+            update(User).where(User.id == user.id, func.lower(User.email) == address.lower())
+            .values(email_verified=True, updated_at=self.clock.now())
+        ).rowcount
+        db.session.refresh(user)
+        return done == 1
+
+    def _email_changed(self, user: User, old_email: str, old_verified: bool) -> None:
+        # Only an address that was proven the user's is told: nobody can have notices sent to
+        # strangers' addresses by switching their own account between them.
+        if old_email and old_verified:
             self.notice(user, "email_changed", to=old_email, new_email=user.email)
         if user.email and not user.email_verified:
             try:
@@ -181,8 +196,7 @@ class MailService:
         check_new_password(password)
         link = self.links.spend(token, "reset")
         user = link.user
-        if link.email.casefold() == (user.email or "").casefold() and user.email:
-            user.email_verified = True
+        self._mark_verified(user, link.email)  # the link proves that mailbox, if it is still the user's
         self.accounts.set_password(user, password, actor=f"user:{user.username}")
         ended = self.sessions.revoke_all(user)
         self.audit.record("session.revoke_all", actor=f"user:{user.username}", target=f"user:{user.username}",
@@ -207,9 +221,14 @@ class MailService:
         db.session.commit()
 
     def cancel_invitation(self, user: User, *, actor: str) -> int:
+        """The invitation's links die, and an account nobody has taken up (no password yet) is
+        disabled: the invited mailbox cannot take it up another way (a password reset) either."""
         cancelled = self.links.withdraw(user, "invite")
+        if user.password_hash is None:
+            user.is_disabled = True
+            self.links.withdraw(user, "reset")
         self.audit.record("user.invite_cancel", actor=actor, target=f"user:{user.username}",
-                          details={"links": cancelled})
+                          details={"links": cancelled, "disabled": bool(user.is_disabled)})
         db.session.commit()
         return cancelled
 
@@ -224,7 +243,7 @@ class MailService:
         check_new_password(password)
         link = self.links.spend(token, "invite")
         user = link.user
-        user.email_verified = bool(user.email)  # the link came to this address
+        self._mark_verified(user, link.email)  # the link came to this address
         self.accounts.set_password(user, password, actor=f"user:{user.username}")
         return user
 
@@ -253,8 +272,11 @@ class MailService:
         recipient = to or user.email
         if self.outbox is None or kind not in self.settings.mail_notices or not recipient:
             return
+        # A text partial (no escaping) rendered on its own, so that notice.html escapes it whole.
+        sentence = render_template("mail/messages/_notice_sentence.txt", user=user, site=self.site, kind=kind,
+                                   **context)
         self._queue(kind, recipient, "notice", user=user, at=self.clock.now(),
-                    account_url=self.link("/account"), **context)
+                    account_url=self.link("/account"), sentence=sentence, **context)
         db.session.commit()
 
     def factor_changed(self, user: User, change: str) -> None:

@@ -140,6 +140,28 @@ def test_resend_replaces_the_link_and_cancel_kills_it(app, services, smtp, deliv
     assert services.accounts.find("carol").password_hash is None
 
 
+def test_a_cancelled_invitation_cannot_be_taken_up_by_a_password_reset(app, services, smtp, deliver, db):
+    admin = admin_client(app, services)
+    create(admin, invite="y")
+    carol = services.accounts.find("carol")
+    page = admin.get(f"/admin/users/{carol.id}")
+    assert admin.post(f"/admin/users/{carol.id}/cancel-invitation",
+                      data={"csrf_token": csrf_token(page.text)}).status_code in (302, 303)
+    db.session.expire_all()  # the cancel was another request's session
+    services.mail.request_reset("carol@photos.example", "192.0.2.9")
+    sent = [m.subject for m in deliver()]
+    assert sent and all(subject.startswith("You are invited") for subject in sent)  # no reset link
+    assert services.accounts.find("carol").is_disabled
+
+
+def test_names_and_addresses_in_notices_are_escaped_in_html(services, smtp, deliver):
+    user = make_user(services, "alice", email="alice@photos.example")
+    make_key(services, user, name="<img src=x onerror=alert(1)>")
+    [notice] = deliver()
+    assert "<img src=x" not in notice.html and "&lt;img src=x onerror=alert(1)&gt;" in notice.html
+    assert "<img src=x onerror=alert(1)>" in notice.text  # the plain text part is text
+
+
 def test_invitation_actions_need_csrf_and_an_admin(app, services, smtp, deliver):
     admin = admin_client(app, services)
     create(admin, invite="y")

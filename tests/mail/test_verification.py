@@ -129,3 +129,36 @@ def test_a_throttled_address_change_is_saved_without_a_link(client, services, sm
     deliver()
     links = [[m for m in smtp.to(f"victim{n}@elsewhere.example") if "Confirm" in m.subject] for n in range(6)]
     assert [len(sent) for sent in links] == [1, 1, 1, 1, 1, 0]
+
+
+def test_a_verification_committed_while_the_address_changes_does_not_verify_the_new_one(services, db):
+    """The race the black-box review won: the address change had read the row unverified, a
+    verification of the old address committed meanwhile, and the change's write left it verified
+    for the new one. The change writes the flag whatever it read; a verification marks only the
+    address its link was sent to."""
+    from sqlalchemy import update
+
+    from authserver.accounts.models import User
+
+    user = make_user(services, "alice", email="me@own.example")
+    assert user.email_verified is False  # what the change's session read
+    with db.engine.begin() as other:  # another request's verification commits meanwhile
+        other.execute(update(User).where(User.id == user.id).values(email_verified=True))
+    services.accounts.update_profile(user, name="Alice", email="victim@victim.example", actor="test")
+    db.session.expire_all()
+    fresh = services.accounts.find("alice")
+    assert fresh.email == "victim@victim.example" and fresh.email_verified is False
+    # A link's verification is for its own address only: the one just replaced is not marked.
+    assert services.mail._mark_verified(fresh, "me@own.example") is False
+    assert services.accounts.find("alice").email_verified is False
+
+
+def test_only_a_verified_old_address_is_told_of_a_change(client, services, smtp, deliver):
+    """Switching one's own account between strangers' addresses sends them nothing (unverified)."""
+    make_user(services, "alice", email="alice@photos.example")
+    browser_login(client, "alice")
+    for address in ("bomb1@victim.example", "bomb2@victim.example", "bomb1@victim.example"):
+        assert change_email(client, address).status_code == 303
+    sent = deliver()
+    assert [m for m in sent if "changed" in m.subject] == []
+    assert all(m.recipients[0].startswith("bomb") and "Confirm" in m.subject for m in sent)
