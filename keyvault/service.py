@@ -398,7 +398,7 @@ class KeyService:
         return self.audit.query(target=f"key:{key_id}", limit=limit)
 
     def on_mint(self, listener: Callable[[ApiKey], object]) -> None:
-        """Call `listener(key)` after a key was minted (committed); never with its secret."""
+        """Call `listener(key)` after a key was minted or given a new secret (committed); never with its secret."""
         self._mint_listeners.append(listener)
 
     def mint(
@@ -497,6 +497,8 @@ class KeyService:
         )
         db.session.commit()
         db.session.refresh(key)
+        for listener in self._mint_listeners:
+            listener(key)  # a new secret is as good as a new key: its owner is told
         return MintedKey(key, secret)
 
     def revoke(self, key: ApiKey, *, actor: str, admin_action: bool = False) -> bool:

@@ -36,6 +36,7 @@ SUBJECTS = {
     "factor_removed": "Two-factor sign-in was turned off",
     "factor_added:passkey": "A passkey was added",
     "factor_removed:passkey": "A passkey was removed",
+    "key_minted:rotated": "A new secret was made for an API key",
     "password_changed": "Your password was changed",
     "key_minted": "A new API key was created",
     "email_changed": "Your email address was changed",
@@ -95,7 +96,7 @@ class MailService:
         return self.settings.issuer.rstrip("/") + path
 
     def _render(self, template: str, kind: str, **context) -> tuple[str, str, str]:
-        title = SUBJECTS.get(f"{kind}:{context.get('factor')}") or SUBJECTS[kind]
+        title = SUBJECTS.get(f"{kind}:{context.get('variant')}") or SUBJECTS[kind]
         subject = f"{title} · {self.site}"
         context.update(site=self.site, subject=title, kind=kind, issuer=self.settings.issuer)
         return (subject, render_template(f"mail/messages/{template}.txt", **context),
@@ -283,8 +284,11 @@ class MailService:
         self.notice(user, "factor_added" if change == "added" else "factor_removed")
 
     def passkey_changed(self, user: User, change: str, name: str) -> None:
-        self.notice(user, "factor_added" if change == "added" else "factor_removed", factor="passkey",
-                    factor_name=name)
+        self.notice(user, "factor_added" if change == "added" else "factor_removed", variant="passkey",
+                    factor="passkey", factor_name=name)
 
     def key_minted(self, key) -> None:
-        self.notice(key.user, "key_minted", key_id=key.key_id, key_name=key.name)
+        """A key minted, or a new secret made for one (rotation: whoever holds it holds the account)."""
+        rotated = key.rotated_at is not None
+        self.notice(key.user, "key_minted", key_id=key.key_id, key_name=key.name,
+                    variant="rotated" if rotated else None, rotated=rotated)

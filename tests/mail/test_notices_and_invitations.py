@@ -154,6 +154,15 @@ def test_a_cancelled_invitation_cannot_be_taken_up_by_a_password_reset(app, serv
     assert services.accounts.find("carol").is_disabled
 
 
+def test_a_keys_new_secret_is_mailed_too(services, smtp, deliver):
+    user = make_user(services, "alice", email="alice@photos.example")
+    key_id, _ = make_key(services, user, name="lightroom")
+    services.keys.rotate(services.keys.find(key_id), grace_seconds=0, actor="test")
+    minted, rotated = deliver()
+    assert minted.subject.startswith("A new API key was created")
+    assert rotated.subject.startswith("A new secret was made for an API key") and key_id in rotated.text
+
+
 def test_names_and_addresses_in_notices_are_escaped_in_html(services, smtp, deliver):
     user = make_user(services, "alice", email="alice@photos.example")
     make_key(services, user, name="<img src=x onerror=alert(1)>")
