@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,7 +27,9 @@ from webauthn.helpers import (
     parse_authenticator_data,
     parse_client_data_json,
 )
-from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers.cose import COSECRV, COSEAlgorithmIdentifier
+from webauthn.helpers.decode_credential_public_key import DecodedEC2PublicKey, decode_credential_public_key
+from webauthn.helpers.decoded_public_key_to_cryptography import decoded_public_key_to_cryptography
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
@@ -58,6 +61,12 @@ MAX_CREDENTIAL_JSON = 64 * 1024
 
 T = TypeVar("T")
 
+
+
+# What parsing and checking an authenticator's answer may raise on malformed input (nesting deep
+# enough for the recursion limit included): a 400 "malformed", never a 500.
+MALFORMED = (WebAuthnException, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+             OverflowError)
 
 class PasskeyError(DomainError):
     """Base for passkey failures; the message is safe to show and names the fix."""
@@ -210,7 +219,9 @@ class PasskeyService:
 
     def register(self, user: User, binding: str, credential: str, name: str, *, actor: str) -> Passkey:
         """Check the authenticator's answer to `registration_options` and keep the passkey."""
-        name = " ".join((name or "").split())[:100] or "Passkey"
+        # Shown to admins: no control, format (bidi) or unassigned characters.
+        name = "".join(c for c in (name or "") if unicodedata.category(c)[0] != "C" or c == " ")
+        name = " ".join(name.split())[:100] or "Passkey"
         parsed = self._parse(credential)
         challenge = self._consume(binding, "register", user)
         self._check_client_and_rp(parsed, "webauthn.create", require_uv=False)
@@ -222,8 +233,18 @@ class PasskeyService:
                 expected_origin=self.origin,
                 supported_pub_key_algs=ALGORITHMS,
             )
-        except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+        except MALFORMED as exc:
             raise self._refused(exc) from None
+        try:
+            # The key must be one that can ever verify (a point on its curve, a sane RSA exponent,
+            # the curve its algorithm names): a dead entry would count as a second factor.
+            decoded = decode_credential_public_key(verified.credential_public_key)
+            decoded_public_key_to_cryptography(decoded)
+            if isinstance(decoded, DecodedEC2PublicKey) and decoded.crv != COSECRV.P256:
+                raise ValueError("ES256 needs a P-256 key")
+        except MALFORMED:
+            raise PasskeyRejected("The passkey's public key is not a valid key; try again with another "
+                                  "authenticator.", "invalid_key") from None
         if self.count_for(user) >= MAX_PASSKEYS:
             raise TooManyPasskeys()
         now = self.clock.now()
@@ -308,7 +329,7 @@ class PasskeyService:
                 credential_current_sign_count=0,
                 require_user_verification=require_uv,
             )
-        except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+        except MALFORMED as exc:
             raise self._refused(exc) from None
         new_count = verified.new_sign_count
         # Forward only; an authenticator that does not count (always 0) is accepted while it never did.
@@ -390,7 +411,7 @@ class PasskeyService:
                 raise PasskeyRejected("No passkey answer was received; try again (this needs JavaScript).", "missing")
             try:
                 parsed = json.loads(credential)
-            except ValueError:
+            except (ValueError, RecursionError):
                 parsed = None
         if not isinstance(parsed, dict) or not isinstance(parsed.get("response"), dict):
             raise PasskeyRejected("The passkey answer is malformed; try again.", "malformed")
@@ -408,7 +429,7 @@ class PasskeyService:
                     webauthn.base64url_to_bytes(response.get("attestationObject", ""))).auth_data
             else:
                 auth_data = parse_authenticator_data(webauthn.base64url_to_bytes(response.get("authenticatorData", "")))
-        except (WebAuthnException, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        except MALFORMED:
             raise malformed from None
         if client.type != ceremony:
             raise PasskeyRejected("The passkey answer is for another kind of request; try again.", "type")

@@ -371,3 +371,74 @@ def test_policy_lets_totp_go_when_a_passkey_remains(services):
     register(services, user)
     services.totp.disable(user, code=device.code(), actor="user:alice", address=ADDRESS)
     assert not services.totp.is_enrolled(user)
+
+
+DEEP = "[" * 3000 + "]" * 3000
+
+
+def _with_client_data(answer: str, client_data: bytes) -> str:
+    from tests.helpers.webauthn import b64url
+
+    parsed = json.loads(answer)
+    parsed["response"]["clientDataJSON"] = b64url(client_data)
+    return json.dumps(parsed)
+
+
+def test_deeply_nested_answers_are_refused_as_malformed_not_a_500(services):
+    """The black-box review's 500s: nesting past the recursion limit in the answer or in its
+    clientDataJSON, at registration, the second step and passwordless."""
+    user = make_user(services, "alice")
+    device, _ = register(services, user)
+    options = services.passkeys.registration_options(user, "session:deep")
+    for answer in (DEEP, _with_client_data(SoftAuthenticator().create(options), DEEP.encode())):
+        with pytest.raises(PasskeyRejected):
+            services.passkeys.register(user, "session:deep", answer, "Deep", actor="test")
+        options = services.passkeys.registration_options(user, "session:deep")
+    for purpose in ("second", "passwordless"):
+        for answer in (DEEP, _with_client_data(device.get(services.passkeys.authentication_options(
+                f"pending:{purpose}", user)), DEEP.encode())):
+            with pytest.raises(PasskeyRejected):
+                if purpose == "second":
+                    services.passkeys.authentication_options(f"pending:{purpose}", user)
+                    services.passkeys.second_factor(user, f"pending:{purpose}", answer, address=ADDRESS)
+                else:
+                    services.passkeys.authentication_options("browser:x", None)
+                    services.passkeys.passwordless("browser:x", answer, address=ADDRESS)
+
+
+class BadKeyAuthenticator(SoftAuthenticator):
+    """An authenticator whose public key can never verify (what a forged registration sends)."""
+
+    def __init__(self, cose: bytes):
+        super().__init__()
+        self._cose = cose
+
+    def cose_key(self) -> bytes:
+        return self._cose
+
+
+@pytest.mark.parametrize("cose", [
+    pytest.param({1: 2, 3: -7, -1: 1, -2: b"\x01" * 32, -3: b"\x02" * 32}, id="EC point off the curve"),
+    pytest.param({1: 2, 3: -7, -1: 2, -2: b"\x01" * 48, -3: b"\x02" * 48}, id="P-384 labelled ES256"),
+    pytest.param({1: 3, 3: -257, -1: b"\xc1" * 256, -2: b"\x01"}, id="RSA with e=1"),
+    pytest.param({1: 1, 3: -8, -1: 6, -2: b"\x01" * 5}, id="Ed25519 of the wrong length"),
+    pytest.param([1, 2, 3], id="not a map"),
+])
+def test_a_public_key_that_can_never_verify_is_not_registered(services, db, cose):
+    import cbor2
+
+    user = make_user(services, "alice")
+    options = services.passkeys.registration_options(user, "session:bad")
+    answer = BadKeyAuthenticator(cbor2.dumps(cose)).create(options)
+    with pytest.raises(PasskeyRejected):
+        services.passkeys.register(user, "session:bad", answer, "Bad", actor="test")
+    assert db.session.scalar(select(Passkey).where(Passkey.user_id == user.id)) is None
+
+
+def test_passkey_names_lose_control_and_direction_characters(services):
+    user = make_user(services, "alice")
+    device = SoftAuthenticator()
+    options = services.passkeys.registration_options(user, "session:n")
+    passkey = services.passkeys.register(user, "session:n", device.create(options), "Pho\u202ene\x00 \tmine",
+                                         actor="test")
+    assert passkey.name == "Phone mine"
