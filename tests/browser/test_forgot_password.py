@@ -7,8 +7,7 @@ import pytest
 
 from tests.helpers.browser import follow
 from tests.helpers.factories import DEFAULT_PASSWORD, make_user
-from tests.helpers.settings import make_settings
-from tests.helpers.smtp import SmtpSink
+from tests.helpers.smtp import SmtpSink, mail_settings
 
 pytestmark = pytest.mark.browser
 
@@ -24,8 +23,7 @@ def smtp(tmp_path_factory):
 
 @pytest.fixture
 def settings(backend, database_urls, tmp_path, smtp):
-    return make_settings(tmp_path, database_urls[backend], smtp_url=smtp.url,
-                         mail_from="Photos <auth@photos.example>", smtp_ca_file=smtp.ca_file)
+    return mail_settings(tmp_path, database_urls[backend], smtp)
 
 
 @pytest.fixture

@@ -160,3 +160,14 @@ class SmtpSink:
         """Stop listening (the relay is down); again is harmless."""
         if self.controller._thread is not None:
             self.controller.stop()
+
+
+MAIL_FROM = "Photos <auth@photos.example>"
+
+
+def mail_settings(instance_path: Path, database_url: str, sink: SmtpSink, **extra):
+    """Test settings whose mail goes to `sink` (its URL, and its throwaway certificate trusted)."""
+    from tests.helpers.settings import make_settings
+
+    return make_settings(instance_path, database_url, smtp_url=sink.url, mail_from=MAIL_FROM,
+                         smtp_ca_file=sink.ca_file, **extra)

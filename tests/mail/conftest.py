@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.settings import make_settings
-from tests.helpers.smtp import SmtpSink
-
-MAIL_FROM = "Photos <auth@photos.example>"
+from tests.helpers.smtp import SmtpSink, mail_settings
 
 
 @pytest.fixture
@@ -21,8 +18,7 @@ def smtp(tmp_path_factory):
 
 @pytest.fixture
 def settings(backend, database_urls, tmp_path, smtp):
-    return make_settings(tmp_path, database_urls[backend], smtp_url=smtp.url, mail_from=MAIL_FROM,
-                         smtp_ca_file=smtp.ca_file, smtp_timeout_seconds=5)
+    return mail_settings(tmp_path, database_urls[backend], smtp, smtp_timeout_seconds=5)
 
 
 @pytest.fixture

@@ -17,9 +17,7 @@ from authserver.mail.outbox import MAX_ATTEMPTS, MailWorker
 from tests.helpers.csrf import csrf_token
 from tests.helpers.database import empty_tables
 from tests.helpers.factories import make_user
-from tests.helpers.settings import make_settings
-from tests.helpers.smtp import SMTP_PASSWORD, SmtpSink, free_port
-from tests.mail.conftest import MAIL_FROM
+from tests.helpers.smtp import MAIL_FROM, SMTP_PASSWORD, SmtpSink, free_port, mail_settings
 
 
 def ask_reset(client, email: str):
@@ -56,8 +54,7 @@ def test_messages_go_through_starttls_with_auth(client, services, deliver, smtp)
 def test_implicit_tls_relay(tmp_path, database_urls, clock):
     sink = SmtpSink(tmp_path, mode="tls").start()
     try:
-        settings = make_settings(tmp_path, database_urls["sqlite"], smtp_url=sink.url, mail_from=MAIL_FROM,
-                                 smtp_ca_file=sink.ca_file)
+        settings = mail_settings(tmp_path, database_urls["sqlite"], sink)
         app = create_app(settings, clock=clock)
         app.config["TESTING"] = True
         with app.app_context():
