@@ -105,9 +105,11 @@ class Edge:
     its credentials, to where it is sent); every request is counted and gets one access line.
     Under Granian, non-ASCII header values are handed over so that their bytes go out unchanged."""
 
-    def __init__(self, app, *, https: bool, endpoint: Callable[[dict], str]):
+    def __init__(self, app, *, https: bool, endpoint: Callable[[dict], str],
+                 access_line: Callable[[int, float], None]):
         self.app = app
         self.endpoint = endpoint
+        self.access_line = access_line
         self.always = SECURITY_HEADERS + ((HSTS,) if https else ())
         self.private = self.always + (NO_STORE,)
 
@@ -144,5 +146,7 @@ class Edge:
             return self.app(environ, start)
         finally:
             status = int(answered[-1][:3]) if answered else 500
-            record_request(self.endpoint(environ), method, status, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            record_request(self.endpoint(environ), method, status, elapsed)
+            self.access_line(status, elapsed)
             CURRENT_REQUEST.reset(token)

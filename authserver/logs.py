@@ -12,10 +12,22 @@ from .layers import current_request
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last second formatted, and its text: lines come many a second
+
+
 def utc_time(created: float) -> str:
     """`2026-11-30T11:50:39.123+00:00`: ISO 8601 in UTC, to the millisecond."""
+    global _SECOND
     seconds = int(created)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{int((created - seconds) * 1000):03d}+00:00"
+    last, text = _SECOND
+    if seconds != last:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _SECOND = (seconds, text)
+    return f"{text}.{int((created - seconds) * 1000):03d}+00:00"
+
+
+# One encoder for every line: `json.dumps(..., default=str)` would build a new one per call.
+_ENCODE = json.JSONEncoder(default=str).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,13 +40,43 @@ class JsonFormatter(logging.Formatter):
         }
         if (info := current_request()) is not None:
             entry["request_id"], entry["method"], entry["path"] = info.request_id, info.method, info.path
-        attributes = record.__dict__
-        for key in attributes.keys() - _STANDARD:  # what the call passed in `extra`
-            if not key.startswith("_"):
-                entry[key] = attributes[key]
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key[0] != "_":  # what the call passed in `extra`
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODE(entry)
+
+
+ACCESS_LOGGER = "authserver.access"
+_access = logging.getLogger(ACCESS_LOGGER)
+
+
+def access_line(status: int, elapsed: float) -> None:
+    """The access line of one answered request (path only: queries carry codes), the line the
+    formatter would write for `authserver.access`'s record, written straight to the app's JSON
+    handler. Through the logging machinery (a record, the logger and handler chain, the
+    formatter's walk of the record) it cost a fifth of a hot request's CPU, for one fixed shape."""
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    info = current_request()
+    entry = {"time": utc_time(time.time()), "level": "INFO", "logger": ACCESS_LOGGER, "message": "request"}
+    if info is not None:
+        entry["request_id"], entry["method"], entry["path"] = info.request_id, info.method, info.path
+    entry["status"], entry["duration_ms"] = status, round(elapsed * 1000, 2)
+    line = _ENCODE(entry) + "\n"
+    handler = HANDLER
+    handler.acquire()
+    try:
+        handler.stream.write(line)
+        handler.flush()
+    finally:
+        handler.release()
+
+
+# The app's one handler: JSON lines on stderr (a service's journal).
+HANDLER = logging.StreamHandler(sys.stderr)
+HANDLER.setFormatter(JsonFormatter())
 
 
 def configure(level: str) -> None:
@@ -49,9 +91,7 @@ def configure(level: str) -> None:
     if getattr(root, "_authserver_configured", False):
         root.setLevel(level)
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
+    root.addHandler(HANDLER)
     root.setLevel(level)
     root.propagate = True
     root._authserver_configured = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from prometheus_client import (
@@ -23,7 +22,6 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 # method: the credential (password, password+totp, password+passkey, passkey, api_key); outcome: success or failure.
-access_log = logging.getLogger("authserver.access")
 
 
 # The labelled children, found once each: `labels()` takes a lock and builds its key on every call.
@@ -36,8 +34,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def record_request(endpoint: str, method: str, status: int, elapsed: float) -> None:
-    """Metrics and the access log line of one answered request (the log formatter adds the
-    request's id, method and path: the path only, as queries carry codes)."""
+    """The metrics of one answered request."""
     if method not in METHODS:
         method = "other"
     key = (endpoint, method, status)
@@ -49,8 +46,6 @@ def record_request(endpoint: str, method: str, status: int, elapsed: float) -> N
     if latency is None:
         latency = _LATENCIES[endpoint] = LATENCY.labels(endpoint)
     latency.observe(elapsed)
-    if access_log.isEnabledFor(logging.INFO):
-        access_log.info("request", extra={"status": status, "duration_ms": round(elapsed * 1000, 2)})
 
 
 LOGINS = Counter("authserver_logins_total", "Login attempts by method and outcome", ["method", "outcome"])

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+
 from authserver.cookies import SESSION_COOKIE
+from authserver.layers import CURRENT_REQUEST, RequestInfo
+from authserver.logs import JsonFormatter
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import make_user
 
@@ -45,3 +51,28 @@ def test_the_callers_request_id_is_logged_and_echoed(client, json_logs):
 def test_query_strings_are_not_logged(client, json_logs):
     client.get("/login?next=/account&code=s3cr3t-code-value")
     assert "s3cr3t-code-value" not in json_logs.text()
+
+
+def test_the_access_line_is_the_line_the_formatter_writes_for_its_record(client, json_logs):
+    """The access line skips the logging machinery; its shape is the formatter's all the same."""
+    client.get("/api/me", headers={"X-Request-ID": "shape-check-1234", "User-Agent": 'quote " \\ ü'})
+    client.get('/odd/"path"/\\')
+    lines = [e for e in json_logs.entries() if e["logger"] == "authserver.access"]
+    assert [(e["path"], e["status"]) for e in lines] == [("/api/me", 401), ('/odd/"path"/\\', 404)]
+    record = logging.LogRecord("authserver.access", logging.INFO, "", 0, "request", (), None)
+    record.status, record.duration_ms = 401, lines[0]["duration_ms"]
+    token = CURRENT_REQUEST.set(RequestInfo("shape-check-1234", "127.0.0.1", "", "GET", "/api/me"))
+    try:
+        expected = json.loads(JsonFormatter().format(record))
+    finally:
+        CURRENT_REQUEST.reset(token)
+    assert list(lines[0]) == list(expected)
+    assert {**lines[0], "time": ""} == {**expected, "time": ""}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", lines[0]["time"])
+
+
+def test_no_access_line_above_info(client, json_logs):
+    logging.getLogger("authserver").setLevel(logging.WARNING)
+    client.get("/api/me")
+    client.get("/healthz")
+    assert not [e for e in json_logs.entries() if e["logger"] == "authserver.access"]
