@@ -23,7 +23,7 @@ import io
 from functools import cached_property
 from urllib.parse import parse_qsl
 
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import EnvironHeaders, MultiDict
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request
 
@@ -33,6 +33,14 @@ from .forwardauth import handlers as forwardauth
 from .oidc import handlers as oidc
 
 _FORM = "application/x-www-form-urlencoded"
+
+
+class _Headers(EnvironHeaders):
+    """Request headers that are true without being counted: Authlib's `headers or {}` would
+    otherwise walk the whole environ once per request."""
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class HotRequest(Request):
@@ -49,6 +57,7 @@ class HotRequest(Request):
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         super().__init__(environ)
+        self.headers = _Headers(environ)
         self.body = body
 
     @cached_property

@@ -146,6 +146,8 @@ class DPoP:
                require_nonce: bool = False) -> Proof | None:
         """The request's proof checked (RFC 9449 §4.3), or None when it carries none.
         Raises InvalidProof (UseNonce when the nonce is missing or stale)."""
+        if headers.get("DPoP") is None:  # the usual case, found without walking every header
+            return None
         values = headers.getlist("DPoP") if hasattr(headers, "getlist") else [headers.get("DPoP")]
         values = [v for v in values if v is not None]
         if not values:
