@@ -60,11 +60,11 @@ def access_line(status: int, elapsed: float) -> None:
     if not _access.isEnabledFor(logging.INFO):
         return
     info = current_request()
-    entry = {"time": utc_time(time.time()), "level": "INFO", "logger": ACCESS_LOGGER, "message": "request"}
-    if info is not None:
-        entry["request_id"], entry["method"], entry["path"] = info.request_id, info.method, info.path
-    entry["status"], entry["duration_ms"] = status, round(elapsed * 1000, 2)
-    line = _ENCODE(entry) + "\n"
+    about = "" if info is None else (
+        f', "request_id": {_ENCODE(info.request_id)}, "method": {_ENCODE(info.method)}, "path": {_ENCODE(info.path)}'
+    )
+    line = (f'{{"time": "{utc_time(time.time())}", "level": "INFO", "logger": "{ACCESS_LOGGER}", "message": "request"'
+            f'{about}, "status": {int(status)}, "duration_ms": {round(elapsed * 1000, 2)!r}}}\n')
     handler = HANDLER
     handler.acquire()
     try:
