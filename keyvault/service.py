@@ -157,8 +157,12 @@ class VerifiedKey:
 _KEYS = ApiKey.__table__
 _USERS = User.__table__
 _OWNER = "owner_"
+# The columns the checks, the last-use note and introspection read; not the key's name or who
+# made or revoked it (the key pages load the whole row).
+_CHECKED = ("id", "key_id", "user_id", "scopes", "secret_hmac", "previous_secret_hmac", "previous_valid_until",
+            "allowed_cidrs", "expires_at", "created_at", "rotated_at", "last_used_at", "revoked_at")
 _VERIFY = (
-    select(_KEYS, *profile_columns(_USERS, _OWNER))
+    select(*(_KEYS.c[name] for name in _CHECKED), *profile_columns(_USERS, _OWNER))
     .join_from(_KEYS, _USERS, _USERS.c.id == _KEYS.c.user_id)
     .where(_KEYS.c.key_id == bindparam("key_id"))
 )
