@@ -4,6 +4,10 @@ A table, not a queue in memory: a message survives a restart (a worker of any in
 after) and all instances share it. Each send is claimed with a lease by a conditional UPDATE, so
 two workers never send one message at the same time; a failure is retried with backoff, at most
 MAX_ATTEMPTS times, each failure logged without the body or any link.
+
+Besides messages it holds jobs: work a request leaves to the worker (a password reset's account
+look-up), its payload sealed like a body, run by the handler registered for its kind in the
+worker's own transaction, together with the messages it queues.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import secrets
 import smtplib
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
@@ -61,6 +66,8 @@ class Outbox:
         self.clock = clock
         self.worker: MailWorker | None = None
         self._drains = 0
+        # kind -> what the worker does with a job of that kind (given its payload)
+        self.jobs: dict[str, Callable[[dict], None]] = {}
 
     @staticmethod
     def _context(uid: str) -> bytes:
@@ -71,30 +78,32 @@ class Outbox:
 
     def add(self, *, kind: str, recipient: str, subject: str, text: str, html: str) -> OutboxMessage:
         """Queue a message in the caller's transaction; the worker is woken when it commits."""
+        assert kind not in self.jobs
+        return self._queue(kind, recipient, subject, {"text": text, "html": html})
+
+    def add_job(self, kind: str, payload: dict) -> OutboxMessage:
+        """Queue work for the worker in the caller's transaction (see the module's docstring)."""
+        assert kind in self.jobs
+        return self._queue(kind, "", "", payload)
+
+    def _queue(self, kind: str, recipient: str, subject: str, content: dict) -> OutboxMessage:
         now = self.clock.now()
         uid = secrets.token_hex(16)
-        body = json.dumps({"text": text, "html": html}).encode()
         row = OutboxMessage(uid=uid, kind=kind, recipient=recipient, subject=subject[:300],
-                            body_sealed=self.sealer.seal(body, self._context(uid)), created_at=now,
-                            next_attempt_at=now, attempts=0, last_error="")
+                            body_sealed=self.sealer.seal(json.dumps(content).encode(), self._context(uid)),
+                            created_at=now, next_attempt_at=now, attempts=0, last_error="")
         db.session.add(row)
         if self.worker is not None:
             event.listen(db.session(), "after_commit", lambda _session: self.worker.wake(), once=True)
         return row
 
     def drain(self, limit: int = 50) -> Drained:
-        """Send what is due now (in this thread); what fails waits for its next try."""
-        now = self.clock.now()
-        due = list(db.session.scalars(
-            select(OutboxMessage.id)
-            .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None),
-                   OutboxMessage.next_attempt_at <= now,
-                   or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
-            .order_by(OutboxMessage.id).limit(limit)
-        ))
-        db.session.rollback()
+        """Run the jobs that are due, then send the messages that are due (the jobs' own
+        included), in this thread; what fails waits for its next try."""
         counts = {"sent": 0, "retrying": 0, "given_up": 0}
-        for message_id in due:
+        for job_id in self._due(limit, jobs=True):
+            self._run_job(job_id)
+        for message_id in self._due(limit, jobs=False):
             outcome = self._send_one(message_id)
             if outcome:
                 counts[outcome] += 1
@@ -102,6 +111,44 @@ class Outbox:
         if self._drains % 200 == 0:
             self.sweep()
         return Drained(**counts)
+
+    def _due(self, limit: int, *, jobs: bool) -> list[int]:
+        now = self.clock.now()
+        kinds = OutboxMessage.kind.in_(list(self.jobs) or [""])
+        due = list(db.session.scalars(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None),
+                   OutboxMessage.next_attempt_at <= now,
+                   or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+                   kinds if jobs else ~kinds)
+            .order_by(OutboxMessage.id).limit(limit)
+        ))
+        db.session.rollback()
+        return due
+
+    def _run_job(self, job_id: int) -> None:
+        """One job: its handler's writes and the job's end committed together; a failure is
+        retried like a message that failed (the payload is never logged)."""
+        if not self._claim(job_id):
+            return
+        row = db.session.get(OutboxMessage, job_id)
+        try:
+            payload = json.loads(self.sealer.unseal(row.body_sealed or "", self._context(row.uid)))
+            self.jobs[row.kind](payload)
+        except SealError as exc:
+            db.session.rollback()
+            self._failed(db.session.get(OutboxMessage, job_id), f"SealError: {exc}", final=True)
+            return
+        except Exception as exc:  # a database error, a bug: the job waits for its next try
+            db.session.rollback()
+            row = db.session.get(OutboxMessage, job_id)
+            self._failed(row, type(exc).__name__, final=row.attempts + 1 >= MAX_ATTEMPTS)
+            return
+        row.attempts += 1
+        row.sent_at = self.clock.now()
+        row.claimed_until = None
+        row.body_sealed = None
+        db.session.commit()
 
     def sweep(self) -> int:
         """Forget messages sent or given up on more than KEPT ago (their bodies are gone already)."""

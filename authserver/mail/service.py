@@ -67,6 +67,9 @@ def check_new_password(password: str | None) -> str:
     return password
 
 
+RESET_JOB = "reset_request"
+
+
 class MailService:
     def __init__(self, settings: Settings, outbox: Outbox | None, links: LinkStore, accounts: AccountService,
                  sessions: SessionService, audit: AuditLog, throttle: Throttle, clock: Clock):
@@ -80,6 +83,7 @@ class MailService:
         self.clock = clock
         self.site = urlsplit(settings.issuer).hostname or "authserver"
         if outbox is not None:
+            outbox.jobs[RESET_JOB] = self._mail_reset
             accounts.on_password_change(lambda user: self.notice(user, "password_changed"))
             accounts.on_email_change(self._email_changed)
 
@@ -162,33 +166,34 @@ class MailService:
     # -- password reset -----------------------------------------------------------
 
     def request_reset(self, email: str, address: str) -> None:
-        """Mail a reset link if an active account has this address. The caller learns nothing
-        either way: the same answer, and the same work (the link and message are made for an
-        unknown address too, then dropped). Throttled per client address and per email address
-        (one address, one account) before anything is looked up."""
-        self._require()
+        """Queue a reset for the address: the worker mails a link if an active account has it.
+
+        The request itself never looks the address up, so it does the same work and writes the
+        same rows whether or not there is an account (no enumeration by its answer or its time):
+        one sealed job, one audit row. Throttled per client address and per email address (one
+        address, one account) before anything is written."""
+        outbox = self._require()
         email = (email or "").strip()
         self.throttle.consume(Bucket("reset:address", (address or "-")[:45]),
                               Bucket("reset:account", email.casefold()[:200]))
+        outbox.add_job(RESET_JOB, {"email": email})
+        # Without the address: a probe's guesses are not kept.
+        self.audit.record("user.password_reset_requested", actor="anonymous")
+        db.session.commit()
+
+    def _mail_reset(self, job: dict) -> None:
+        """The worker's half of a reset request: a link to the active account with this address,
+        if there is one (in the worker's transaction); nothing at all otherwise."""
+        email = job.get("email") or ""
         user = db.session.scalar(select(User).where(func.lower(User.email) == email.lower()).limit(1)) if email \
             else None
-        real = user is not None and not user.is_disabled
-        target = user if real else User(id=0, username="", email=email, password_hash=None)
-        minutes = self.settings.reset_link_minutes
-        token = self.links.issue(target, "reset", timedelta(minutes=minutes))
-        context = dict(user=target, url=self.link(f"/password/reset/{token}"), lifetime=f"{minutes} minutes")
-        if not real:
-            self._render("reset", "reset", **context)
-            db.session.rollback()  # the link made for nobody
-            # Audited too (without the address: a probe's guesses are not kept), which also makes
-            # both answers cost a write and a commit.
-            self.audit.record("user.password_reset_requested", actor="anonymous", outcome="no_account")
-            db.session.commit()
+        if user is None or user.is_disabled:
             return
-        self._queue("reset", user.email, "reset", **context)
-        self.audit.record("user.password_reset_requested", actor=f"user:{user.username}",
-                          target=f"user:{user.username}")
-        db.session.commit()
+        minutes = self.settings.reset_link_minutes
+        token = self.links.issue(user, "reset", timedelta(minutes=minutes))
+        self._queue("reset", user.email, "reset", user=user, url=self.link(f"/password/reset/{token}"),
+                    lifetime=f"{minutes} minutes")
+        self.audit.record("user.password_reset_mailed", actor="system", target=f"user:{user.username}")
 
     def complete_reset(self, token: str | None, password: str | None) -> User:
         """Set the new password through a reset link (once); every session and refresh token ends

@@ -87,7 +87,7 @@ def test_relay_down_page_answers_message_retried_nothing_secret_logged(client, s
     drained = outbox.drain()
     assert drained.retrying == 1
     assert len(services.mail.links.live("reset")) == 1  # the link exists, waiting for its message
-    [queued] = db.session.scalars(select(OutboxMessage))
+    [queued] = db.session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "reset"))
     assert queued.attempts == 1 and queued.sent_at is None and queued.next_attempt_at > clock.now()
     assert "ConnectionRefusedError" in queued.last_error
     text = logs.getvalue()
