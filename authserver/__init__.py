@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     if settings.fast_lane:
         app.wsgi_app = dispatch.Dispatch(app, app.wsgi_app)
     app.wsgi_app = layers.Edge(app.wsgi_app, https=settings.is_https, endpoint=layers.EndpointNames(app.url_map),
-                               access_line=logs.access_line)
+                               access_line=logs.access_line, secret_paths=layers.secret_paths(app.url_map))
     # Outermost: everything inside sees the client's address in REMOTE_ADDR (authserver/addresses.py).
     app.wsgi_app = ClientAddress(app.wsgi_app, settings.trusted_proxies)
     return app

@@ -89,14 +89,36 @@ class EndpointNames:
         return rule.rule
 
 
-def granian_text(value: str) -> str:
-    """A PEP 3333 header value (latin-1 text carrying the bytes to send) as the text whose UTF-8
-    is those bytes: Granian writes header strings as UTF-8, not latin-1 as PEP 3333 says, and
-    would otherwise send the UTF-8 of a name (`Remote-User: jöe`) encoded twice."""
+def utf8_text(value: str) -> str:
+    """A PEP 3333 string (latin-1 text carrying bytes: a path, a header value) as the text whose
+    UTF-8 is those bytes. For the log, the path the client wrote; for answers, Granian writes
+    header strings as UTF-8, not latin-1 as PEP 3333 says, and would otherwise send the UTF-8
+    of a name (`Remote-User: jöe`) encoded twice."""
     try:
         return value.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):  # not bytes this app meant as UTF-8: as given
         return value
+
+
+MAX_LOGGED_PATH = 2048
+MAX_LOGGED_METHOD = 32
+
+
+def secret_paths(url_map: Map) -> tuple[str, ...]:
+    """The paths whose rest is a credential: rules with a `<token>` argument (a mailed link's),
+    by what comes before it (`/password/reset/`)."""
+    return tuple(sorted({rule.rule.split("<", 1)[0] for rule in url_map.iter_rules() if "token" in rule.arguments}))
+
+
+def logged_path(path: str, secrets_after: tuple[str, ...]) -> str:
+    """The request's path as log lines and audit rows name it: a credential in it replaced by
+    `<token>`, as the client wrote it (UTF-8, where WSGI gives each byte as a character), at
+    most MAX_LOGGED_PATH characters."""
+    if path.startswith(secrets_after):
+        return next(prefix for prefix in secrets_after if path.startswith(prefix)) + "<token>"
+    if not path.isascii():
+        path = utf8_text(path)
+    return path[:MAX_LOGGED_PATH]
 
 
 class Edge:
@@ -106,10 +128,11 @@ class Edge:
     Under Granian, non-ASCII header values are handed over so that their bytes go out unchanged."""
 
     def __init__(self, app, *, https: bool, endpoint: Callable[[dict], str],
-                 access_line: Callable[[int, float], None]):
+                 access_line: Callable[[int, float], None], secret_paths: tuple[str, ...] = ()):
         self.app = app
         self.endpoint = endpoint
         self.access_line = access_line
+        self.secret_paths = secret_paths
         self.always = SECURITY_HEADERS + ((HSTS,) if https else ())
         self.private = self.always + (NO_STORE,)
 
@@ -122,8 +145,8 @@ class Edge:
             incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8),
             environ.get("REMOTE_ADDR") or "",
             environ.get("HTTP_USER_AGENT", ""),
-            method,
-            path,
+            method[:MAX_LOGGED_METHOD],
+            logged_path(path, self.secret_paths),
         )
         wanted = self.private if path.startswith(NO_STORE_PREFIXES) else self.always
         granian = environ.get("SERVER_SOFTWARE", "").startswith("Granian")
@@ -134,7 +157,7 @@ class Edge:
                 status = "303 See Other"
             present = {name.lower() for name, _ in headers}
             if granian:
-                headers = [(name, value if value.isascii() else granian_text(value)) for name, value in headers]
+                headers = [(name, value if value.isascii() else utf8_text(value)) for name, value in headers]
             headers = [item for item in headers if item[0].lower() != "x-request-id"]
             headers.append(("X-Request-ID", info.request_id))
             headers.extend(item for item in wanted if item[0].lower() not in present)

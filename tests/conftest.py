@@ -1,9 +1,9 @@
 """Fixtures: settings, app, db (SQLite and PostgreSQL), client, clock, services, live server, browser.
 
 The schema is built once per backend by running the migrations; after each
-test every table is emptied (1 ms on SQLite, 16 ms on PostgreSQL: cheaper than a
-rolled-back outer transaction would be honest, see docs/benchmarks.md "What is left"). PostgreSQL runs when AUTHSERVER_TEST_DATABASE_URL
-names a server (`.ci/run` starts one); otherwise those cases are skipped with
+test every table is emptied (1 ms on SQLite, 16 ms on PostgreSQL; why not a
+rolled-back transaction: docs/benchmarks.md, "What is left"). PostgreSQL runs
+when AUTHSERVER_TEST_DATABASE_URL names a server (`.ci/run` starts one); otherwise those cases are skipped with
 the reason. Helper functions and classes live in tests/helpers/.
 """
 

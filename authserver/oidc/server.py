@@ -611,7 +611,7 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
     limit it is answered 429. A client that authenticates is never refused for what others
     did from its address. `req` is the werkzeug request (Flask's or the dispatch's).
     """
-    refused = _repeated_parameter(req) or _mixed_client_authentication(req)
+    refused = _query_parameters(req) or _repeated_parameter(req) or _mixed_client_authentication(req)
     if refused is not None:
         return 400, {"error": "invalid_request", "error_description": refused}, list(default_json_headers)
     try:
@@ -636,6 +636,15 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
                  details={"endpoint": req.path, "retry_after": retry}, commit=True)
     body = {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {retry} s."}
     return 429, body, [*default_json_headers, ("Retry-After", str(retry))]
+
+
+def _query_parameters(req) -> str | None:
+    """RFC 6749 §3.2 (and the endpoints built on it): parameters travel in the form body. Authlib
+    reads the query string as well, where it wins over the body unseen by the repeat check."""
+    if req.query_string:
+        return ("Send the parameters in the form body, not in the URL's query string "
+                "(RFC 6749 section 3.2).")
+    return None
 
 
 def _repeated_parameter(req) -> str | None:

@@ -733,3 +733,22 @@ def test_repeated_parameters_at_the_client_endpoints_are_refused(client, service
     response = client.post(path, data=body, headers={**auth, "Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.json["error"] == "invalid_request" and repeated in response.json["error_description"]
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/introspect", "/oauth/revoke", "/oauth/par",
+                                  "/oauth/device_authorization"])
+def test_parameters_in_the_query_string_of_a_client_endpoint_are_refused(client, services, path):
+    """RFC 6749 §3.2 and RFC 7662/7009/9126/8628: the parameters travel in the form body. A query
+    string beside it was read as parameters too (the query won over the body, unseen by the check
+    for repeated parameters): now a 400 invalid_request, whatever the body says."""
+    gallery, secret = make_client(services, "Gallery", grants=("authorization_code", "client_credentials"),
+                                  introspect=True)
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{gallery.client_id}:{secret}".encode()).decode()}
+    for query in ("grant_type=client_credentials", "scope=admin", "token=x", "a=b"):
+        response = client.post(f"{path}?{query}", data={"grant_type": "authorization_code", "token": "y"},
+                               headers=auth)
+        assert response.status_code == 400, (query, response.get_data(as_text=True))
+        assert response.json["error"] == "invalid_request" and "query" in response.json["error_description"]
+    # Without a query string the same endpoint answers as before.
+    plain = client.post(path, data={"grant_type": "client_credentials", "token": "y"}, headers=auth)
+    assert "query" not in (plain.json or {}).get("error_description", ""), plain.get_data(as_text=True)

@@ -76,3 +76,29 @@ def test_no_access_line_above_info(client, json_logs):
     client.get("/api/me")
     client.get("/healthz")
     assert not [e for e in json_logs.entries() if e["logger"] == "authserver.access"]
+
+
+LINK_TOKEN = "DK-C43ijYvGzOowNwbRzksB-Ee1bfqWQ1lUj7qb79tw"
+
+
+def test_a_mailed_links_token_is_not_logged(client, json_logs):
+    """A reset, invitation or verification link carries a credential in its path: the access
+    line (and every line of the request) names the route, not the token."""
+    for path in (f"/password/reset/{LINK_TOKEN}", f"/invite/{LINK_TOKEN}", f"/email/verify/{LINK_TOKEN}",
+                 f"/password/reset/{LINK_TOKEN}/more", f"/email/verify/{LINK_TOKEN[:10]}%0A{LINK_TOKEN[10:]}"):
+        client.get(path)
+    text = json_logs.text()
+    assert LINK_TOKEN[:20] not in text and LINK_TOKEN[-20:] not in text
+    paths = [e["path"] for e in json_logs.entries() if e["logger"] == "authserver.access"]
+    assert paths == ["/password/reset/<token>", "/invite/<token>", "/email/verify/<token>",
+                     "/password/reset/<token>", "/email/verify/<token>"]
+
+
+def test_logged_paths_and_methods_are_bounded_and_readable(client, json_logs):
+    client.get("/" + "a" * 20_000)
+    client.get("/caf\u00e9/\u00fc")
+    client.open("/healthz", method="X" * 5_000)
+    paths = [(e["method"], e["path"]) for e in json_logs.entries() if e["logger"] == "authserver.access"]
+    assert [len(p) for _, p in paths] == [2048, len("/café/ü"), len("/healthz")]
+    assert paths[1][1] == "/café/ü"  # the UTF-8 the client sent, not each byte as a character
+    assert len(paths[2][0]) == 32
