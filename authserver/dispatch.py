@@ -1,7 +1,8 @@
 """The dispatch of the hot endpoints: answered before Flask, by the handlers their Flask routes call.
 
 Forward-auth (every request of a photo service behind a proxy), `GET /api/me`,
-introspection and the token endpoint are asked thousands of times a second. Through
+introspection and the token endpoint are asked thousands of times a second, `/healthz`
+by every probe. Through
 Flask each pays the request context, URL matching, the before/after hooks and a
 Response object: measured, more than the credential check and its indexed read.
 
@@ -30,6 +31,7 @@ from werkzeug.wrappers import Request
 from .accounts import handlers as accounts
 from .errors import error_answer, failure_for, http_error
 from .forwardauth import handlers as forwardauth
+from .health import handlers as health
 from .oidc import handlers as oidc
 
 _FORM = "application/x-www-form-urlencoded"
@@ -84,6 +86,7 @@ class Dispatch:
             ("GET", "/api/me"): accounts.me,
             ("POST", "/oauth/introspect"): oidc.introspect,
             ("POST", "/oauth/token"): oidc.token,
+            ("GET", "/healthz"): health.healthz,
         }
         for method in forwardauth.METHODS:
             for path in forwardauth.REDIRECT_STATUS:

@@ -10,13 +10,15 @@ from ..crypto import same
 from ..errors import ApiError
 from ..extensions import db
 from ..metrics import render_metrics
+from ..web import respond
+from . import handlers
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz():
-    return {"status": "ok"}
+    return respond(handlers.healthz(request))
 
 
 @bp.get("/readyz")

@@ -98,6 +98,14 @@ def both(fast_client, slow_client, method: str, path: str, **kwargs):
     return fast, slow
 
 
+def test_healthz_is_answered_by_the_dispatch_as_flask_answers_it(client, flask_only):
+    fast, slow = both(client, flask_only, "GET", "/healthz")
+    same_answer(fast, slow)
+    assert fast.status_code == 200 and fast.json == {"status": "ok"}
+    # Other methods are Flask's to refuse, as before.
+    assert client.post("/healthz").status_code == 405 and not lane(client)
+
+
 @pytest.mark.parametrize("form", ["raw", "basic", "x-api-key"])
 def test_api_me_with_a_key_is_answered_by_the_lane_as_flask_answers_it(client, flask_only, services, alice, form):
     headers = key_headers(form, *make_key(services, alice, scopes=["photos:read"]))
