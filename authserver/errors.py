@@ -158,9 +158,13 @@ class Answer(NamedTuple):
     body: bytes
 
 
+# One encoder for every answer: `json.dumps` with options builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
 def json_bytes(payload: Any) -> bytes:
     """The JSON body of every answer built outside Flask (and of every error), byte for byte as Flask writes it."""
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+    return _ENCODE(payload).encode() + b"\n"
 
 
 def json_answer(status: int, payload: Any, headers=()) -> Answer:
