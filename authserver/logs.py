@@ -70,6 +70,8 @@ def access_line(status: int, elapsed: float) -> None:
     try:
         handler.stream.write(line)
         handler.flush()
+    except (OSError, ValueError):  # a closed or broken stream never fails the request (as logging's own)
+        pass
     finally:
         handler.release()
 

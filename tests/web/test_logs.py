@@ -6,6 +6,7 @@ import json
 import logging
 import re
 
+from authserver import logs
 from authserver.cookies import SESSION_COOKIE
 from authserver.layers import CURRENT_REQUEST, RequestInfo
 from authserver.logs import JsonFormatter
@@ -102,3 +103,9 @@ def test_logged_paths_and_methods_are_bounded_and_readable(client, json_logs):
     assert [len(p) for _, p in paths] == [2048, len("/café/ü"), len("/healthz")]
     assert paths[1][1] == "/café/ü"  # the UTF-8 the client sent, not each byte as a character
     assert len(paths[2][0]) == 32
+
+
+def test_a_broken_log_stream_does_not_fail_the_request(client, json_logs):
+    logs.HANDLER.stream.close()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/me").status_code == 401
