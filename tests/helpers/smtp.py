@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.helpers.csrf import csrf_token
+
 SMTP_USER, SMTP_PASSWORD = "relay-user", "relay-pa$$word-7Qx"
 # A mailed link (built from the issuer): its path.
 LINK = re.compile(r"https?://[^/\s\"<>]+(/(?:password/reset|email/verify|invite)/[A-Za-z0-9_-]{43})")
@@ -171,3 +173,16 @@ def mail_settings(instance_path: Path, database_url: str, sink: SmtpSink, **extr
 
     return make_settings(instance_path, database_url, smtp_url=sink.url, mail_from=MAIL_FROM,
                          smtp_ca_file=sink.ca_file, **extra)
+
+
+def follow_link(client, link: str, form_path: str, **fields):
+    """Follow a mailed link as a browser does (its landing redirects to the form's page), then
+    post that form with its CSRF token and `fields`; the first answer that is not the expected
+    step (a refused link, a page that is not served) is returned instead."""
+    landing = client.get(link)
+    if landing.status_code != 303:
+        return landing
+    page = client.get(landing.headers["Location"])
+    if page.status_code != 200:
+        return page
+    return client.post(form_path, data={"csrf_token": csrf_token(page.text), **fields})

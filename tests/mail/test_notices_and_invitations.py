@@ -8,6 +8,7 @@ import pytest
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import enrol_totp, login, make_key, make_user
 from tests.helpers.html import browser_login, field_error
+from tests.helpers.smtp import follow_link
 
 
 def subjects(messages) -> list[str]:
@@ -83,14 +84,7 @@ def create(client, **fields):
 
 
 def accept(client, link: str, password: str = "carol's own passphrase"):
-    landing = client.get(link)
-    if landing.status_code != 303:
-        return landing
-    page = client.get(landing.headers["Location"])
-    if page.status_code != 200:
-        return page
-    return client.post("/invite", data={"csrf_token": csrf_token(page.text), "new_password": password,
-                                        "confirm_password": password})
+    return follow_link(client, link, "/invite", new_password=password, confirm_password=password)
 
 
 def test_invitation_end_to_end(app, services, smtp, deliver):

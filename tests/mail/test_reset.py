@@ -18,6 +18,7 @@ from tests.helpers.database import counted_statements
 from tests.helpers.factories import DEFAULT_PASSWORD, enrol_totp, login, make_client, make_user
 from tests.helpers.html import field_error
 from tests.helpers.oidc import exchange, get_code
+from tests.helpers.smtp import follow_link
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -35,14 +36,8 @@ def mailed_link(smtp, deliver, address: str) -> str:
 
 def choose(client, link: str, password: str = NEW_PASSWORD, confirm: str | None = None):
     """Follow the mailed link as a browser does, then post the new password."""
-    landing = client.get(link)
-    if landing.status_code != 303:
-        return landing
-    page = client.get(landing.headers["Location"])
-    if page.status_code != 200:
-        return page
-    return client.post("/password/reset", data={"csrf_token": csrf_token(page.text), "new_password": password,
-                                                "confirm_password": password if confirm is None else confirm})
+    return follow_link(client, link, "/password/reset", new_password=password,
+                       confirm_password=password if confirm is None else confirm)
 
 
 @pytest.fixture

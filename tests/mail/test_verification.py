@@ -8,16 +8,11 @@ from authserver.oidc.claims import user_claims
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import DEFAULT_PASSWORD, make_user
 from tests.helpers.html import browser_login
+from tests.helpers.smtp import follow_link
 
 
 def verify(client, link: str):
-    landing = client.get(link)
-    if landing.status_code != 303:
-        return landing
-    page = client.get(landing.headers["Location"])
-    if page.status_code != 200:
-        return page
-    return client.post("/email/verify", data={"csrf_token": csrf_token(page.text)})
+    return follow_link(client, link, "/email/verify")
 
 
 def change_email(client, new: str, password: str = DEFAULT_PASSWORD):
