@@ -18,8 +18,9 @@ errors become SQLAlchemy's exceptions (a lost connection is invalidated), so the
 layer answers them as for any other query. The engine's events do not see these
 statements (no SQLAlchemy Connection runs them); `observed` does.
 
-Nothing is cached but the compiled SQL: every call reads the database, so a
-revocation is seen by every worker on its next request. Statements must be prebuilt
+Nothing is cached here but the compiled SQL: every call reads the database, so a
+revocation is seen by every worker on its next request. (Client rows kept by a worker
+are confirmed by revision inside the hot statements: oidc/clients.py.) Statements must be prebuilt
 (module constants with explicit `bindparam`s): each distinct construct is compiled
 once and kept.
 """
@@ -51,7 +52,9 @@ class _Compiled:
     __slots__ = ("binders", "names", "readers", "record", "sql")
 
     def __init__(self, statement, dialect: Dialect, keys: tuple[str, ...]):
-        insert = isinstance(statement, Insert)
+        # An INSERT of VALUES takes its parameters' types from the table; INSERT ... SELECT,
+        # like any other statement, from its typed bindparams.
+        insert = isinstance(statement, Insert) and statement.select is None
         if insert:
             columns = statement.table.columns
             missing = [column.key for column in columns if column.key not in keys and column.default is not None]
@@ -132,7 +135,7 @@ _COMPILING = threading.Lock()
 
 
 def _compiled(statement, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
-    keys = tuple(params) if isinstance(statement, Insert) else ()
+    keys = tuple(params) if isinstance(statement, Insert) and statement.select is None else ()
     key = (statement, dialect.name, keys)
     found = _COMPILED.get(key)
     if found is None:
@@ -144,7 +147,8 @@ def _compiled(statement, dialect: Dialect, params: Mapping[str, Any]) -> _Compil
 
 
 def _run(statement, params: Mapping[str, Any], *, fetch: bool, turn=None):
-    """One statement on a pooled connection, committed on its own; `turn` guards a write."""
+    """One statement on a pooled connection, committed on its own; `turn` guards a write.
+    Answers the row read (`fetch`), or the number of rows written."""
     engine: Engine = db.engine
     dialect = engine.dialect
     compiled = _compiled(statement, dialect, params)
@@ -188,6 +192,7 @@ def _run(statement, params: Mapping[str, Any], *, fetch: bool, turn=None):
                     finally:
                         connection.isolation_level = ""
         raw = cursor.fetchone() if fetch else None
+        written = cursor.rowcount
         if postgresql:
             connection.autocommit = False
         else:
@@ -204,7 +209,7 @@ def _run(statement, params: Mapping[str, Any], *, fetch: bool, turn=None):
         ) from error
     finally:
         pooled.close()
-    return compiled.row(raw) if fetch else None
+    return compiled.row(raw) if fetch else written
 
 
 def _restore(connection, autocommit: bool) -> None:
@@ -255,13 +260,12 @@ class SqliteWriters:
 _WRITERS: weakref.WeakKeyDictionary[Engine, SqliteWriters] = weakref.WeakKeyDictionary()
 
 
-def write_one(statement, params: Mapping[str, Any]) -> None:
-    """Run one prebuilt INSERT or UPDATE and commit it on its own."""
+def write_one(statement, params: Mapping[str, Any]) -> int:
+    """Run one prebuilt INSERT or UPDATE and commit it on its own; the number of rows written."""
     engine = db.engine
     if engine.dialect.name != "sqlite":
-        _run(statement, params, fetch=False, turn=contextlib.nullcontext)
-        return
+        return _run(statement, params, fetch=False, turn=contextlib.nullcontext)
     writers = _WRITERS.get(engine)
     if writers is None:
         writers = _WRITERS.setdefault(engine, SqliteWriters(engine.url.database))
-    _run(statement, params, fetch=False, turn=writers.turn)
+    return _run(statement, params, fetch=False, turn=writers.turn)

@@ -34,8 +34,9 @@ class KeyTokenKind:
     def __init__(self, keys: KeyService):
         self.keys = keys
 
-    def find(self, value: str, hint: str | None, *, address: str) -> IntrospectedKey | None:
-        """Raises TooManyAttempts when the caller's address has guessed too often."""
+    def find(self, value: str, hint: str | None, *, address: str, caller=None) -> IntrospectedKey | None:
+        """Raises TooManyAttempts when the caller's address has guessed too often. (The caller's
+        client row was confirmed by the OAuth tokens' read, which runs first.)"""
         if not isinstance(value, str) or not value.startswith(KEY_ID_PREFIX):
             return None
         fields = self.keys.introspect(value, caller_address=address)

@@ -1,16 +1,18 @@
-"""Registered clients: the registry (cached per worker), registration checks, Authlib's view of a client."""
+"""Registered clients: the registry (rows kept per worker, confirmed by revision), registration
+checks, Authlib's view of a client."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlencode, urlsplit
 
-from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
@@ -249,13 +251,47 @@ class CreatedClient:
     client_secret: str | None  # shown once, at creation
 
 
+class StaleClient(OAuth2Error):
+    """A client row kept by this worker was changed since it was read: what was decided on it
+    does not count. Raised by the statement that confirms the row; answered (503) only if the
+    row changed again while the request was decided on a fresh read."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+    description = "The client's registration changed while this request was answered; send it again."
+
+    def __init__(self, client_id: str):
+        super().__init__(self.description)
+        self.client_id = client_id
+
+
+@dataclass
+class KeptUse:
+    """The kept client rows one decision used, and which of them a statement confirmed."""
+
+    used: dict[str, RegisteredClient] = field(default_factory=dict)
+    confirmed: set[str] = field(default_factory=set)
+
+    @property
+    def all_confirmed(self) -> bool:
+        return self.used.keys() <= self.confirmed
+
+
+_KEPT_USE: ContextVar[KeptUse | None] = ContextVar("authserver_kept_clients", default=None)
+KEEP_AT_MOST = 1024  # clients kept per worker; past that the store starts afresh
+
+
 class ClientRegistry:
     """Registered clients.
 
-    Every look-up reads the client's row (one indexed query of the hot path): a secret
-    rotated or a client deleted through any worker or host is refused by all of them on
-    their next request. A per-worker cache saved that read and kept accepting a rotated
-    secret or a deleted client elsewhere for its lifetime.
+    A look-up reads the client's row, and the worker keeps the row it read. Only the two
+    hot endpoints decide on a kept row (`decide`): client_credentials issuance and
+    introspection, whose one statement (the token INSERT, the token read) also confirms
+    that the row's `revision` is still the current one. An answer counts only when every
+    kept row it used was confirmed; otherwise (the row changed: a rotated secret, a deleted
+    client, new scopes) the request is decided again on rows read afresh, before anything
+    is written. So a change made through any worker or host is seen by every worker on its
+    next request, as when every look-up read the row, and the hot paths save that read.
     """
 
     def __init__(self, pepper: bytes, sealer: SecretSealer, audit: AuditLog, clock: Clock,
@@ -266,14 +302,63 @@ class ClientRegistry:
         self.sealer = sealer
         self.audit = audit
         self.clock = clock
+        self._kept: dict[str, RegisteredClient] = {}
 
     def get(self, client_id: str | None) -> RegisteredClient | None:
         if not client_id or not isinstance(client_id, str) or len(client_id) > 64:
             return None
+        use = _KEPT_USE.get()
+        if use is not None:
+            kept = self._kept.get(client_id)
+            if kept is not None:
+                use.used[client_id] = kept
+                return kept
         row = read_one(_CLIENT_BY_ID, {"client_id": client_id})
         if row is None or row.disabled_at is not None:
+            self._kept.pop(client_id, None)
             return None
-        return RegisteredClient(row, self.pepper)
+        client = RegisteredClient(row, self.pepper)
+        if len(self._kept) >= KEEP_AT_MOST and client_id not in self._kept:
+            self._kept.clear()
+        self._kept[client_id] = client
+        return client
+
+    def decide(self, decision: Callable[[], tuple]) -> tuple:
+        """Run `decision` (an endpoint's whole answer) letting client look-ups use kept rows.
+
+        Its answer counts if every kept row it used was confirmed (`confirm`) by a statement
+        it ran. Otherwise (a kept row found changed, or a refusal decided before any statement
+        confirmed the row) the decision runs again on rows read afresh. A decision must write
+        nothing before the statement that confirms its client (the callers: the token INSERT
+        of client_credentials, the first token read of introspection).
+        """
+        use = KeptUse()
+        reset = _KEPT_USE.set(use)
+        try:
+            answer = decision()
+        except StaleClient:
+            pass
+        except OAuth2Error:
+            if use.all_confirmed:
+                raise
+        else:
+            if use.all_confirmed:
+                return answer
+        finally:
+            _KEPT_USE.reset(reset)
+        for client_id in use.used:
+            self._kept.pop(client_id, None)
+        db.session.rollback()
+        return decision()
+
+    def confirm(self, client: RegisteredClient, current_revision: int | None) -> None:
+        """A statement read `current_revision` for the client's row (None: deleted or disabled):
+        the row the decision used is current, or StaleClient."""
+        if current_revision is None or current_revision != client.row.revision:
+            raise StaleClient(client.client_id)
+        use = _KEPT_USE.get()
+        if use is not None:
+            use.confirmed.add(client.client_id)
 
     def find_by_name(self, name: str) -> OAuthClient | None:
         """The client (not deleted) of that name."""

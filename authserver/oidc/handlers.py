@@ -8,7 +8,7 @@ from werkzeug.wrappers import Request
 
 from ..errors import Answer, json_bytes
 from ..web import services
-from .server import client_endpoint, token_response
+from .server import client_endpoint, may_keep_client, token_response
 
 
 def token(req: Request) -> Answer:
@@ -17,8 +17,14 @@ def token(req: Request) -> Answer:
 
 
 def introspect(req: Request) -> Answer:
-    endpoint = services().oidc.introspection
-    return _answer(req, lambda: endpoint(endpoint.create_endpoint_request(req)))
+    oidc = services().oidc
+    endpoint = oidc.introspection
+
+    def answer():
+        return endpoint(endpoint.create_endpoint_request(req))
+
+    # Decided on the worker's kept row of the calling client; the first token read confirms it.
+    return _answer(req, lambda: oidc.clients.decide(answer) if may_keep_client(req.form) else answer())
 
 
 def revoke(req: Request) -> Answer:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -65,6 +66,16 @@ class OAuthClient(db.Model):
     jwks: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Raised by every change to the row (`_next_revision`): workers keep the rows they read,
+    # and the hot statements confirm a kept row by its revision (clients.ClientRegistry).
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+@event.listens_for(OAuthClient, "before_update")
+def _next_revision(mapper, connection, target: OAuthClient) -> None:
+    """Every UPDATE of a client's row raises its revision, in the same statement. (Nothing
+    changes `oauth_clients` but through the ORM; tests/oidc/test_client_cache.py checks both.)"""
+    target.revision = OAuthClient.revision + 1
 
 
 class AuthorizationCode(db.Model, AuthorizationCodeMixin):

@@ -98,10 +98,12 @@ class TokenKind(Protocol):
     `find` answers an object with `is_expired()`, `is_revoked()`, `meant_for(client_id)` and
     `introspect(issuer) -> dict`, or None when the string is not of its kind. `address` is
     the introspecting caller's, for kinds whose guessing is throttled per address; a kind
-    may raise TooManyAttempts.
+    may raise TooManyAttempts. `caller` is the introspecting client: a kind whose statement
+    also confirms the caller's kept row says so (`ClientRegistry.confirm`); OAuth tokens,
+    the first kind, always do.
     """
 
-    def find(self, value: str, hint: str | None, *, address: str) -> object | None: ...
+    def find(self, value: str, hint: str | None, *, address: str, caller=None) -> object | None: ...
 
 
 # -- token generation ----------------------------------------------------------
@@ -283,7 +285,8 @@ class TokenIntrospection(IntrospectionEndpoint):
         address = request_address(request)
         for kind in self.provider.token_kinds:
             try:
-                found = kind.find(request.form["token"], request.form.get("token_type_hint"), address=address)
+                found = kind.find(request.form["token"], request.form.get("token_type_hint"), address=address,
+                                  caller=client)
             except TooManyAttempts as exc:
                 raise SlowDown(exc.retry_after) from None
             if found is not None:
@@ -584,17 +587,32 @@ def token_response(server: AuthorizationServer, oauth_request) -> tuple[int, obj
     # The proof first: it is recorded (used) before this request's transaction writes anything.
     proof = provider.dpop.verify(oauth_request.headers, provider.endpoint_resource("token_endpoint"),
                                  require_nonce=True)
-    grant = server.get_token_grant(oauth_request)
-    grant.validate_token_request()
-    oauth_request.dpop_jkt = provider.token_binding(grant.request, proof)
-    bound = dpop.binding.set(oauth_request.dpop_jkt)
-    try:
-        status, body, headers = grant.create_token_response()
-    finally:
-        dpop.binding.reset(bound)
+
+    def grant_response():
+        grant = server.get_token_grant(oauth_request)
+        grant.validate_token_request()
+        oauth_request.dpop_jkt = provider.token_binding(grant.request, proof)
+        bound = dpop.binding.set(oauth_request.dpop_jkt)
+        try:
+            return grant.create_token_response()
+        finally:
+            dpop.binding.reset(bound)
+
+    if oauth_request.payload.grant_type == "client_credentials" and may_keep_client(oauth_request.payload.data):
+        # Decided on the worker's kept client row; the token INSERT confirms it (clients.py).
+        status, body, headers = provider.clients.decide(grant_response)
+    else:
+        status, body, headers = grant_response()
     if proof is not None:
         headers = [*headers, ("DPoP-Nonce", provider.dpop.nonce())]
     return status, body, headers
+
+
+def may_keep_client(parameters) -> bool:
+    """May a request with these parameters be decided on a kept client row? Not with a client
+    assertion: its `jti` is recorded before the statement that confirms the row, so it could
+    not be checked a second time on a fresh row."""
+    return "client_assertion" not in parameters
 
 
 CLIENT_AUTH_FAILED = (

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc6749.util import scope_to_list
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Integer, String, bindparam, exists, insert, select, update
 
 from ..accounts.models import User
 from ..audit.service import AuditLog
@@ -20,7 +20,14 @@ from ..crypto import token_hash
 from ..extensions import db
 from ..hotpath import read_one, write_one
 from ..identity import AuthenticationFailed, Identity, Resource, Via, profile_columns, profile_from
-from .clients import ACCESS_TOKEN_SECONDS, OFFLINE_SCOPE, REFRESH_TOKEN_SECONDS, ClientRegistry, RegisteredClient
+from .clients import (
+    ACCESS_TOKEN_SECONDS,
+    OFFLINE_SCOPE,
+    REFRESH_TOKEN_SECONDS,
+    ClientRegistry,
+    RegisteredClient,
+    StaleClient,
+)
 from .dpop import DPoP, Refused
 from .models import AuthorizationCode, OAuthClient, OAuthToken
 
@@ -43,6 +50,39 @@ _BEARER = _TOKEN_WITH_USER.add_columns(*profile_columns(_USERS, _USER)).where(
 )
 _BY_REFRESH = _TOKEN_WITH_USER.where(_TOKENS.c.refresh_token_hash == bindparam("hash"))
 _INSERT_TOKEN = insert(_TOKENS)
+
+# The statements that confirm a client row kept by the worker (clients.ClientRegistry.decide).
+_CLIENTS = OAuthClient.__table__
+_CALLER = _CLIENTS.alias("caller")
+
+
+def _beside_caller(hash_column):
+    """Introspection's first read: the token's row (NULLs when there is none) beside the
+    introspecting client's current revision; no row at all when the client is deleted."""
+    found = _CALLER.outerjoin(_TOKENS, hash_column == bindparam("hash")).outerjoin(
+        _USERS, _USERS.c.id == _TOKENS.c.user_id)
+    return select(_CALLER.c.revision.label("caller_revision"), *_TOKEN_WITH_USER.selected_columns).select_from(
+        found).where(_CALLER.c.client_id == bindparam("caller"), _CALLER.c.disabled_at.is_(None))
+
+
+_BY_ACCESS_BESIDE_CALLER = _beside_caller(_TOKENS.c.access_token_hash)
+_BY_REFRESH_BESIDE_CALLER = _beside_caller(_TOKENS.c.refresh_token_hash)
+# client_credentials: the token is written only while its client's row is the one the request
+# was decided on (same revision, not deleted); nothing is written otherwise.
+_ISSUED = ("access_token_hash", "refresh_token_hash", "family_id", "code_id", "client_id", "user_id", "scope",
+           "audience", "token_format", "sid", "auth_time", "acr", "amr", "issued_at", "expires_at",
+           "refresh_expires_at", "claims", "dpop_jkt")
+_INSERT_WHILE_CLIENT_CURRENT = insert(_TOKENS).from_select(
+    _ISSUED,
+    select(*(bindparam(name, type_=_TOKENS.c[name].type) for name in _ISSUED)).where(
+        exists().where(
+            _CLIENTS.c.client_id == bindparam("current_client", type_=String()),
+            _CLIENTS.c.revision == bindparam("current_revision", type_=Integer()),
+            _CLIENTS.c.disabled_at.is_(None),
+        )
+    ),
+    include_defaults=False,
+)
 
 
 def record_revocation(audit: AuditLog, action: str, client_id: str, target: str, revoked: int) -> None:
@@ -238,9 +278,13 @@ class TokenStore:
             values["refresh_expires_at"] = row.refresh_expires_at = min(now + self.refresh_idle, family_end)
         # A prepared INSERT with parameters: compiled once, not rebuilt per token.
         if grant_type == "client_credentials":
-            # The insert commits on its own (one round trip on PostgreSQL); the audit log gets
-            # a count per client at most once a minute, not a row per token.
-            write_one(_INSERT_TOKEN, values)
+            # The insert commits on its own (one round trip on PostgreSQL), and only while the
+            # client's row is the one this request was decided on; the audit log gets a count
+            # per client at most once a minute, not a row per token.
+            current = {"current_client": client.client_id, "current_revision": client.row.revision}
+            if not write_one(_INSERT_WHILE_CLIENT_CURRENT, {**values, **current}):
+                raise StaleClient(client.client_id)
+            self.clients.confirm(client, client.row.revision)
             self.tally.note(client.client_id)
             return row
         db.session.execute(_INSERT_TOKEN, values)
@@ -272,17 +316,31 @@ class TokenStore:
         row = read_one(_BY_REFRESH, {"hash": token_hash(value)})
         return IssuedToken(row, self.clock, self.clients, "refresh_token") if row else None
 
-    def find(self, value: str, hint: str | None = None, *, address: str = "") -> IssuedToken | None:
+    def find(self, value: str, hint: str | None = None, *, address: str = "",
+             caller: RegisteredClient | None = None) -> IssuedToken | None:
         """An access or refresh token; the hint only decides which is looked up first.
 
-        (`address`: the introspection caller's; a wrong guess of a 256-bit token needs no throttle.)"""
-        lookups = [self.find_access, self.find_refresh]
+        With `caller` (the introspecting client), the first read also confirms the caller's
+        row (`ClientRegistry.confirm`). (`address`: the caller's; a wrong guess of a 256-bit
+        token needs no throttle.)"""
+        if not isinstance(value, str) or not 0 < len(value) <= 4096:
+            return None
+        kinds = ["access_token", "refresh_token"]
         if hint == "refresh_token":
-            lookups.reverse()
-        for lookup in lookups:
-            found = lookup(value)
-            if found is not None:
-                return found
+            kinds.reverse()
+        hashed = token_hash(value)
+        for kind in kinds:
+            access = kind == "access_token"
+            if caller is not None:
+                row = read_one(_BY_ACCESS_BESIDE_CALLER if access else _BY_REFRESH_BESIDE_CALLER,
+                               {"hash": hashed, "caller": caller.client_id})
+                self.clients.confirm(caller, row.caller_revision if row is not None else None)
+                row = row if row.id is not None else None
+                caller = None
+            else:
+                row = read_one(_BY_ACCESS if access else _BY_REFRESH, {"hash": hashed})
+            if row is not None:
+                return IssuedToken(row, self.clock, self.clients, kind)
         return None
 
     def rotate_refresh(self, value: str, client_id: str) -> IssuedToken | None:

@@ -1,7 +1,7 @@
 """Email: the outbox drained by a worker thread, and the single-use links mailed
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-11-30 20:30:00
 """
 from alembic import op
