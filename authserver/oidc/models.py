@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -135,20 +136,31 @@ class OAuthToken(db.Model):
     """
 
     __tablename__ = "oauth_tokens"
-    __table_args__ = (Index("ix_oauth_tokens_family_id", "family_id"),)
+    # The columns a client_credentials token leaves empty (no refresh token, code, user or
+    # session) are indexed only where they are set (migration 0018): each index entry is work
+    # for every INSERT, and a look-up by `column = value` uses the partial index all the same.
+    __table_args__ = (
+        Index("ix_oauth_tokens_family_id", "family_id"),
+        *(Index(name, column, unique=unique, sqlite_where=text(f"{column} IS NOT NULL"),
+                postgresql_where=text(f"{column} IS NOT NULL"))
+          for name, column, unique in (("uq_oauth_tokens_refresh_token_hash", "refresh_token_hash", True),
+                                       ("ix_oauth_tokens_code_id", "code_id", False),
+                                       ("ix_oauth_tokens_user_id", "user_id", False),
+                                       ("ix_oauth_tokens_sid", "sid", False))),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    refresh_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    refresh_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     family_id: Mapped[str] = mapped_column(String(64))
-    code_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    code_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     client_id: Mapped[str] = mapped_column(String(64), index=True)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
     scope: Mapped[str] = mapped_column(String(1000), default="")
     # Space-separated: the client itself, the resource servers it named, this server's API (first-party).
     audience: Mapped[str] = mapped_column(String(1000), default="")
     token_format: Mapped[str] = mapped_column(String(10), default="opaque")
-    sid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     auth_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     acr: Mapped[str] = mapped_column(String(64), default="")
     amr: Mapped[list] = mapped_column(JSON, default=list)

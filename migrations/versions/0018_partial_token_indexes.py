@@ -1,0 +1,44 @@
+"""Tokens: the refresh-hash, code, user and session indexes only where those are set
+
+A client_credentials token has no refresh token, code, user or session: four index
+entries of NULL that every such INSERT wrote and no look-up reads. A look-up by
+`column = value` uses the partial index as it used the whole one.
+
+Revision ID: 0018
+Revises: 0017
+Create Date: 2026-12-01 02:00:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0018'
+down_revision = '0017'
+branch_labels = None
+depends_on = None
+
+PARTIAL = (
+    ('uq_oauth_tokens_refresh_token_hash', 'refresh_token_hash', True),
+    ('ix_oauth_tokens_code_id', 'code_id', False),
+    ('ix_oauth_tokens_user_id', 'user_id', False),
+    ('ix_oauth_tokens_sid', 'sid', False),
+)
+
+
+def upgrade():
+    with op.batch_alter_table('oauth_tokens') as batch:
+        batch.drop_constraint('uq_oauth_tokens_refresh_token_hash', type_='unique')
+        for name, column, unique in PARTIAL[1:]:
+            batch.drop_index(name)
+    for name, column, unique in PARTIAL:
+        where = sa.text(f'{column} IS NOT NULL')
+        op.create_index(name, 'oauth_tokens', [column], unique=unique, sqlite_where=where, postgresql_where=where)
+
+
+def downgrade():
+    for name, column, unique in PARTIAL:
+        op.drop_index(name, table_name='oauth_tokens')
+    with op.batch_alter_table('oauth_tokens') as batch:
+        batch.create_unique_constraint('uq_oauth_tokens_refresh_token_hash', ['refresh_token_hash'])
+        for name, column, unique in PARTIAL[1:]:
+            batch.create_index(name, [column])
