@@ -44,6 +44,8 @@ from authlib.oidc.core.util import create_half_hash
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Response, json
 from flask import request as flask_request
+from joserfc import jws
+from joserfc.errors import JoseError
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
@@ -674,21 +676,42 @@ def _repeated_parameter(req) -> str | None:
     return None
 
 
+ONE_METHOD = ("Send the client's credentials one way only: HTTP Basic, client_id and client_secret in the "
+              "form, or a client assertion, not two of them (RFC 6749 section 2.3).")
+
+
 def _mixed_client_authentication(req) -> str | None:
-    """Why the request uses more than one client authentication method (RFC 6749 §2.3.1: one per
-    request), or None. HTTP Basic with form credentials as well, or with a form client_id that
-    names another client, is refused rather than answered as one of them."""
-    auth = req.authorization
-    if auth is None or auth.type != "basic":
-        return None
+    """Why the request uses more than one client authentication method (RFC 6749 §2.3: one per
+    request), or None. HTTP Basic with form credentials as well, a form secret beside a client
+    assertion, or a client_id that names another client than the credentials (the Basic user
+    name, the assertion's subject: RFC 7523 §3), is refused rather than answered as one of them."""
     form = req.form
-    if "client_secret" in form or "client_assertion" in form:
-        return ("Send the client's credentials one way only: HTTP Basic, or client_id and client_secret in "
-                "the form, not both (RFC 6749 section 2.3.1).")
     named = form.get("client_id")
-    if named is not None and named != auth.username:
-        return "The form's client_id names another client than the HTTP Basic credentials; send one client's."
+    auth = req.authorization
+    if auth is not None and auth.type == "basic":
+        if "client_secret" in form or "client_assertion" in form:
+            return ONE_METHOD
+        if named is not None and named != auth.username:
+            return "The form's client_id names another client than the HTTP Basic credentials; send one client's."
+        return None
+    if "client_assertion" not in form:
+        return None
+    if "client_secret" in form:
+        return ONE_METHOD
+    if named is not None and named != _assertion_subject(form["client_assertion"]):
+        return "The form's client_id names another client than the client assertion's subject; send one client's."
     return None
+
+
+def _assertion_subject(assertion: str) -> str | None:
+    """The `sub` a client assertion claims, unverified (only compared with the form's client_id;
+    the assertion itself is verified by client authentication), or None if it has none."""
+    try:
+        claims = json.loads(jws.extract_compact(assertion.encode()).payload)
+    except (JoseError, ValueError, UnicodeError):
+        return None
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    return subject if isinstance(subject, str) else None
 
 
 def _claimed_client_id(req) -> str:

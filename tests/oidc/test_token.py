@@ -9,12 +9,12 @@ import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from authserver import create_app
 from authserver.extensions import db
 from authserver.oidc.clients import ClientError
-from authserver.oidc.models import OAuthClient
+from authserver.oidc.models import OAuthClient, OAuthToken
 from tests.helpers.csrf import csrf_token
 from tests.helpers.factories import make_client, make_user
 from tests.helpers.oidc import (
@@ -515,3 +515,37 @@ def test_introspection_names_the_users_groups_for_the_resource_servers_rules(cli
         token = exchange(http, gallery, secret, code).json["access_token"]
         info = introspect(client, gallery, secret, token).json
         assert info["active"] is True and info["username"] == username and info["groups"] == groups
+
+
+def test_one_client_authentication_method_in_the_form_too(client, services):
+    """Found by the black-box review: a secret and a client assertion in one form were taken
+    (the assertion ignored), and an assertion's client won over a form client_id naming
+    another. RFC 6749 §2.3: one method per request; RFC 7523 §3: a client_id sent names the
+    assertion's client. Refused with 400 invalid_request, as HTTP Basic with form credentials is."""
+    indexer, secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"],
+                                  scope="photos:read")
+    key = RSAKey.generate_key(2048)
+    key.ensure_kid()
+    signer, _ = make_client(services, "Signer", redirect_uris=(), grants=["client_credentials"], scope="photos:read",
+                            token_endpoint_auth_method="private_key_jwt",
+                            jwks={"keys": [key.as_dict(private=False)]})
+    audience = services.settings.issuer + "/oauth/token"
+    assertion = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    tried = {
+        "secret and assertion": {"client_id": indexer.client_id, "client_secret": secret,
+                                 "client_assertion": _assertion(key, signer.client_id, audience, "mix-1")},
+        "assertion of another client": {"client_id": indexer.client_id,
+                                        "client_assertion": _assertion(key, signer.client_id, audience, "mix-2")},
+    }
+    before = db.session.scalar(select(func.count()).select_from(OAuthToken))
+    for name, form in tried.items():
+        answer = client.post("/oauth/token", data={"grant_type": "client_credentials", **assertion, **form})
+        assert answer.status_code == 400 and answer.json["error"] == "invalid_request", (name, answer.json)
+        introspected = client.post("/oauth/introspect", data={"token": "x", **assertion, **form})
+        assert introspected.status_code == 400 and introspected.json["error"] == "invalid_request", name
+    assert db.session.scalar(select(func.count()).select_from(OAuthToken)) == before
+    # Its own client_id beside its assertion is fine.
+    own = client.post("/oauth/token", data={
+        "grant_type": "client_credentials", **assertion, "client_id": signer.client_id,
+        "client_assertion": _assertion(key, signer.client_id, audience, "mix-3")})
+    assert own.status_code == 200, own.json
