@@ -284,7 +284,8 @@ KEEP_AT_MOST = 1024  # clients kept per worker; past that the store starts afres
 class ClientRegistry:
     """Registered clients.
 
-    A look-up reads the client's row, and the worker keeps the row it read. Only the two
+    A look-up reads the client's row, and the worker keeps the row it read (its revision is
+    raised by the database on every change: a trigger, migration 0017). Only the two
     hot endpoints decide on a kept row (`decide`): client_credentials issuance and
     introspection, whose one statement (the token INSERT, the token read) also confirms
     that the row's `revision` is still the current one. An answer counts only when every
@@ -309,7 +310,9 @@ class ClientRegistry:
             return None
         use = _KEPT_USE.get()
         if use is not None:
-            kept = self._kept.get(client_id)
+            # One decision sees one copy of a client, the one its statement confirms, even if
+            # another thread replaces the kept row meanwhile.
+            kept = use.used.get(client_id) or self._kept.get(client_id)
             if kept is not None:
                 use.used[client_id] = kept
                 return kept
@@ -336,8 +339,8 @@ class ClientRegistry:
         reset = _KEPT_USE.set(use)
         try:
             answer = decision()
-        except StaleClient:
-            pass
+        except StaleClient as stale:
+            self._kept.pop(stale.client_id, None)
         except OAuth2Error:
             if use.all_confirmed:
                 raise

@@ -8,13 +8,13 @@ from authlib.oidc.core import AuthorizationCodeMixin
 from sqlalchemy import (
     JSON,
     Boolean,
+    FetchedValue,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
-    event,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -67,16 +67,10 @@ class OAuthClient(db.Model):
     jwks: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    # Raised by every change to the row (`_next_revision`): workers keep the rows they read,
-    # and the hot statements confirm a kept row by its revision (clients.ClientRegistry).
-    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-
-
-@event.listens_for(OAuthClient, "before_update")
-def _next_revision(mapper, connection, target: OAuthClient) -> None:
-    """Every UPDATE of a client's row raises its revision, in the same statement. (Nothing
-    changes `oauth_clients` but through the ORM; tests/oidc/test_client_cache.py checks both.)"""
-    target.revision = OAuthClient.revision + 1
+    # Raised by the database on every UPDATE of the row (a trigger, migration 0017): workers
+    # keep the rows they read, and the hot statements confirm a kept row by its revision
+    # (clients.ClientRegistry).
+    revision: Mapped[int] = mapped_column(Integer, server_default="1", server_onupdate=FetchedValue())
 
 
 class AuthorizationCode(db.Model, AuthorizationCodeMixin):

@@ -37,11 +37,24 @@ log = logging.getLogger("authserver.oidc")
 
 _TOKENS = OAuthToken.__table__
 _USERS = User.__table__
+_CLIENTS = OAuthClient.__table__
+_OWNER = _CLIENTS.alias("owner")  # the client a token was issued to
+
+
+def _with_user_and_owner(found):
+    """`found` (a join holding the token) joined to the token's user and to its client, whose
+    deletion makes the token revoked whatever its own row says: a token written while the
+    client was being deleted is never accepted either."""
+    return found.outerjoin(_USERS, _USERS.c.id == _TOKENS.c.user_id).outerjoin(
+        _OWNER, _OWNER.c.client_id == _TOKENS.c.client_id)
+
+
 # The token row with the few user columns introspection needs: one indexed query.
 _TOKEN_WITH_USER = select(
     _TOKENS, _USERS.c.sub.label("user_sub"), _USERS.c.username.label("username"),
     _USERS.c.is_disabled.label("user_disabled"), _USERS.c.groups.label("user_groups"),
-).select_from(_TOKENS.outerjoin(_USERS, _USERS.c.id == _TOKENS.c.user_id))
+    _OWNER.c.disabled_at.label("client_disabled_at"),
+).select_from(_with_user_and_owner(_TOKENS))
 _BY_ACCESS = _TOKEN_WITH_USER.where(_TOKENS.c.access_token_hash == bindparam("hash"))
 # A bearer credential answers as its user: the user's profile (prefixed `user__`), same one query.
 _USER = "user__"
@@ -52,15 +65,13 @@ _BY_REFRESH = _TOKEN_WITH_USER.where(_TOKENS.c.refresh_token_hash == bindparam("
 _INSERT_TOKEN = insert(_TOKENS)
 
 # The statements that confirm a client row kept by the worker (clients.ClientRegistry.decide).
-_CLIENTS = OAuthClient.__table__
 _CALLER = _CLIENTS.alias("caller")
 
 
 def _beside_caller(hash_column):
     """Introspection's first read: the token's row (NULLs when there is none) beside the
     introspecting client's current revision; no row at all when the client is deleted."""
-    found = _CALLER.outerjoin(_TOKENS, hash_column == bindparam("hash")).outerjoin(
-        _USERS, _USERS.c.id == _TOKENS.c.user_id)
+    found = _with_user_and_owner(_CALLER.outerjoin(_TOKENS, hash_column == bindparam("hash")))
     return select(_CALLER.c.revision.label("caller_revision"), *_TOKEN_WITH_USER.selected_columns).select_from(
         found).where(_CALLER.c.client_id == bindparam("caller"), _CALLER.c.disabled_at.is_(None))
 
@@ -122,7 +133,7 @@ class IssuedToken(TokenMixin):
         return self._clock.now() >= self.expires_at
 
     def is_revoked(self):
-        if self.row.revoked_at is not None or self.row.user_disabled:
+        if self.row.revoked_at is not None or self.row.user_disabled or self.row.client_disabled_at is not None:
             return True
         return self.kind == "refresh_token" and self.row.rotated_at is not None
 

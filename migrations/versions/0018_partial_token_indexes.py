@@ -26,13 +26,26 @@ PARTIAL = (
 
 
 def upgrade():
+    if op.get_bind().dialect.name == 'postgresql':
+        # Built beside the old ones without blocking token writes (CONCURRENTLY, outside the
+        # migration's transaction), then swapped in: a large token table is not locked while
+        # its indexes are built.
+        with op.get_context().autocommit_block():
+            for name, column, unique in PARTIAL:
+                op.create_index(f'{name}_partial', 'oauth_tokens', [column], unique=unique,
+                                postgresql_where=sa.text(f'{column} IS NOT NULL'), postgresql_concurrently=True)
+        op.drop_constraint('uq_oauth_tokens_refresh_token_hash', 'oauth_tokens', type_='unique')
+        for name, column, unique in PARTIAL[1:]:
+            op.drop_index(name, table_name='oauth_tokens')
+        for name, column, unique in PARTIAL:
+            op.execute(f'ALTER INDEX {name}_partial RENAME TO {name}')
+        return
     with op.batch_alter_table('oauth_tokens') as batch:
         batch.drop_constraint('uq_oauth_tokens_refresh_token_hash', type_='unique')
         for name, column, unique in PARTIAL[1:]:
             batch.drop_index(name)
     for name, column, unique in PARTIAL:
-        where = sa.text(f'{column} IS NOT NULL')
-        op.create_index(name, 'oauth_tokens', [column], unique=unique, sqlite_where=where, postgresql_where=where)
+        op.create_index(name, 'oauth_tokens', [column], unique=unique, sqlite_where=sa.text(f'{column} IS NOT NULL'))
 
 
 def downgrade():

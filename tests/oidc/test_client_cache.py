@@ -9,10 +9,8 @@ answer as if it had read the row afresh.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from authserver import create_app, hotpath
 from authserver.audit.models import AuditEvent
@@ -129,18 +127,19 @@ def test_a_withdrawn_or_granted_introspection_right_is_seen_by_a_worker_that_kep
     assert introspect(other, resource.client_id, secret, token).json["active"] is True
 
 
-def moving_revision(statement_start: str, times: int):
+def changing_the_client(statement_start: str, times: int, change: str):
     """A hot-statement observer that, just before a statement starting with `statement_start`
-    runs, changes the client's row through another connection (at most `times` times)."""
-    moved = []
+    runs, changes every client's row with `change` (SQL) through another connection, at most
+    `times` times."""
+    changed = []
 
     def observe(sql: str) -> None:
-        if sql.startswith(statement_start) and len(moved) < times:
+        if sql.startswith(statement_start) and len(changed) < times:
             with db.engine.begin() as conn:
-                conn.execute(text("UPDATE oauth_clients SET revision = revision + 1"))
-            moved.append(sql)
+                conn.execute(text(change))
+            changed.append(sql)
 
-    return hotpath.observed(observe), moved
+    return hotpath.observed(observe), changed
 
 
 @pytest.mark.parametrize("changes", [1, 2], ids=["changed-once", "changed-again"])
@@ -150,10 +149,11 @@ def test_a_client_changed_while_its_token_is_issued(client, indexer, changes):
     resource, secret = indexer
     assert client_credentials(client, resource.client_id, secret).status_code == 200
     before = tokens_written()
-    observing, moved = moving_revision("INSERT INTO oauth_tokens", changes)
+    observing, changed = changing_the_client("INSERT INTO oauth_tokens", changes,
+                                             "UPDATE oauth_clients SET name = name")
     with observing:
         answer = client_credentials(client, resource.client_id, secret)
-    assert len(moved) == changes
+    assert len(changed) == changes
     if changes == 1:
         assert answer.status_code == 200 and tokens_written() == before + 1
     else:
@@ -162,60 +162,85 @@ def test_a_client_changed_while_its_token_is_issued(client, indexer, changes):
 
 
 def test_a_client_changed_while_it_introspects_is_answered_on_its_fresh_row(client, indexer):
+    """Its right to introspect withdrawn just before the token read: refused, as the fresh row says."""
     resource, secret = indexer
     token = client_credentials(client, resource.client_id, secret).json["access_token"]
     assert introspect(client, resource.client_id, secret, token).json["active"] is True
-    observing, moved = moving_revision("SELECT caller.revision", 1)
+    observing, changed = changing_the_client("SELECT caller.revision", 1,
+                                             "UPDATE oauth_clients SET can_introspect = false")
     with observing:
         answer = introspect(client, resource.client_id, secret, token)
-    assert moved and answer.json["active"] is True
+    assert len(changed) == 1
+    assert answer.status_code == 400 and answer.json["error"] == "unauthorized_client"
+
+
+def test_a_client_changed_twice_while_it_introspects_is_asked_to_retry(client, indexer):
+    resource, secret = indexer
+    token = client_credentials(client, resource.client_id, secret).json["access_token"]
+    assert introspect(client, resource.client_id, secret, token).json["active"] is True
+    observing, changed = changing_the_client("SELECT caller.revision", 2, "UPDATE oauth_clients SET name = name")
+    with observing:
+        answer = introspect(client, resource.client_id, secret, token)
+    assert len(changed) == 2
+    assert answer.status_code == 503 and answer.json == {
+        "error": "temporarily_unavailable",
+        "error_description": "The client's registration changed while this request was answered; send it again."}
 
 
 def test_every_change_to_a_client_row_raises_its_revision(app, services, indexer):
-    """The kept rows are only as good as the revision: every UPDATE of `oauth_clients` the
-    server sends (secret rotation, re-sealing, deletion, any ORM edit) sets it."""
+    """The kept rows are only as good as the revision: secret rotation, re-sealing, deletion
+    and any ORM edit raise it (the database's trigger does, migration 0017)."""
     broker, _ = make_client(services, "Broker", broker=True)
-    updates = []
-
-    def note(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE OAUTH_CLIENTS"):
-            updates.append(statement)
 
     def revision(client_id):
         db.session.expire_all()
         return db.session.scalar(select(OAuthClient.revision).where(OAuthClient.client_id == client_id))
 
-    event.listen(db.engine, "before_cursor_execute", note)
-    try:
-        resource, _ = indexer
-        seen = [revision(resource.client_id)]
-        services.oidc.clients.rotate_secret(resource.client_id, actor="admin")
-        seen.append(revision(resource.client_id))
-        edit(resource.client_id, name="Indexer 2")
-        seen.append(revision(resource.client_id))
-        services.oidc.clients.delete(resource.client_id, actor="admin")
-        seen.append(revision(resource.client_id))
-        kept = revision(broker.client_id)
-        services.oidc.clients.reseal_all(services.sealer)
-        db.session.commit()
-        resealed = revision(broker.client_id)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", note)
+    resource, _ = indexer
+    seen = [revision(resource.client_id)]
+    services.oidc.clients.rotate_secret(resource.client_id, actor="admin")
+    seen.append(revision(resource.client_id))
+    edit(resource.client_id, name="Indexer 2")
+    seen.append(revision(resource.client_id))
+    services.oidc.clients.delete(resource.client_id, actor="admin")
+    seen.append(revision(resource.client_id))
+    kept = revision(broker.client_id)
+    services.oidc.clients.reseal_all(services.sealer)
+    db.session.commit()
 
-    assert seen == [1, 2, 3, 4] and resealed == kept + 1
-    assert len(updates) == 4 and all("revision" in sql for sql in updates), updates
+    assert seen == [1, 2, 3, 4] and revision(broker.client_id) == kept + 1
 
 
-def test_nothing_updates_client_rows_around_the_orm():
-    """The revision is raised by the ORM's before_update event, which a bulk UPDATE (Core or
-    ORM-enabled) or SQL text would skip: the server's code contains none for `oauth_clients`."""
-    root = Path(__file__).resolve().parents[2]
-    bulk = ("update(OAuthClient", "update(_CLIENTS", "UPDATE oauth_clients", "_CLIENTS.update(")
-    found = [
-        f"{path.relative_to(root)}: {needle}"
-        for package in ("authserver", "keyvault")
-        for path in (root / package).rglob("*.py")
-        for needle in bulk
-        if needle.lower() in path.read_text(encoding="utf-8").lower()
-    ]
-    assert found == []
+def test_a_client_row_changed_around_the_server_is_not_trusted_either(client, other, indexer):
+    """A change the ORM never sees (psql, a bulk UPDATE, an older instance during a rolling
+    upgrade) raises the revision all the same: the trigger is in the database."""
+    resource, secret = indexer
+    token = client_credentials(client, resource.client_id, secret).json["access_token"]
+    assert introspect(other, resource.client_id, secret, token).json["active"] is True  # kept now
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE oauth_clients SET can_introspect = :no WHERE client_id = :id"),
+                     {"no": False, "id": resource.client_id})
+    refused = introspect(other, resource.client_id, secret, token)
+    assert refused.status_code == 400 and refused.json["error"] == "unauthorized_client"
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE oauth_clients SET grant_types = :none WHERE client_id = :id"),
+                     {"none": "[]", "id": resource.client_id})
+    before = tokens_written()
+    assert client_credentials(other, resource.client_id, secret).json["error"] == "unauthorized_client"
+    assert tokens_written() == before
+
+
+def test_a_token_of_a_deleted_client_is_never_active(client, services, indexer):
+    """Deleting a client revokes its tokens, and a token written while the deletion was being
+    committed (its row not revoked) is refused all the same: every token read joins its client."""
+    resource, secret = indexer
+    reader, reader_secret = make_client(services, "Reader", redirect_uris=(), grants=["client_credentials"],
+                                        scope="photos:read", introspect=True)
+    token = client_credentials(client, resource.client_id, secret).json["access_token"]
+    with db.engine.begin() as conn:  # the client deleted, its tokens' rows as they were
+        conn.execute(text("UPDATE oauth_clients SET disabled_at = :now WHERE client_id = :id"),
+                     {"now": "2026-01-01 00:00:00.000000", "id": resource.client_id})
+    assert db.session.scalar(select(func.count()).select_from(OAuthToken).where(
+        OAuthToken.revoked_at.is_(None))) >= 1
+    assert introspect(client, reader.client_id, reader_secret, token).json == {"active": False}
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401

@@ -4,7 +4,7 @@ import re
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 
 def test_oidc_models_match_the_migration(db):
@@ -48,3 +48,9 @@ def test_token_indexes_leave_out_what_a_client_credentials_token_has_not(db):
     for name, column in PARTIAL.items():
         assert re.search(rf"WHERE \(?{column} IS NOT NULL\)?", found[name]), found[name]
     assert "UNIQUE" in found["uq_oauth_tokens_refresh_token_hash"].upper()
+    # No whole index, nor the old UNIQUE constraint, is left beside them on those columns.
+    inspector = inspect(db.engine)
+    columns = set(PARTIAL.values())
+    assert [c for c in inspector.get_unique_constraints("oauth_tokens") if set(c["column_names"]) & columns] == []
+    on_those = sorted(i["name"] for i in inspector.get_indexes("oauth_tokens") if set(i["column_names"]) & columns)
+    assert on_those == sorted(PARTIAL)

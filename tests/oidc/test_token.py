@@ -532,8 +532,11 @@ def test_one_client_authentication_method_in_the_form_too(client, services):
     audience = services.settings.issuer + "/oauth/token"
     assertion = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
     tried = {
-        "secret and assertion": {"client_id": indexer.client_id, "client_secret": secret,
+        "secret and assertion": {"client_id": signer.client_id, "client_secret": secret,
                                  "client_assertion": _assertion(key, signer.client_id, audience, "mix-1")},
+        "secret and assertion, no client_id": {"client_secret": secret,
+                                               "client_assertion": _assertion(key, signer.client_id, audience,
+                                                                              "mix-4")},
         "assertion of another client": {"client_id": indexer.client_id,
                                         "client_assertion": _assertion(key, signer.client_id, audience, "mix-2")},
     }
