@@ -305,8 +305,8 @@ class SlowDown(OAuth2Error):
     error = "slow_down"
     status_code = 429
 
-    def __init__(self, retry_after: int):
-        super().__init__(f"Too many failed credential checks; retry in {retry_after} s.")
+    def __init__(self, retry_after: int, what: str = "Too many failed credential checks"):
+        super().__init__(f"{what}; retry in {retry_after} s.")
         self.retry_after = retry_after
 
     def get_headers(self):
@@ -332,11 +332,13 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):
         self.throttle = throttle
 
     def create_endpoint_response(self, request):
+        client = self.authenticate_client(request)
+        # Counted once the client has authenticated: failed authentications are the client
+        # throttle's (`client_endpoint`), and must not use up what its address may start.
         try:
             self.throttle.consume(Bucket("device-start:address", request_address(request)))
         except TooManyAttempts as exc:
-            raise SlowDown(exc.retry_after) from None
-        client = self.authenticate_client(request)
+            raise SlowDown(exc.retry_after, "Too many device authorizations started from this address") from None
         if not client.check_grant_type(DEVICE_CODE_GRANT):
             raise UnauthorizedClientError(
                 "This client is not registered for the device grant: register it with --grant device_code."
@@ -634,17 +636,24 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
     refused = _query_parameters(req) or _repeated_parameter(req) or _mixed_client_authentication(req)
     if refused is not None:
         return 400, {"error": "invalid_request", "error_description": refused}, list(default_json_headers)
-    try:
-        status, body, headers = run()
-    except OAuth2Error as error:
-        status, body, headers = error()
+    if _malformed_basic(req):
+        # A failed client authentication, never handed to Authlib: it would read what it can of
+        # the header (base64 decoding skips what is not base64) and try that, and then the form.
+        status, body, headers = 401, {"error": "invalid_client"}, []
+    else:
+        try:
+            status, body, headers = run()
+        except OAuth2Error as error:
+            status, body, headers = error()
     if status >= 400:
         db.session.rollback()
     if not (isinstance(body, dict) and body.get("error") == "invalid_client"):
         return status, body, headers
-    # One answer whatever went wrong: it does not tell whether the client_id exists (nor
-    # print Authlib's Python list of methods).
-    body = {**body, "error_description": CLIENT_AUTH_FAILED}
+    # One answer whatever went wrong, status and headers included: it does not tell whether the
+    # client_id exists (Authlib answers an unknown one 400, or names it in WWW-Authenticate),
+    # nor print Authlib's Python list of methods.
+    body = {"error": "invalid_client", "error_description": CLIENT_AUTH_FAILED}
+    status, headers = 401, [*default_json_headers, ("WWW-Authenticate", CLIENT_AUTH_CHALLENGE)]
     bucket = Bucket("client:address", req.remote_addr or "")
     claimed = _claimed_client_id(req)
     if throttle.fail(bucket):
@@ -656,6 +665,9 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
                  details={"endpoint": req.path, "retry_after": retry}, commit=True)
     body = {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {retry} s."}
     return 429, body, [*default_json_headers, ("Retry-After", str(retry))]
+
+
+CLIENT_AUTH_CHALLENGE = 'Basic realm="authserver", error="invalid_client"'
 
 
 def _query_parameters(req) -> str | None:
@@ -701,6 +713,16 @@ def _mixed_client_authentication(req) -> str | None:
     if named is not None and named != _assertion_subject(form["client_assertion"]):
         return "The form's client_id names another client than the client assertion's subject; send one client's."
     return None
+
+
+def _malformed_basic(req) -> bool:
+    """An `Authorization: Basic …` header that is not base64 of UTF-8 `client_id:secret` (werkzeug
+    reads none from it), or two credentials in one header."""
+    sent = req.headers.get("Authorization", "").split(None, 1)
+    if not sent or sent[0].lower() != "basic":
+        return False
+    auth = req.authorization
+    return auth is None or auth.type != "basic" or auth.username is None or auth.password is None
 
 
 def _assertion_subject(assertion: str) -> str | None:
@@ -872,12 +894,11 @@ class OidcProvider:
         return datetime.fromtimestamp(min(seconds, 4102444800), tz=UTC)
 
     def assertion_audiences(self) -> list[str]:
-        return [
-            self.issuer,
-            self.base + ENDPOINTS["token_endpoint"],
-            self.base + ENDPOINTS["introspection_endpoint"],
-            self.base + ENDPOINTS["revocation_endpoint"],
-        ]
+        """What a client assertion may name as its audience: the issuer or any endpoint that takes
+        one (RFC 7523 §3; RFC 9126 §2 asks for the PAR endpoint's URL to be accepted too)."""
+        return [self.issuer, *(self.base + ENDPOINTS[name] for name in (
+            "token_endpoint", "introspection_endpoint", "revocation_endpoint",
+            "pushed_authorization_request_endpoint", "device_authorization_endpoint"))]
 
     def id_token(self, token: dict, request) -> str:
         """OIDC Core 2: the ID token of one issuance; `nonce` only when the code carried one."""

@@ -1,6 +1,7 @@
 """The token endpoint: code redemption, PKCE, client authentication, refresh rotation,
 client credentials, private_key_jwt, ID tokens and RFC 9068 access tokens."""
 
+import base64
 import re
 import threading
 import time
@@ -12,6 +13,7 @@ from joserfc.jwk import KeySet, OctKey, RSAKey
 from sqlalchemy import func, select
 
 from authserver import create_app
+from authserver.audit.models import AuditEvent
 from authserver.extensions import db
 from authserver.oidc.clients import ClientError
 from authserver.oidc.models import OAuthClient, OAuthToken
@@ -552,3 +554,92 @@ def test_one_client_authentication_method_in_the_form_too(client, services):
         "grant_type": "client_credentials", **assertion, "client_id": signer.client_id,
         "client_assertion": _assertion(key, signer.client_id, audience, "mix-3")})
     assert own.status_code == 200, own.json
+
+
+CLIENT_ENDPOINTS = ("/oauth/token", "/oauth/introspect", "/oauth/revoke", "/oauth/device_authorization")
+
+
+@pytest.mark.parametrize("tail", [", x", "==", "!!", ";", ""], ids=["comma", "padding", "bang", "semicolon",
+                                                                    "unpadded"])
+def test_malformed_basic_credentials_are_refused_not_read_half(client, services, tail):
+    """Found by the second black-box review: werkzeug reads `Basic <base64>, x` as no credentials,
+    so the one-method check let it pass, while Authlib decoded what it could of it and tried it
+    before the form's secret: a wrong guess fell back to the form, unthrottled and unaudited.
+    Now it is a failed client authentication (401, counted and audited), whatever else is sent."""
+    indexer, indexer_secret = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"],
+                                          scope="photos:read", introspect=True)
+    resource, resource_secret = make_client(services, "Resource", redirect_uris=(),
+                                            grants=["client_credentials"], scope="photos:read")
+    encoded = base64.b64encode(f"{resource.client_id}:{resource_secret}".encode()).decode()
+    if tail == "":
+        encoded = encoded.rstrip("=")
+        assert encoded != base64.b64encode(f"{resource.client_id}:{resource_secret}".encode()).decode()
+    header = {"Authorization": f"Basic {encoded}{tail}"}
+    tried = 0
+    for path in CLIENT_ENDPOINTS:
+        for form in ({}, {"client_secret": indexer_secret},
+                     {"client_id": indexer.client_id, "client_secret": indexer_secret}):
+            answer = client.post(path, headers=header, data={"grant_type": "client_credentials", "token": "x", **form})
+            assert answer.status_code == 401 and answer.json["error"] == "invalid_client", (path, form, answer.json)
+            tried += 1
+    failures = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "client.auth_failed"))
+    assert failures == tried
+    assert db.session.scalar(select(func.count()).select_from(OAuthToken)) == 0
+
+
+def test_an_unknown_client_is_answered_as_a_wrong_secret_is(client, services):
+    """Found by the second black-box review: an unknown client_id in the form got 400, a known
+    one with a wrong secret 401, and Basic's WWW-Authenticate said "does not exist"."""
+    indexer, _ = make_client(services, "Indexer", redirect_uris=(), grants=["client_credentials"],
+                             scope="photos:read", introspect=True)
+
+    def answer(path, client_id, how):
+        if how == "basic":
+            return client.post(path, data={"grant_type": "client_credentials", "token": "x"},
+                               auth=(client_id, "wrong-secret"))
+        form = {"client_id": client_id, **({"client_secret": "wrong-secret"} if how == "post" else {})}
+        return client.post(path, data={"grant_type": "client_credentials", "token": "x", **form})
+
+    for path in CLIENT_ENDPOINTS:
+        for how in ("basic", "post", "client_id alone"):
+            known, unknown = answer(path, indexer.client_id, how), answer(path, "no-such-client-id", how)
+            seen = [(r.status_code, r.json, r.headers.get("WWW-Authenticate")) for r in (known, unknown)]
+            assert seen[0] == seen[1], (path, how, seen)
+            assert known.status_code == 401 and known.json["error"] == "invalid_client", (path, how)
+
+
+def test_failed_authentications_do_not_use_up_what_an_address_may_start_at_the_device_endpoint(client, services):
+    """Found by the second black-box review: the device endpoint counted every request against
+    its address's allowance before authenticating, so 21 wrong secrets locked out the clients
+    that authenticate. Failures are the client throttle's; the allowance counts starts."""
+    device, secret = make_client(services, "TV", redirect_uris=(), scope="openid",
+                                 grants=["urn:ietf:params:oauth:grant-type:device_code"])
+    for _ in range(25):
+        wrong = client.post("/oauth/device_authorization", data={"scope": "openid"}, auth=(device.client_id, "wrong"))
+        assert wrong.status_code in (401, 429)
+    started = client.post("/oauth/device_authorization", data={"scope": "openid"}, auth=(device.client_id, secret))
+    assert started.status_code == 200, started.json
+    assert "user_code" in started.json
+
+
+def test_a_client_assertion_for_the_par_or_device_endpoint_is_accepted_there(client, services):
+    """RFC 9126 §2: the PAR endpoint's URL is an audience the server must accept; so is the device
+    authorization endpoint's, where the assertion is sent."""
+    key = RSAKey.generate_key(2048)
+    key.ensure_kid()
+    signer, _ = make_client(services, "Signer", redirect_uris=("https://signer.example/cb",), scope="openid",
+                            grants=["authorization_code", "urn:ietf:params:oauth:grant-type:device_code"],
+                            token_endpoint_auth_method="private_key_jwt", jwks={"keys": [key.as_dict(private=False)]})
+    base = services.settings.issuer.rstrip("/")
+    kind = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    par = client.post("/oauth/par", data={
+        **kind, "client_assertion": _assertion(key, signer.client_id, base + "/oauth/par", "aud-par"),
+        "response_type": "code", "client_id": signer.client_id, "redirect_uri": "https://signer.example/cb",
+        "scope": "openid", "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256"})
+    assert par.status_code == 201, par.json
+    device = client.post("/oauth/device_authorization", data={
+        **kind, "scope": "openid",
+        "client_assertion": _assertion(key, signer.client_id, base + "/oauth/device_authorization", "aud-dev")})
+    assert device.status_code == 200, device.json
