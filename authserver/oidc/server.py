@@ -623,6 +623,7 @@ CLIENT_AUTH_FAILED = (
     "Client authentication failed: send the client_id with its secret (HTTP Basic, or client_id and "
     "client_secret in the form), or the signed assertion it was registered for."
 )
+CLIENT_AUTH_CHALLENGE = 'Basic realm="authserver", error="invalid_client"'
 
 
 def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttle: Throttle,
@@ -665,9 +666,6 @@ def client_endpoint(req, run: Callable[[], tuple[int, object, list]], *, throttl
                  details={"endpoint": req.path, "retry_after": retry}, commit=True)
     body = {"error": "slow_down", "error_description": f"Too many failed client authentications; retry in {retry} s."}
     return 429, body, [*default_json_headers, ("Retry-After", str(retry))]
-
-
-CLIENT_AUTH_CHALLENGE = 'Basic realm="authserver", error="invalid_client"'
 
 
 def _query_parameters(req) -> str | None:
@@ -716,13 +714,13 @@ def _mixed_client_authentication(req) -> str | None:
 
 
 def _malformed_basic(req) -> bool:
-    """An `Authorization: Basic …` header that is not base64 of UTF-8 `client_id:secret` (werkzeug
-    reads none from it), or two credentials in one header."""
+    """An `Authorization: Basic …` header werkzeug reads no credentials from: not base64 of UTF-8
+    `client_id:secret`, two credentials in one header, or no space after the scheme."""
     sent = req.headers.get("Authorization", "").split(None, 1)
     if not sent or sent[0].lower() != "basic":
         return False
     auth = req.authorization
-    return auth is None or auth.type != "basic" or auth.username is None or auth.password is None
+    return auth is None or auth.type != "basic"
 
 
 def _assertion_subject(assertion: str) -> str | None:

@@ -96,6 +96,11 @@ _INSERT_WHILE_CLIENT_CURRENT = insert(_TOKENS).from_select(
 )
 
 
+def _plausible(value) -> bool:
+    """A string that may be one of our tokens: anything else is looked up nowhere."""
+    return isinstance(value, str) and 0 < len(value) <= 4096
+
+
 def record_revocation(audit: AuditLog, action: str, client_id: str, target: str, revoked: int) -> None:
     """A credential misused (a code or refresh token replayed, a session gone): its tokens were
     revoked; one failure row says how many, committed with the revocation."""
@@ -309,23 +314,14 @@ class TokenStore:
         return row
 
     def find_access(self, value: str) -> IssuedToken | None:
-        if not isinstance(value, str) or not 0 < len(value) <= 4096:
-            return None
-        row = read_one(_BY_ACCESS, {"hash": token_hash(value)})
-        return IssuedToken(row, self.clock, self.clients) if row else None
+        return self._read("access_token", token_hash(value)) if _plausible(value) else None
 
     def find_bearer(self, value: str) -> IssuedToken | None:
         """An access token presented as a credential, read with its user's columns (one query)."""
-        if not isinstance(value, str) or not 0 < len(value) <= 4096:
+        if not _plausible(value):
             return None
         row = read_one(_BEARER, {"hash": token_hash(value)})
         return IssuedToken(row, self.clock, self.clients) if row else None
-
-    def find_refresh(self, value: str) -> IssuedToken | None:
-        if not isinstance(value, str) or not 0 < len(value) <= 4096:
-            return None
-        row = read_one(_BY_REFRESH, {"hash": token_hash(value)})
-        return IssuedToken(row, self.clock, self.clients, "refresh_token") if row else None
 
     def find(self, value: str, hint: str | None = None, *, address: str = "",
              caller: RegisteredClient | None = None) -> IssuedToken | None:
@@ -334,25 +330,26 @@ class TokenStore:
         With `caller` (the introspecting client), the first read also confirms the caller's
         row (`ClientRegistry.confirm`). (`address`: the caller's; a wrong guess of a 256-bit
         token needs no throttle.)"""
-        if not isinstance(value, str) or not 0 < len(value) <= 4096:
+        if not _plausible(value):
             return None
         kinds = ["access_token", "refresh_token"]
         if hint == "refresh_token":
             kinds.reverse()
         hashed = token_hash(value)
-        for kind in kinds:
-            access = kind == "access_token"
-            if caller is not None:
-                row = read_one(_BY_ACCESS_BESIDE_CALLER if access else _BY_REFRESH_BESIDE_CALLER,
-                               {"hash": hashed, "caller": caller.client_id})
-                self.clients.confirm(caller, row.caller_revision if row is not None else None)
-                row = row if row.id is not None else None
-                caller = None
-            else:
-                row = read_one(_BY_ACCESS if access else _BY_REFRESH, {"hash": hashed})
-            if row is not None:
-                return IssuedToken(row, self.clock, self.clients, kind)
-        return None
+        first, second = kinds
+        return self._read(first, hashed, caller) or self._read(second, hashed)
+
+    def _read(self, kind: str, hashed: str, caller: RegisteredClient | None = None) -> IssuedToken | None:
+        """The token of that kind and hash; beside `caller`'s current revision, which it confirms."""
+        access = kind == "access_token"
+        if caller is None:
+            row = read_one(_BY_ACCESS if access else _BY_REFRESH, {"hash": hashed})
+        else:
+            row = read_one(_BY_ACCESS_BESIDE_CALLER if access else _BY_REFRESH_BESIDE_CALLER,
+                           {"hash": hashed, "caller": caller.client_id})
+            self.clients.confirm(caller, row.caller_revision if row is not None else None)
+            row = row if row.id is not None else None
+        return IssuedToken(row, self.clock, self.clients, kind) if row is not None else None
 
     def rotate_refresh(self, value: str, client_id: str) -> IssuedToken | None:
         """Claim a refresh token for one exchange (conditional UPDATE, in the open transaction).
